@@ -1,0 +1,90 @@
+# pie: one target per stage. CONFIG picks the experiment, ROOT the work root:
+#   make demo                      # everything on the embedded Fashion-MNIST
+#   make train CONFIG=configs/x.toml ROOT=/data/pie
+# Every stage is idempotent: a rerun does only what is missing.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+CONFIG ?= configs/fashion-mnist.toml
+ROOT ?= work
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+
+PIE := $(VENV)/bin/pie
+ARGS := --config $(CONFIG) --root $(ROOT)
+STAMP := $(VENV)/.installed
+
+.PHONY: help env data demo ingest corrupt train infer analytics export summary \
+        test test-slow lint format bench clean
+
+help:
+	@echo "make demo    set up, run every stage on Fashion-MNIST, print the summary"
+	@echo "make test    fast tests (make test-slow: the slow ones too)"
+	@echo "stages:      make ingest | corrupt | train | infer | analytics | export | summary"
+	@echo "options:     CONFIG=$(CONFIG) ROOT=$(ROOT)"
+	@echo "other:       make lint | format | bench | clean"
+
+# -- environment ---------------------------------------------------------------------------
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	  { echo "pie needs Python 3.11 (PYTHON=$(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+env: $(STAMP)
+
+data:
+	@test -f $(FMNIST_DIR)/t10k-images-idx3-ubyte.gz || { \
+	  echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+
+# -- stages --------------------------------------------------------------------------------
+ingest: env data
+	$(PIE) ingest fashion-mnist $(ARGS)
+
+corrupt: env
+	$(PIE) corrupt $(ARGS)
+
+train: env
+	$(PIE) train $(ARGS)
+
+infer: env
+	$(PIE) infer $(ARGS)
+
+analytics: env
+	$(PIE) analyze $(ARGS)
+
+export: env
+	$(PIE) export $(ARGS)
+	$(PIE) export --non-pie $(ARGS)
+
+summary: env
+	@$(PIE) summary $(ARGS)
+
+demo: env data
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory ingest corrupt train infer analytics export summary && \
+	echo "demo: all stages done in $$(( $$(date +%s) - start )) s"
+
+# -- quality -------------------------------------------------------------------------------
+test: env data
+	$(VENV)/bin/pytest -q
+
+test-slow: env data
+	$(VENV)/bin/pytest -q -m slow
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: env
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: env
+	$(VENV)/bin/python bench/train_throughput.py
+	$(VENV)/bin/python bench/infer_sink.py
+
+clean:
+	rm -rf $(ROOT)

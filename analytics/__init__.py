@@ -1,0 +1,1 @@
+"""analytics: class impact (Welch t-tests), PIEs, robustness, PIE export, the summary."""

@@ -1,0 +1,68 @@
+"""`pie analyze`, `pie export`, `pie summary`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from analytics.config import AnalyzeConfig, ExportConfig
+from pie import config, options
+from pie.paths import open_root
+
+app = typer.Typer()
+
+Dataset = Annotated[str | None, typer.Option("--dataset", "-d", help="[default: config]")]
+
+
+@app.command()
+def analyze(
+    alpha: Annotated[float | None, typer.Option(help="Significance level")] = None,
+    tie_break: Annotated[
+        str | None, typer.Option(help="Tied modes: largest (reference) or smallest class id")
+    ] = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """Per-class Welch t-tests into class_tstats; refresh the views' settings."""
+    from analytics import analyze as analyze_stage
+
+    cfg = config.load(
+        AnalyzeConfig, cfg_path, "analyze", dict(alpha=alpha, mode_tie_break=tie_break)
+    )
+    analyze_stage.main(open_root(root), cfg)
+
+
+@app.command()
+def export(
+    sparsity: Annotated[float | None, typer.Option(help="Variant population's sparsity")] = None,
+    method: Annotated[str | None, typer.Option(help="Variant population's method")] = None,
+    dataset: Dataset = None,
+    non_pie: Annotated[bool, typer.Option("--non-pie", help="Export the complement")] = False,
+    force: Annotated[bool, typer.Option(help="Rewrite an existing export")] = False,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """Write a population's PIEs (or --non-pie, the rest) as WebDataset shards."""
+    from analytics import export as export_stage
+
+    cfg = config.load(
+        ExportConfig,
+        cfg_path,
+        "export",
+        dict(sparsity=sparsity, method=method, dataset=dataset, non_pie=non_pie or None),
+    )
+    export_stage.main(open_root(root), cfg, force)
+
+
+@app.command()
+def summary(
+    dataset: Dataset = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """Headline numbers per population on a clean dataset, and where the results are."""
+    from analytics import summary as summary_stage
+
+    cfg = config.load(AnalyzeConfig, cfg_path, "analyze", dict(dataset=dataset))
+    summary_stage.main(open_root(root), cfg)

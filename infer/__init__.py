@@ -1,0 +1,1 @@
+"""infer: every checkpoint over every evaluation dataset, every prediction into DuckDB."""

@@ -1,0 +1,42 @@
+"""`pie infer`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from infer.config import InferConfig
+from pie import config, options
+from pie.paths import open_root
+
+app = typer.Typer()
+
+
+@app.command()
+def infer(
+    datasets: Annotated[
+        list[str] | None,
+        typer.Option("--dataset", "-d", help="Datasets to evaluate [default: every eval set]"),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """Evaluate every model on every dataset it has not seen; resumable, never duplicates."""
+    from infer import run
+
+    cfg = config.load(
+        InferConfig,
+        cfg_path,
+        "infer",
+        dict(
+            datasets=options.split_list(datasets),
+            workers=workers,
+            batch_size=batch_size,
+            device=device,
+        ),
+    )
+    run.main(open_root(root), cfg)

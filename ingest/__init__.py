@@ -1,0 +1,1 @@
+"""ingest: image sources -> WebDataset shards + `datasets` / `images` rows; corruptions."""

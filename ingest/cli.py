@@ -1,0 +1,188 @@
+"""`pie ingest ...` (one command per source) and `pie corrupt`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ingest.config import CorruptConfig, IngestConfig
+from ingest.corruptions import BENCHMARK, CORRUPTIONS
+from pie import config, options
+from pie.errors import PieError
+from pie.paths import open_root
+
+# Stage modules are imported inside the commands: `pie --help` and `pie sql` stay fast.
+
+app = typer.Typer()
+ingest_app = typer.Typer(
+    help="Pack image sources into WebDataset shards under <root>/shards.", no_args_is_help=True
+)
+app.add_typer(ingest_app, name="ingest")
+
+Name = Annotated[str, typer.Option("--name", help="Dataset name")]
+Source = Annotated[Path, typer.Argument(help="Source directory")]
+
+
+def load(cfg_path: str, **overrides) -> IngestConfig:
+    return config.load(IngestConfig, cfg_path, "ingest", overrides)
+
+
+@ingest_app.command("fashion-mnist")
+def fashion_mnist(
+    directory: Annotated[
+        str | None, typer.Option("--dir", help="Directory of the gzipped IDX files")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Keep the first N images of each split (0 = all)")
+    ] = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """The embedded Fashion-MNIST (Debian dataset-fashion-mnist): fmnist-train, fmnist-test."""
+    from ingest import pack, sources
+
+    cfg = load(cfg_path, fashion_mnist_dir=directory, limit=limit)
+    found = [
+        sources.fashion_mnist(Path(cfg.fashion_mnist_dir), s, cfg.limit) for s in ("train", "test")
+    ]
+    pack.main(open_root(root), cfg, found)
+
+
+@ingest_app.command("imagefolder")
+def imagefolder(
+    directory: Source,
+    name: Name,
+    label_space: Annotated[
+        str, typer.Option(help="'imagenet1k' (class dirs are wnids) or a new label space name")
+    ] = "imagenet1k",
+    split: Annotated[str, typer.Option(help="train or eval")] = "eval",
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """An ImageFolder tree <class>/<image> (ImageNet train/val and the like); JPEGs pass through."""
+    from ingest import pack, sources
+
+    if split not in ("train", "eval"):
+        raise PieError(f"--split must be train or eval, got {split!r}")
+    pack.main(
+        open_root(root), load(cfg_path), [sources.image_folder(directory, name, label_space, split)]
+    )
+
+
+@ingest_app.command("imagenet-a")
+def imagenet_a(
+    directory: Source,
+    name: Name = "imagenet-a",
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """ImageNet-A (<wnid>/<image>, 200 classes): scored among its 200 classes' logits."""
+    from ingest import pack, sources
+
+    pack.main(open_root(root), load(cfg_path), [sources.imagenet_subset(directory, name, "a")])
+
+
+@ingest_app.command("imagenet-r")
+def imagenet_r(
+    directory: Source,
+    name: Name = "imagenet-r",
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """ImageNet-R renditions (<wnid>/<image>, 200 classes): scored among its 200 classes."""
+    from ingest import pack, sources
+
+    pack.main(open_root(root), load(cfg_path), [sources.imagenet_subset(directory, name, "r")])
+
+
+@ingest_app.command("imagenet-c")
+def imagenet_c(
+    directory: Source,
+    parent: Annotated[str, typer.Option(help="The clean dataset the tree corrupts")],
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """The released ImageNet-C tree <corruption>/<severity>/<wnid>/<image>: one dataset each."""
+    from ingest import pack, sources
+    from pie import store
+
+    work = open_root(root)
+    con = store.connect(work, read_only=True)
+    try:
+        space = pack.label_space(con, store.dataset(con, parent)["label_space"])
+    finally:
+        con.close()
+    pack.main(work, load(cfg_path), sources.imagenet_c(directory, parent, space))
+
+
+@ingest_app.command("csv")
+def csv_manifest(
+    manifest: Annotated[Path, typer.Argument(help="CSV with columns path,label[,key]")],
+    name: Name,
+    label_space: Annotated[str, typer.Option(help="imagenet1k, fashion-mnist or a stored one")],
+    split: Annotated[str, typer.Option(help="train or eval")] = "eval",
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """A CSV manifest of image paths and labels."""
+    from ingest import pack, sources
+    from pie import store
+
+    work = open_root(root)
+    builtin = {"imagenet1k": sources.imagenet1k, "fashion-mnist": lambda: sources.FASHION_MNIST}
+    if label_space in builtin:
+        space = builtin[label_space]()
+    else:
+        con = store.connect(work, read_only=True)
+        try:
+            space = pack.label_space(con, label_space)
+        finally:
+            con.close()
+    pack.main(work, load(cfg_path), [sources.csv_manifest(manifest, name, space, split)])
+
+
+@app.command()
+def corrupt(
+    dataset: Annotated[
+        str | None, typer.Argument(help="Clean dataset [default: corrupt.dataset]")
+    ] = None,
+    corruption: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--corruption",
+            "-x",
+            help=f"Corruption names, repeatable or comma-separated; 'benchmark' = the 15, "
+            f"'all' = all {len(CORRUPTIONS)} [default: corrupt.corruptions]",
+            show_default=False,
+        ),
+    ] = None,
+    severity: Annotated[
+        list[str] | None,
+        typer.Option("--severity", "-s", help="Severities 1-5 [default: corrupt.severities]"),
+    ] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel worker processes")] = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """ImageNet-C style variants of a clean dataset: one dataset per (corruption, severity)."""
+    from ingest import corrupt as corrupt_stage
+
+    names = options.split_list(corruption)
+    if names:
+        expanded = {"all": CORRUPTIONS, "benchmark": BENCHMARK}
+        names = tuple(n for name in names for n in expanded.get(name, (name,)))
+    levels = options.split_list(severity)
+    try:
+        levels = tuple(int(s) for s in levels) if levels else None
+    except ValueError:
+        raise PieError(f"--severity takes integers 1-5, got {severity}") from None
+    cfg = config.load(
+        CorruptConfig,
+        cfg_path,
+        "corrupt",
+        dict(dataset=dataset, corruptions=names, severities=levels, seed=seed, workers=workers),
+    )
+    corrupt_stage.main(open_root(root), cfg)

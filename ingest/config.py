@@ -1,0 +1,41 @@
+"""The ingest stage's configs: `[ingest]` (packing sources) and `[corrupt]` (variants)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingest.corruptions import BENCHMARK, CORRUPTIONS, SEVERITIES
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    fashion_mnist_dir: str = "/usr/share/datasets/fashion-mnist"
+    limit: int = 0  # keep the first N images of each split (0 = all): quick looks and tests
+    shard_max_count: int = 10_000
+    shard_max_size: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.limit < 0:
+            raise ValueError(f"ingest.limit must be >= 0, got {self.limit}")
+        if self.shard_max_count < 1 or self.shard_max_size < 1:
+            raise ValueError("ingest.shard_max_count and shard_max_size must be positive")
+
+
+@dataclass(frozen=True)
+class CorruptConfig:
+    dataset: str = "fmnist-test"
+    corruptions: tuple[str, ...] = BENCHMARK
+    severities: tuple[int, ...] = SEVERITIES
+    seed: int = 0
+    workers: int = 2
+    shard_max_count: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name in self.corruptions:
+            if name not in CORRUPTIONS:
+                raise ValueError(f"unknown corruption {name!r} (known: {', '.join(CORRUPTIONS)})")
+        for s in self.severities:
+            if s not in SEVERITIES:
+                raise ValueError(f"severity must be 1-5, got {s}")
+        if self.workers < 1:
+            raise ValueError(f"corrupt.workers must be >= 1, got {self.workers}")

@@ -1,0 +1,65 @@
+"""The `pie` command: wires each stage's typer app into one CLI.
+
+This is the only module that imports the stages. A user's mistake (`PieError`) is printed as
+one `error:` line with exit code 2; Ctrl-C exits 130 without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from analytics import cli as analytics_cli
+from infer import cli as infer_cli
+from ingest import cli as ingest_cli
+from pie import console, options, query
+from pie.errors import PieError
+from pie.paths import open_root
+from train import cli as train_cli
+
+
+class PieGroup(TyperGroup):
+    """Turns user errors into one line and a non-zero exit, for every subcommand."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PieError as e:
+            console.err.print(f"error: {e}", markup=False, soft_wrap=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            console.err.print("interrupted: nothing half-written was kept", markup=False)
+            ctx.exit(130)
+
+
+app = typer.Typer(
+    name="pie",
+    cls=PieGroup,
+    help="What pruning does to an image classifier beyond top-1.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for stage in (ingest_cli, train_cli, infer_cli, analytics_cli):
+    app.add_typer(stage.app)
+
+
+@app.command()
+def sql(
+    statement: Annotated[str, typer.Argument(help="SQL to run (read-only)")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, csv, json or parquet")
+    ] = "table",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to FILE")] = None,
+    max_rows: Annotated[int, typer.Option(help="Rows shown by --format table")] = 50,
+    root: options.Root = None,
+) -> None:
+    """Ad-hoc SQL over the predictions database (tables and views), opened read-only."""
+    query.main(open_root(root), statement, fmt, out, max_rows)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,110 @@
+"""Experiment configs: one TOML file per experiment, one frozen dataclass per stage.
+
+A file has a top-level `name` (the experiment) and one table per stage:
+
+    name = "fashion-mnist"
+    [train]
+    sparsities = [0.0, 0.5, 0.9]
+
+Each stage declares its own frozen dataclass (defaults = the documented behaviour) and
+loads its table with `load`; CLI flags arrive as `overrides`. Unknown keys, wrong types
+and out-of-range values are user mistakes (`PieError`), reported with the key's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pie.errors import PieError
+
+DEFAULT_CONFIG = "configs/fashion-mnist.toml"
+SECTIONS = ("ingest", "corrupt", "train", "infer", "analyze", "export")
+TOP_LEVEL = ("name", "description")
+
+T = TypeVar("T")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise PieError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise PieError(f"config file {path} is not valid TOML: {e}") from None
+    unknown = sorted(set(doc) - set(SECTIONS) - set(TOP_LEVEL))
+    if unknown:
+        known = ", ".join((*TOP_LEVEL, *SECTIONS))
+        raise PieError(f"unknown config key '{unknown[0]}' in {path} (known: {known})")
+    return doc
+
+
+def experiment_name(doc: Mapping[str, Any], path: str | Path) -> str:
+    name = doc.get("name", Path(path).stem)
+    if not isinstance(name, str) or not name:
+        raise PieError(f"config key 'name' in {path} must be a non-empty string")
+    return name
+
+
+def load(
+    cls: type[T], path: str | Path, section: str, overrides: Mapping[str, Any] | None = None
+) -> T:
+    """Build `cls` from table `section` of the TOML file, then apply non-None `overrides`.
+
+    A field named `experiment` is filled from the file's top-level `name`.
+    """
+    doc = read_toml(path)
+    raw = doc.get(section, {})
+    if not isinstance(raw, dict):
+        raise PieError(f"config key '{section}' in {path} must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)} - {"experiment"}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise PieError(
+            f"unknown config key '{section}.{unknown[0]}' in {path} "
+            f"(known: {', '.join(sorted(fields))})"
+        )
+    values = {k: coerce(v, hints[k], f"{section}.{k}") for k, v in raw.items()}
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            values[k] = coerce(v, hints[k], f"--{k.replace('_', '-')}")
+    if "experiment" in hints:
+        values["experiment"] = experiment_name(doc, path)
+    try:
+        return cls(**values)
+    except ValueError as e:
+        raise PieError(f"{path}: {e}") from None
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against a field's type hint; lists become tuples, ints become floats."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise PieError(f"config key '{where}' must be a list, got {value!r}")
+        return tuple(coerce(v, args[0], where) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise PieError(f"config key '{where}' must be an integer, got {value!r}")
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise PieError(f"config key '{where}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}

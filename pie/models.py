@@ -1,0 +1,99 @@
+"""The model registry: architecture name -> constructor, and which weights are prunable.
+
+Every constructor takes `(num_classes, in_channels, image_size)` and returns a stock
+module, so a checkpoint's plain `state_dict` loads into `create(arch, ...)` with nothing
+else. Prunable weights follow the reference: every convolution (the stem included) and
+every dense layer except the final classifier.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torchvision
+
+from pie.errors import PieError
+
+Constructor = Callable[[int, int, int], nn.Module]
+ARCHS: dict[str, Constructor] = {}
+
+
+def register(name: str) -> Callable[[Constructor], Constructor]:
+    def add(fn: Constructor) -> Constructor:
+        ARCHS[name] = fn
+        return fn
+
+    return add
+
+
+class SmallCNN(nn.Module):
+    """Two strided 3x3 convolutions and a hidden dense layer, for 28-32 px inputs.
+
+    Strided convolutions rather than max-pooling: on CPU, max-pooling dominated the step
+    time at this size (bench/train_throughput.py).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        width: int = 16,
+        hidden: int = 256,
+    ):
+        super().__init__()
+        side = math.ceil(math.ceil(image_size / 2) / 2)
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(2 * width)
+        self.fc1 = nn.Linear(2 * width * side * side, hidden)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        x = self.bn1(self.conv1(x)).relu()
+        x = self.bn2(self.conv2(x)).relu()
+        return self.fc(self.fc1(x.flatten(1)).relu())
+
+
+@register("small_cnn")
+def small_cnn(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    return SmallCNN(num_classes, in_channels, image_size)
+
+
+def torchvision_resnet(name: str) -> Constructor:
+    def build(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+        if in_channels != 3:
+            raise PieError(f"{name} takes 3-channel input; set the preprocessing channels to 3")
+        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+
+    return build
+
+
+for _name in ("resnet18", "resnet34", "resnet50", "resnet101"):
+    register(_name)(torchvision_resnet(_name))
+
+
+def create(arch: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    if arch not in ARCHS:
+        raise PieError(f"unknown arch {arch!r} (known: {', '.join(sorted(ARCHS))})")
+    return ARCHS[arch](num_classes, in_channels, image_size)
+
+
+def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Conv and dense weights by state_dict name, in module order, minus the last dense layer."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    last_linear = max(
+        (i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Linear)), default=None
+    )
+    return {f"{n}.weight": m.weight for i, (n, m) in enumerate(layers) if i != last_linear}
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)

@@ -1,0 +1,69 @@
+"""The work root: every file a run produces lives under it, so deleting it resets the project.
+
+<root>/pie.duckdb                                    the database
+<root>/shards/<dataset>/<dataset>-000000.tar         WebDataset shards + index.json (wids)
+<root>/checkpoints/<model_id>/model.pt, model.json   weights with zeros baked in + sidecar
+<root>/cache/<dataset>/<spec>.npy                    decode-once pixel caches
+<root>/parts/<table>/*.parquet                       staging written by parallel workers
+<root>/exports/<dataset>/<sparsity>/<method>/        exported PIE / non-PIE shards
+<root>/report/                                       the report
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pie.errors import PieError
+
+DEFAULT_ROOT = "work"
+
+
+def format_sparsity(sparsity: float) -> str:
+    """0.9 -> '0.9', 0.0 -> '0': the spelling used in paths and dataset names."""
+    return f"{sparsity:g}"
+
+
+@dataclass(frozen=True)
+class WorkRoot:
+    path: Path
+
+    @property
+    def db(self) -> Path:
+        return self.path / "pie.duckdb"
+
+    def shards(self, dataset: str) -> Path:
+        return self.path / "shards" / dataset
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint(self, model_id: str) -> Path:
+        return self.checkpoints / model_id
+
+    def cache(self, dataset: str) -> Path:
+        return self.path / "cache" / dataset
+
+    def parts(self, table: str) -> Path:
+        return self.path / "parts" / table
+
+    def export(self, dataset: str, sparsity: float, method: str) -> Path:
+        return self.path / "exports" / dataset / format_sparsity(sparsity) / method
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report"
+
+
+def open_root(root: str | os.PathLike | None = None) -> WorkRoot:
+    """Resolve the work root (argument, else $PIE_ROOT, else ./work) and create it."""
+    path = Path(root or os.environ.get("PIE_ROOT") or DEFAULT_ROOT).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PieError(f"cannot create work root {path}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK):
+        raise PieError(f"work root {path} is not writable")
+    return WorkRoot(path.resolve())

@@ -1,0 +1,129 @@
+"""The DuckDB store: schema, views, bulk appends and transactions.
+
+One process writes (DuckDB allows a single writing process); parallel workers stage Parquet
+parts under `parts/` that the writer loads. Analysis and `pie sql` open the file read-only.
+Tables live in `sql/schema/*.sql`, views in `sql/views/<name>.sql` (one relation per file,
+a plain `select`, wrapped here in `create or replace view`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from pie.errors import PieError
+from pie.paths import WorkRoot
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# Views in dependency order (a view may read the ones before it).
+VIEWS = (
+    "model_accuracy",
+    "class_recall",
+    "modal_labels",
+    "pie",
+    "pie_accuracy",
+    "robustness",
+    "corruption_error",
+    "population_summary",
+)
+
+
+def connect(root: WorkRoot, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the work root's database; a writable connection creates or updates schema and views."""
+    if read_only and not root.db.exists():
+        raise PieError(f"no database at {root.db}: run `pie ingest` first")
+    try:
+        con = duckdb.connect(str(root.db), read_only=read_only)
+    except duckdb.IOException as e:
+        if "lock" in str(e).lower():
+            raise PieError(f"database {root.db} is in use by another process") from None
+        raise PieError(f"cannot open database {root.db}: {e}") from None
+    if not read_only:
+        create_schema(con)
+    return con
+
+
+def memory() -> duckdb.DuckDBPyConnection:
+    """An in-memory database with the full schema and views (tests, benchmarks)."""
+    con = duckdb.connect(":memory:")
+    create_schema(con)
+    return con
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for path in sorted((SQL_DIR / "schema").glob("*.sql")):
+        con.execute(path.read_text())
+    for name in VIEWS:
+        con.execute(f"create or replace view {name} as\n{view_sql(name)}")
+
+
+def view_sql(name: str) -> str:
+    return (SQL_DIR / "views" / f"{name}.sql").read_text()
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: commit on success, roll back on any exception (Ctrl-C included)."""
+    con.execute("begin transaction")
+    try:
+        yield con
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
+
+
+def append(con: duckdb.DuckDBPyConnection, table: str, frame: pa.Table | pl.DataFrame) -> int:
+    """Bulk-insert a frame by column name; returns the number of rows."""
+    if isinstance(frame, pl.DataFrame):
+        frame = frame.to_arrow()
+    if frame.num_rows == 0:
+        return 0
+    con.register("_append_frame", frame)
+    try:
+        con.execute(f"insert into {table} by name select * from _append_frame")
+    finally:
+        con.unregister("_append_frame")
+    return frame.num_rows
+
+
+def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    """Run a query and fetch everything (never leaves an open result behind)."""
+    return con.execute(sql, list(params)).fetchall()
+
+
+def dataset(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
+    """A stored dataset's row; an unknown name is a user error listing the known ones."""
+    result = con.execute("select * from datasets where name = ?", [name])
+    columns = [d[0] for d in result.description]
+    found = result.fetchall()
+    if not found:
+        known = [r[0] for r in rows(con, "select name from datasets order by name")]
+        raise PieError(f"unknown dataset {name!r} (known: {', '.join(known) or 'none yet'})")
+    return dict(zip(columns, found[0], strict=True))
+
+
+def frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+    return pl.from_arrow(con.sql(sql, params=list(params) or None).to_arrow_table())
+
+
+def record_run(
+    con: duckdb.DuckDBPyConnection,
+    stage: str,
+    experiment: str | None,
+    config: dict[str, Any],
+    summary: str,
+    started_at: datetime,
+) -> None:
+    con.execute(
+        "insert into runs (stage, experiment, config, summary, started_at) values (?, ?, ?, ?, ?)",
+        [stage, experiment, json.dumps(config, sort_keys=True), summary, started_at],
+    )

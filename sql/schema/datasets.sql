@@ -1,0 +1,19 @@
+-- datasets: one row per packed dataset (a directory of shards under shards/ or exports/).
+-- key: name
+-- kind: clean | corrupted | natural_adversarial | export
+-- class_subset: the label-space class ids the dataset covers when it covers only some of them
+--   (ImageNet-A/R: 200 of 1000); evaluation restricts a model's logits to these. Null = all.
+create table if not exists datasets (
+    name varchar primary key,
+    label_space varchar not null,
+    kind varchar not null,
+    split varchar not null,  -- train | eval
+    parent varchar,          -- the clean dataset a corrupted or exported one derives from
+    corruption varchar,
+    severity integer,
+    n_images bigint not null,
+    class_subset integer[],
+    path varchar not null,   -- the shard directory
+    source varchar,          -- where the images came from
+    created_at timestamp default current_timestamp
+);

@@ -1,0 +1,13 @@
+-- predictions: one row per (model, dataset, image).
+-- key: (model_id, dataset, key); uniqueness is guaranteed by writing each (model_id, dataset)
+-- pair once, in one transaction with its inference_runs row (no index: billions of rows).
+create table if not exists predictions (
+    model_id varchar not null,
+    dataset varchar not null,
+    key varchar not null,
+    label integer not null,
+    pred integer not null,    -- top-1 class id (within the dataset's class subset, if any)
+    top5 integer[] not null,  -- top-5 class ids, best first
+    p_label float not null,   -- softmax probability of the true label
+    p_pred float not null     -- softmax probability of pred
+);

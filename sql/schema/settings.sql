@@ -1,0 +1,7 @@
+-- settings: one row per analysis setting the views read (written by `pie analyze`).
+-- key: name. mode_tie_break: 'largest' (the reference) or 'smallest' class id wins a tied mode.
+create table if not exists settings (
+    name varchar primary key,
+    value varchar not null
+);
+insert or ignore into settings values ('mode_tie_break', 'largest');

@@ -1,0 +1,77 @@
+-- modal_labels: one row per (dataset, population, image): the population's modal top-1 label.
+-- keys: (dataset, experiment, method, sparsity, key)
+-- A tied mode goes to the largest class id, the reference's rule; setting 'mode_tie_break' =
+-- 'smallest' (analyze.mode_tie_break) gives it to the smallest instead.
+-- agreement: share of the population's models that voted for the mode.
+with preds as (
+    select
+        p.dataset,
+        m.experiment,
+        m.method,
+        m.target_sparsity as sparsity,
+        p.key,
+        p.label,
+        p.pred,
+        p.p_label
+    from predictions as p
+    inner join models as m using (model_id)
+),
+
+tie_break as (
+    select case when any_value(value) = 'smallest' then -1 else 1 end as direction
+    from settings
+    where name = 'mode_tie_break'
+),
+
+votes as (
+    select dataset, experiment, method, sparsity, key, pred, count(*) as n_votes
+    from preds
+    group by dataset, experiment, method, sparsity, key, pred
+),
+
+ranked as (
+    select
+        v.*,
+        row_number() over (
+            partition by v.dataset, v.experiment, v.method, v.sparsity, v.key
+            order by v.n_votes desc, v.pred * t.direction desc
+        ) as vote_rank
+    from votes as v
+    cross join tie_break as t
+),
+
+population as (
+    select
+        dataset,
+        experiment,
+        method,
+        sparsity,
+        key,
+        min(label) as label,
+        count(*) as n_models,
+        avg((pred = label)::double) as fraction_correct,
+        avg(p_label) as mean_p_label
+    from preds
+    group by dataset, experiment, method, sparsity, key
+),
+
+final as (
+    select
+        p.dataset,
+        p.experiment,
+        p.method,
+        p.sparsity,
+        p.key,
+        p.label,
+        r.pred as mode,
+        r.n_votes as mode_votes,
+        p.n_models,
+        r.n_votes / p.n_models as agreement,
+        p.fraction_correct,
+        p.mean_p_label
+    from population as p
+    inner join ranked as r using (dataset, experiment, method, sparsity, key)
+    where r.vote_rank = 1
+)
+
+select * from final

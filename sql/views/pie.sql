@@ -1,0 +1,86 @@
+-- pie: one row per (dataset, variant population, image): is the image a pruning identified
+-- exemplar, i.e. does the variant population's modal label differ from the dense one's?
+-- keys: (dataset, experiment, method, sparsity, key)
+-- Variant populations have sparsity > 0; the baseline is the same experiment's dense population
+-- (sparsity 0). The true label plays no part in is_pie. l1_distance is the taxicab distance
+-- between the two populations' distributions of predicted labels, in [0, 2] (the CIE ranking of
+-- Hooker et al. 2020), computed as 2 - 2 * sum over classes of min(share_variant, share_dense).
+with modes as (
+    select *
+    from modal_labels
+),
+
+dense as (
+    select * from modes where sparsity = 0
+),
+
+variant as (
+    select * from modes where sparsity > 0
+),
+
+votes as (
+    select
+        p.dataset,
+        m.experiment,
+        m.method,
+        m.target_sparsity as sparsity,
+        p.key,
+        p.pred,
+        count(*) as n_votes
+    from predictions as p
+    inner join models as m using (model_id)
+    group by p.dataset, m.experiment, m.method, m.target_sparsity, p.key, p.pred
+),
+
+dense_shares as (
+    select v.dataset, v.experiment, v.key, v.pred, v.n_votes / d.n_models as share
+    from votes as v
+    inner join dense as d using (dataset, experiment, key)
+    where v.sparsity = 0
+),
+
+variant_shares as (
+    select v.dataset, v.experiment, v.method, v.sparsity, v.key, v.pred,
+        v.n_votes / p.n_models as share
+    from votes as v
+    inner join variant as p using (dataset, experiment, method, sparsity, key)
+),
+
+overlap as (
+    select v.dataset, v.experiment, v.method, v.sparsity, v.key,
+        sum(least(v.share, d.share)) as overlap
+    from variant_shares as v
+    inner join dense_shares as d using (dataset, experiment, key, pred)
+    group by v.dataset, v.experiment, v.method, v.sparsity, v.key
+),
+
+final as (
+    select
+        v.dataset,
+        v.experiment,
+        v.method,
+        v.sparsity,
+        v.key,
+        v.label,
+        d.mode as baseline_mode,
+        v.mode as variant_mode,
+        d.mode <> v.mode as is_pie,
+        d.n_models as baseline_n,
+        v.n_models as variant_n,
+        d.mode_votes as baseline_votes,
+        v.mode_votes as variant_votes,
+        d.agreement as baseline_agreement,
+        v.agreement as variant_agreement,
+        d.mean_p_label as baseline_mean_p_label,
+        v.mean_p_label as variant_mean_p_label,
+        d.mode = v.label as baseline_correct,
+        v.mode = v.label as variant_correct,
+        2 - 2 * coalesce(o.overlap, 0) as l1_distance
+    from variant as v
+    inner join dense as d using (dataset, experiment, key)
+    left join overlap as o
+        on o.dataset = v.dataset and o.experiment = v.experiment and o.method = v.method
+        and o.sparsity = v.sparsity and o.key = v.key
+)
+
+select * from final

@@ -1,0 +1,89 @@
+"""class_tstats against scipy on hand-made recalls, and BH q-values against a hand computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import add_model, add_predictions
+from scipy import stats
+
+from analytics.tstats import benjamini_hochberg, class_tstats
+
+
+def test_benjamini_hochberg_by_hand():
+    p = np.array([0.01, 0.04, 0.03, 0.20, np.nan])
+    # sorted: .01 .03 .04 .20 (m = 4): p*m/rank = .04 .06 .0533 .20, then running minimum
+    # from the top: .04, .0533, .0533, .20
+    expected = np.array([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.20, np.nan])
+    np.testing.assert_allclose(benjamini_hochberg(p), expected, equal_nan=True)
+
+
+def recall_rows(values: dict[str, dict[int, float]], sparsity: float, top1: dict[str, float]):
+    rows = []
+    pop = np.mean(list(top1.values()))
+    for model, per_class in values.items():
+        for c, r in per_class.items():
+            rows.append(
+                {
+                    "model_id": model,
+                    "dataset": "d",
+                    "class_id": c,
+                    "experiment": "e",
+                    "method": "dense" if sparsity == 0 else "magnitude",
+                    "sparsity": sparsity,
+                    "recall": r,
+                    "population_top1": pop,
+                    "normalized_recall": r - pop,
+                }
+            )
+    return rows
+
+
+def test_class_tstats_matches_scipy_welch_on_normalised_recall():
+    dense = {"d1": {0: 0.9, 1: 0.8}, "d2": {0: 0.7, 1: 0.9}, "d3": {0: 0.8, 1: 0.85}}
+    dense_top1 = {"d1": 0.85, "d2": 0.80, "d3": 0.83}
+    variant = {"v1": {0: 0.5, 1: 0.8}, "v2": {0: 0.6, 1: 0.7}}
+    variant_top1 = {"v1": 0.70, "v2": 0.66}
+    df = pl.DataFrame(recall_rows(dense, 0.0, dense_top1) + recall_rows(variant, 0.9, variant_top1))
+    out = class_tstats(df, alpha=0.05).sort("class_id")
+    assert out.height == 2
+    for c in (0, 1):
+        base = [dense[m][c] - np.mean(list(dense_top1.values())) for m in dense]
+        var = [variant[m][c] - np.mean(list(variant_top1.values())) for m in variant]
+        t, p = stats.ttest_ind(var, base, equal_var=False)
+        row = out.row(c, named=True)
+        assert row["t_stat"] == pytest.approx(t) and row["p_value"] == pytest.approx(p)
+        assert row["significant"] == (p <= 0.05)
+        assert row["baseline_mean_recall"] == pytest.approx(np.mean([dense[m][c] for m in dense]))
+        assert row["variant_mean_normalized"] == pytest.approx(np.mean(var))
+        assert (row["baseline_n"], row["variant_n"]) == (3, 2)
+    q = benjamini_hochberg(out["p_value"].to_numpy())
+    np.testing.assert_allclose(out["q_value"].to_numpy(), q)
+
+
+def test_identical_samples_give_null_not_significant():
+    same = {"m1": {0: 1.0}, "m2": {0: 1.0}}
+    df = pl.DataFrame(
+        recall_rows(same, 0.0, {"m1": 1.0, "m2": 1.0})
+        + recall_rows({"v1": {0: 1.0}, "v2": {0: 1.0}}, 0.5, {"v1": 1.0, "v2": 1.0})
+    )
+    row = class_tstats(df, 0.05).row(0, named=True)
+    assert row["p_value"] is None and row["significant"] is False
+
+
+def test_class_tstats_from_the_class_recall_view(con):
+    """Through SQL: 2 dense and 2 pruned models, recall counted by the view."""
+    for m, preds in {"d1": [0, 0, 1, 1], "d2": [0, 1, 1, 1]}.items():
+        add_model(con, m, "dense", 0.0, experiment="e")
+        add_predictions(con, m, "d", [(f"k{i}", i // 2, p) for i, p in enumerate(preds)])
+    for m, preds in {"v1": [1, 1, 1, 1], "v2": [0, 1, 1, 1]}.items():
+        add_model(con, m, "magnitude", 0.5, experiment="e")
+        add_predictions(con, m, "d", [(f"k{i}", i // 2, p) for i, p in enumerate(preds)])
+    recall = pl.from_arrow(con.sql("select * from class_recall").to_arrow_table())
+    out = class_tstats(recall, 0.05).sort("class_id")
+    # class 0 recalls: dense 1.0, .5 (top-1 1.0, .75 -> mean .875); pruned 0, .5 (.5, .75)
+    base = [1.0 - 0.875, 0.5 - 0.875]
+    var = [0.0 - 0.625, 0.5 - 0.625]
+    t, p = stats.ttest_ind(var, base, equal_var=False)
+    assert out["t_stat"][0] == pytest.approx(t) and out["p_value"][0] == pytest.approx(p)

@@ -1,0 +1,1 @@
+"""train: populations of dense and pruned checkpoints (gradual magnitude pruning)."""

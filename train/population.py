@@ -1,0 +1,113 @@
+"""`pie train`: the config's population, dense and pruned, from one command.
+
+Jobs are (method, sparsity, seed); sparsity 0 is the dense population (method 'dense'),
+trained once and shared by every method. A job whose checkpoint is on disk is not trained
+again; a checkpoint without a `models` row (the run died between the two) is registered.
+Worker processes train and write checkpoints; this process alone writes the database.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from pie import checkpoints, console, store
+from pie.config import to_dict
+from pie.errors import PieError
+from pie.images import load_cached
+from pie.parallel import run_tasks
+from pie.paths import WorkRoot
+from train.config import TrainConfig
+from train.trainer import Job, make_job, preprocess, train_one
+
+
+def jobs(cfg: TrainConfig) -> list[Job]:
+    out = []
+    if 0.0 in cfg.sparsities:
+        out += [make_job(cfg.experiment, "dense", 0.0, seed) for seed in range(cfg.seeds)]
+    for method in cfg.methods:
+        for sparsity in sorted(s for s in cfg.sparsities if s > 0):
+            out += [make_job(cfg.experiment, method, sparsity, seed) for seed in range(cfg.seeds)]
+    return out
+
+
+def register(con: duckdb.DuckDBPyConnection, sidecar: dict[str, Any]) -> None:
+    """One `models` row from a sidecar (replacing a stale one)."""
+    with store.transaction(con):
+        con.execute("delete from models where model_id = ?", [sidecar["model_id"]])
+        con.execute(
+            "insert into models (model_id, experiment, arch, label_space, method, target_sparsity,"
+            " achieved_sparsity, seed, train_dataset, test_top1, path, sha256, config)"
+            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                sidecar["model_id"],
+                sidecar["experiment"],
+                sidecar["arch"],
+                sidecar["label_space"],
+                sidecar["method"],
+                sidecar["target_sparsity"],
+                sidecar["achieved_sparsity"],
+                sidecar["seed"],
+                sidecar["train_dataset"],
+                sidecar["test_top1"],
+                sidecar["path"],
+                sidecar["sha256"],
+                json.dumps(
+                    {
+                        k: sidecar[k]
+                        for k in ("config", "schedule", "preprocess", "torch_seed", "steps")
+                    },
+                    sort_keys=True,
+                ),
+            ],
+        )
+
+
+def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
+    """Train every job of the population that has no checkpoint; returns the model ids trained."""
+    started = datetime.now()
+    with store.connect(root) as con:
+        train_set = store.dataset(con, cfg.dataset)
+        store.dataset(con, cfg.eval_dataset)
+        if train_set["split"] != "train":
+            raise PieError(f"dataset {cfg.dataset!r} is an evaluation set, not a training set")
+        space = train_set["label_space"]
+        n_classes = store.rows(
+            con, "select n_classes from label_spaces where label_space = ?", [space]
+        )[0][0]
+        registered = {r[0] for r in store.rows(con, "select model_id from models")}
+
+        pending = []
+        for job in jobs(cfg):
+            directory = root.checkpoint(job.model_id)
+            if (directory / checkpoints.SIDECAR).exists():
+                if job.model_id not in registered:
+                    register(con, checkpoints.read_sidecar(directory))
+                continue
+            pending.append(job)
+
+        # decode the data once here, so workers only memory-map it
+        with console.progress("decoding training data", None) as advance:
+            for dataset in (cfg.dataset, cfg.eval_dataset):
+                load_cached(root, dataset, preprocess(cfg), advance)
+
+        trained: list[dict[str, Any]] = []
+        tasks = [(root, cfg, job, n_classes, space) for job in pending]
+        with console.progress(f"training {len(pending)} models", len(pending)) as advance:
+            for sidecar in run_tasks(train_one, tasks, cfg.workers):
+                register(con, sidecar)
+                trained.append(sidecar)
+                advance(1)
+
+        summary = (
+            f"train: {len(trained)} models trained, {len(jobs(cfg)) - len(pending)} already there"
+        )
+        if trained:
+            top1 = sum(s["test_top1"] for s in trained) / len(trained)
+            summary += f" (mean test top-1 of the new ones {top1:.4f})"
+            store.record_run(con, "train", cfg.experiment, to_dict(cfg), summary, started)
+    console.say(summary + f"; checkpoints in {root.checkpoints}")
+    return sorted(s["model_id"] for s in trained)
