@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+from rich.console import Console
 from rich.table import Table
 
 from pie import console, store
@@ -51,8 +52,6 @@ def write(df: pl.DataFrame, fmt: str, out: Path | None, max_rows: int) -> None:
             console.out.print(text)
             return
         buf = io.StringIO()
-        from rich.console import Console
-
         Console(file=buf, width=200).print(text)
         out.write_text(buf.getvalue())
         return
