@@ -26,6 +26,10 @@ class CorruptConfig:
     dataset: str = "fmnist-test"
     corruptions: tuple[str, ...] = BENCHMARK
     severities: tuple[int, ...] = SEVERITIES
+    # corruptions apply to the parent's images resized (shorter side) and centre-cropped to
+    # image_size, as ImageNet-C was made from 224 px centre crops; 28 keeps Fashion-MNIST as is
+    image_size: int = 28
+    channels: int = 1  # 1: grayscale, 3: RGB
     seed: int = 0
     workers: int = 2
     shard_max_count: int = 10_000
@@ -37,5 +41,7 @@ class CorruptConfig:
         for s in self.severities:
             if s not in SEVERITIES:
                 raise ValueError(f"severity must be 1-5, got {s}")
+        if self.channels not in (1, 3) or self.image_size < 8:
+            raise ValueError("corrupt.channels must be 1 or 3 and image_size at least 8")
         if self.workers < 1:
             raise ValueError(f"corrupt.workers must be >= 1, got {self.workers}")

@@ -1,10 +1,11 @@
 """`pie corrupt`: ImageNet-C style variants of a clean dataset, one dataset per
 (corruption, severity), named `<parent>-<corruption>-<severity>`, keeping the parent's keys.
 
-Each variant streams the parent's shards, corrupts every image with a generator seeded by
-(seed, corruption, severity, key) (so the bytes depend on neither order nor worker count)
-and stores the result as PNG (lossless: the corruption is the only change). Variants run
-in parallel worker processes; this process alone writes the database.
+The parent is decoded once (the pie.images cache, at `image_size` like ImageNet-C's 224 px
+centre crops); each variant corrupts every image with a generator seeded by
+(seed, corruption, severity, key), so the bytes depend on neither order nor worker count,
+and stores it as PNG (lossless: the corruption is the only change). Variants run in worker
+processes; this process alone writes the database.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import io
 import zlib
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -25,39 +25,54 @@ from ingest.sources import DatasetSpec
 from pie import console, store
 from pie.config import to_dict
 from pie.errors import PieError
+from pie.images import Preprocess, load_cached
 from pie.parallel import run_tasks
 from pie.paths import WorkRoot
-from pie.shards import Sample, Written, image_field, read_shards, write_shards
+from pie.shards import Sample, Written, write_shards
 
 
 def variant_name(parent: str, corruption: str, severity: int) -> str:
     return f"{parent}-{corruption}-{severity}"
 
 
-def corrupt_sample(raw: dict, corruption: str, severity: int, seed: int) -> Sample:
-    key = raw["__key__"]
-    with Image.open(io.BytesIO(image_field(raw)[1])) as im:
-        pixels = np.asarray(im.convert("L" if im.mode in ("1", "L", "I;16", "I") else "RGB"))
-    rng = np.random.default_rng(
-        [seed, CORRUPTIONS.index(corruption), severity, zlib.crc32(key.encode())]
-    )
+def png(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(corrupt(pixels, corruption, severity, rng)).save(buf, format="PNG")
-    meta = {**raw["json"], "corruption": corruption, "severity": severity}
-    return Sample(key, raw["cls"], buf.getvalue(), "png", meta)
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def make_variant(
-    parent_dir: str, out_dir: str, corruption: str, severity: int, seed: int, max_count: int
+    root: WorkRoot,
+    parent: str,
+    corruption: str,
+    severity: int,
+    cfg: CorruptConfig,
+    class_names: dict[int, str],
 ) -> tuple[str, int, Written]:
-    """Worker: write one variant's shards (no database access)."""
+    """Worker: write one variant's shards from the parent's pixel cache (no database access)."""
+    data = load_cached(root, parent, Preprocess.pixels_only(cfg.image_size, cfg.channels))
+    index = CORRUPTIONS.index(corruption)
 
     def samples() -> Iterator[Sample]:
-        for raw in read_shards(Path(parent_dir)):
-            yield corrupt_sample(raw, corruption, severity, seed)
+        for key, label, chw in zip(
+            data.keys.tolist(), data.labels.tolist(), data.pixels, strict=True
+        ):
+            image = chw[0] if cfg.channels == 1 else np.ascontiguousarray(chw.transpose(1, 2, 0))
+            rng = np.random.default_rng([cfg.seed, index, severity, zlib.crc32(key.encode())])
+            meta = {
+                "parent": parent,
+                "corruption": corruption,
+                "severity": severity,
+                "class_name": class_names.get(label),
+            }
+            yield Sample(key, label, png(corrupt(image, corruption, severity, rng)), "png", meta)
 
-    out = Path(out_dir)
-    return corruption, severity, write_shards(samples(), out, out.name, max_count)
+    name = variant_name(parent, corruption, severity)
+    return (
+        corruption,
+        severity,
+        write_shards(samples(), root.shards(name), name, cfg.shard_max_count),
+    )
 
 
 def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
@@ -66,7 +81,7 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
     with store.connect(root) as con:
         parent = store.dataset(con, cfg.dataset)
         if parent["kind"] != "clean":
-            raise PieError(f"dataset {cfg.dataset!r} is {parent['kind']}: corrupt a clean dataset")
+            raise PieError(f"dataset {cfg.dataset!r} is {parent['kind']}: corrupt a clean one")
         space = label_space(con, parent["label_space"])
         todo = [
             (c, s)
@@ -74,17 +89,12 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
             for s in cfg.severities
             if not is_packed(con, root, variant_name(cfg.dataset, c, s))
         ]
-        tasks = [
-            (
-                str(root.shards(cfg.dataset)),
-                str(root.shards(variant_name(cfg.dataset, c, s))),
-                c,
-                s,
-                cfg.seed,
-                cfg.shard_max_count,
-            )
-            for c, s in todo
-        ]
+        if todo:  # decode the parent once, before the workers map it
+            with console.progress(f"decoding {cfg.dataset}", None) as advance:
+                pre = Preprocess.pixels_only(cfg.image_size, cfg.channels)
+                load_cached(root, cfg.dataset, pre, advance)
+        names = {cid: name for cid, _, name in space.classes}
+        tasks = [(root, cfg.dataset, c, s, cfg, names) for c, s in todo]
         subset = tuple(parent["class_subset"]) if parent["class_subset"] else None
         done: list[str] = []
         with console.progress(f"corrupting {cfg.dataset}", len(todo)) as advance:
@@ -108,6 +118,7 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
             f"corrupt: wrote {len(done)} variants of {cfg.dataset} "
             f"({len(cfg.corruptions) * len(cfg.severities) - len(done)} already there)"
         )
-        store.record_run(con, "corrupt", None, to_dict(cfg), summary, started)
+        if done:
+            store.record_run(con, "corrupt", None, to_dict(cfg), summary, started)
     console.say(summary)
     return sorted(done)

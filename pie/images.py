@@ -48,6 +48,11 @@ class Preprocess:
             raise ValueError("mean and std need one value per channel")
 
     @classmethod
+    def pixels_only(cls, size: int, channels: int) -> Preprocess:
+        """A spec for reading pixels (mean 0, std 1), e.g. to corrupt them."""
+        return cls(size, channels, (0.0,) * channels, (1.0,) * channels)
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         return cls(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
 
@@ -108,9 +113,8 @@ def load_cached(
 ) -> Cached:
     """Decode `dataset` once for `pre` (or reuse the cache) and memory-map it."""
     index = read_index(root.shards(dataset))
-    digest = hashlib.sha256(
-        json.dumps([index["shardlist"], pre.to_dict()], sort_keys=True).encode()
-    ).hexdigest()[:12]
+    # pixels depend on the shards and the geometry (spec), not on mean/std
+    digest = hashlib.sha256(json.dumps([index["shardlist"], pre.spec]).encode()).hexdigest()[:12]
     directory = root.cache(dataset) / f"{pre.spec}-{digest}"
     if not (directory / "pixels.npy").exists():
         build_cache(root, dataset, pre, directory, progress)

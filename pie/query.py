@@ -1,18 +1,23 @@
 """`pie sql`: ad-hoc SQL over the work root's database, opened read-only.
 
-Results print as a table, or as CSV / JSON (records) / Parquet to stdout or `--out`.
-Statements that would write are refused by DuckDB's read-only mode, and reported in one line.
+Results print as a table, or as CSV / JSON (an array of records) / Parquet to stdout or
+`--out`. DuckDB writes CSV and Parquet itself, so every column type it has comes out.
+Statements that would write are refused by DuckDB's read-only mode, in one line.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import io
+import json
 import re
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import duckdb
-import polars as pl
 from rich.console import Console
 from rich.table import Table
 
@@ -23,57 +28,61 @@ from pie.paths import WorkRoot
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def run(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:
-    """Execute `query`; DuckDB errors become one-line user errors."""
-    try:
-        relation = con.sql(query)
-        if relation is None:
-            return pl.DataFrame()
-        return pl.from_arrow(relation.to_arrow_table())
-    except duckdb.Error as e:
-        message = str(e).splitlines()[0]
-        refused = re.search(r'statement of type "(\w+)".*read-only', message)
-        if refused:
-            raise PieError(
-                f"{refused.group(1)} refused: pie sql opens the database read-only "
-                "(nothing was changed)"
-            ) from None
-        raise PieError(message) from None
+def user_error(e: duckdb.Error) -> PieError:
+    message = str(e).splitlines()[0]
+    refused = re.search(r'statement of type "(\w+)".*read-only', message)
+    if refused:
+        return PieError(
+            f"{refused.group(1)} refused: pie sql opens the database read-only "
+            "(nothing was changed)"
+        )
+    return PieError(message)
 
 
-def write(df: pl.DataFrame, fmt: str, out: Path | None, max_rows: int) -> None:
-    if fmt not in FORMATS:
-        raise PieError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    if fmt == "parquet" and out is None:
-        raise PieError("--format parquet needs --out FILE")
-    if fmt == "table":
-        text = render_table(df, max_rows)
-        if out is None:
-            console.out.print(text)
-            return
-        buf = io.StringIO()
-        Console(file=buf, width=200).print(text)
-        out.write_text(buf.getvalue())
-        return
-    if out is not None and not out.parent.exists():
+def write(relation: duckdb.DuckDBPyRelation, fmt: str, out: Path | None, max_rows: int) -> None:
+    if out is not None and not out.parent.is_dir():
         raise PieError(f"cannot write {out}: directory {out.parent} does not exist")
-    if fmt == "csv":
-        df.write_csv(out or sys.stdout)
-    elif fmt == "json":
-        text = df.write_json()
+    if fmt == "table":
+        rows = relation.limit(max_rows + 1).fetchall()
+        table = render_table(relation.columns, rows, max_rows)
         if out is None:
-            sys.stdout.write(text + "\n")
+            console.out.print(table)
         else:
-            out.write_text(text + "\n")
+            buf = io.StringIO()
+            Console(file=buf, width=200).print(table)
+            out.write_text(buf.getvalue())
+    elif fmt == "json":
+        records = [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
+        text = json.dumps(records, default=json_default) + "\n"
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            out.write_text(text)
+    elif fmt == "parquet":
+        relation.write_parquet(str(out))
+    elif out is not None:
+        relation.write_csv(str(out))
     else:
-        df.write_parquet(out)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "result.csv"
+            relation.write_csv(str(path))
+            sys.stdout.write(path.read_text())
 
 
-def render_table(df: pl.DataFrame, max_rows: int) -> Table:
-    table = Table(show_lines=False, caption=f"{df.height} rows" if df.height > max_rows else None)
-    for name in df.columns:
+def json_default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, dt.date | dt.datetime | dt.time):
+        return value.isoformat()
+    return str(value)  # intervals, UUIDs, blobs
+
+
+def render_table(columns: list[str], rows: list[tuple], max_rows: int) -> Table:
+    caption = f"first {max_rows} rows (--max-rows)" if len(rows) > max_rows else None
+    table = Table(caption=caption)
+    for name in columns:
         table.add_column(name, overflow="fold")
-    for row in df.head(max_rows).iter_rows():
+    for row in rows[:max_rows]:
         table.add_row(*(format_cell(v) for v in row))
     return table
 
@@ -88,13 +97,17 @@ def format_cell(value: object) -> str:
 
 def main(
     root: WorkRoot, query: str, fmt: str = "table", out: Path | None = None, max_rows: int = 50
-) -> pl.DataFrame:
-    if fmt not in FORMATS:
+) -> None:
+    if fmt not in FORMATS:  # before running anything
         raise PieError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    if fmt == "parquet" and out is None:
+        raise PieError("--format parquet needs --out FILE")
     con = store.connect(root, read_only=True)
     try:
-        df = run(con, query)
+        relation = con.sql(query)
+        if relation is not None:
+            write(relation, fmt, out, max_rows)
+    except duckdb.Error as e:
+        raise user_error(e) from None
     finally:
         con.close()
-    write(df, fmt, out, max_rows)
-    return df

@@ -24,7 +24,7 @@ class TrainConfig:
     sparsities: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9)
     seeds: int = 5
     # optimisation (the reference recipe, scaled down): SGD + Nesterov, warm-up, label smoothing
-    epochs: float = 4.0
+    epochs: float = 3.0
     batch_size: int = 128
     lr: float = 0.1  # per 256 images; scaled linearly with batch_size
     lr_schedule: str = "cosine"  # cosine | step
@@ -37,7 +37,7 @@ class TrainConfig:
     augment: bool = True  # random horizontal flips
     # gradual pruning, Zhu & Gupta: masks update every prune_frequency steps in [start, end]
     prune_start_epoch: float = 0.5
-    prune_end_epoch: float = 3.0
+    prune_end_epoch: float = 2.0
     prune_frequency: int = 50
     # execution
     device: str = "auto"
