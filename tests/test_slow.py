@@ -53,6 +53,7 @@ def test_corrupted_shards_do_not_depend_on_the_worker_count(packed):  # noqa: F8
     parallel = {n: digests(packed.shards(n)) for n in names}
     with store.connect(packed) as con:
         con.execute("delete from datasets where kind = 'corrupted'")
-    corrupt_main(packed, CorruptConfig(corruptions=cfg.corruptions, severities=cfg.severities,
-                                       workers=1))
+    corrupt_main(
+        packed, CorruptConfig(corruptions=cfg.corruptions, severities=cfg.severities, workers=1)
+    )
     assert {n: digests(packed.shards(n)) for n in names} == parallel
