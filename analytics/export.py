@@ -14,7 +14,7 @@ from pathlib import Path
 
 from analytics.config import ExportConfig
 from pie import console, store
-from pie.catalog import DatasetRow, is_recorded, record_dataset
+from pie.catalog import DatasetSpec, is_recorded, record_dataset
 from pie.config import to_dict
 from pie.errors import PieError
 from pie.paths import WorkRoot, format_sparsity
@@ -100,17 +100,16 @@ def main(root: WorkRoot, cfg: ExportConfig, force: bool = False) -> Path:
     with console.progress(f"exporting {name}", len(records)):
         written = write_shards(samples(), directory, subset, cfg.shard_max_count)
     with store.connect(root) as con:
-        row = DatasetRow(
+        spec = DatasetSpec(
             name,
             parent["label_space"],
             "export",
             "eval",
-            str(directory),
             f"pie export of {cfg.experiment}/{cfg.method}@{cfg.sparsity:g}",
             parent=cfg.dataset,
             class_subset=parent["class_subset"] and tuple(parent["class_subset"]),
         )
-        record_dataset(con, row, written)
+        record_dataset(con, spec, directory, written)
         summary = (
             f"export: {len(written.keys)} {'non-PIE' if cfg.non_pie else 'PIE'} images of "
             f"{cfg.dataset} ({len(membership)} in all) -> {directory}"

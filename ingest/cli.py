@@ -174,11 +174,7 @@ def corrupt(
     if names:
         expanded = {"all": CORRUPTIONS, "benchmark": BENCHMARK}
         names = tuple(n for name in names for n in expanded.get(name, (name,)))
-    levels = options.split_list(severity)
-    try:
-        levels = tuple(int(s) for s in levels) if levels else None
-    except ValueError:
-        raise PieError(f"--severity takes integers 1-5, got {severity}") from None
+    levels = options.numbers(severity, int, "--severity")
     cfg = config.load(
         CorruptConfig,
         cfg_path,

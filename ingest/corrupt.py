@@ -21,8 +21,8 @@ from PIL import Image
 from ingest.config import CorruptConfig
 from ingest.corruptions import CORRUPTIONS, corrupt
 from ingest.pack import is_packed, label_space, record
-from ingest.sources import DatasetSpec
 from pie import console, store
+from pie.catalog import DatasetSpec
 from pie.config import to_dict
 from pie.errors import PieError
 from pie.images import Preprocess, load_cached
@@ -102,7 +102,7 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
                 name = variant_name(cfg.dataset, c, s)
                 spec = DatasetSpec(
                     name,
-                    space,
+                    space.name,
                     "corrupted",
                     "eval",
                     f"pie corrupt (seed {cfg.seed})",
@@ -111,7 +111,7 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
                     severity=s,
                     class_subset=subset,
                 )
-                record(con, root, spec, written, [])
+                record(con, root, spec, space, written, [])
                 done.append(name)
                 advance(1)
         summary = (

@@ -8,16 +8,16 @@ A dataset that already has rows is skipped: reruns do only what is missing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import duckdb
 import pyarrow as pa
 
 from ingest.config import IngestConfig
-from ingest.sources import DatasetSpec, Item, LabelSpace, Rejected
+from ingest.sources import LabelSpace, Rejected, Source
 from pie import console, store
-from pie.catalog import DatasetRow, is_recorded, record_dataset
+from pie.catalog import DatasetSpec, is_recorded, record_dataset
 from pie.config import to_dict
 from pie.errors import PieError
 from pie.paths import WorkRoot
@@ -61,8 +61,7 @@ def ensure_label_space(con: duckdb.DuckDBPyConnection, space: LabelSpace) -> Non
 def pack(
     con: duckdb.DuckDBPyConnection,
     root: WorkRoot,
-    spec: DatasetSpec,
-    items: Iterable[Item],
+    source: Source,
     max_count: int,
     max_size: int,
     advance: Callable[[int], None] = lambda n: None,
@@ -71,15 +70,16 @@ def pack(
     rejected: list[Rejected] = []
 
     def accepted() -> Iterator[Sample]:
-        for item in items:
+        for item in source.items:
             if isinstance(item, Rejected):
                 rejected.append(item)
             else:
                 advance(1)
                 yield item
 
-    written = write_shards(accepted(), root.shards(spec.name), spec.name, max_count, max_size)
-    record(con, root, spec, written, rejected)
+    name = source.spec.name
+    written = write_shards(accepted(), root.shards(name), name, max_count, max_size)
+    record(con, root, source.spec, source.space, written, rejected)
     return len(written.keys)
 
 
@@ -87,25 +87,15 @@ def record(
     con: duckdb.DuckDBPyConnection,
     root: WorkRoot,
     spec: DatasetSpec,
+    space: LabelSpace,
     written: Written,
     rejected: list[Rejected],
 ) -> None:
-    """Register the label space, then the dataset's rows (one transaction)."""
+    """Register the label space, then the dataset's rows (one transaction each)."""
     with store.transaction(con):
-        ensure_label_space(con, spec.label_space)
-    row = DatasetRow(
-        spec.name,
-        spec.label_space.name,
-        spec.kind,
-        spec.split,
-        str(root.shards(spec.name)),
-        spec.source,
-        spec.parent,
-        spec.corruption,
-        spec.severity,
-        spec.class_subset,
-    )
-    record_dataset(con, row, written, [(r.source, r.error) for r in rejected])
+        ensure_label_space(con, space)
+    errors = [(r.source, r.error) for r in rejected]
+    record_dataset(con, spec, root.shards(spec.name), written, errors)
 
 
 def label_space(con: duckdb.DuckDBPyConnection, name: str) -> LabelSpace:
@@ -119,21 +109,18 @@ def label_space(con: duckdb.DuckDBPyConnection, name: str) -> LabelSpace:
     return LabelSpace(name, tuple(classes))
 
 
-def main(
-    root: WorkRoot, cfg: IngestConfig, sources: list[tuple[DatasetSpec, Iterable[Item]]]
-) -> list[str]:
+def main(root: WorkRoot, cfg: IngestConfig, sources: list[Source]) -> list[str]:
     """Pack every source whose dataset is not stored yet; returns the names packed."""
     started = datetime.now()
     with store.connect(root) as con:
         packed, skipped, images, errors = [], [], 0, 0
-        for spec, items in sources:
+        for source in sources:
+            spec = source.spec
             if is_packed(con, root, spec.name):
                 skipped.append(spec.name)
                 continue
             with console.progress(f"packing {spec.name}", None) as advance:
-                images += pack(
-                    con, root, spec, items, cfg.shard_max_count, cfg.shard_max_size, advance
-                )
+                images += pack(con, root, source, cfg.shard_max_count, cfg.shard_max_size, advance)
             errors += store.rows(
                 con, "select count(*) from ingest_errors where dataset = ?", [spec.name]
             )[0][0]

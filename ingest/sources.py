@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pie.catalog import DatasetSpec
 from pie.errors import PieError
 from pie.shards import Sample, safe_key
 
@@ -36,25 +37,22 @@ class LabelSpace:
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    label_space: LabelSpace
-    kind: str  # clean | corrupted | natural_adversarial | rendition | export
-    split: str  # train | eval
-    source: str
-    parent: str | None = None
-    corruption: str | None = None
-    severity: int | None = None
-    class_subset: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
 class Rejected:
     source: str
     error: str
 
 
 Item = Sample | Rejected
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset to pack: what it is, its label space, and its items (read lazily)."""
+
+    spec: DatasetSpec
+    space: LabelSpace
+    items: Iterable[Item]
+
 
 FASHION_MNIST = LabelSpace(
     "fashion-mnist",
@@ -117,15 +115,12 @@ def read_idx(path: Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def fashion_mnist(
-    directory: Path, split: str, limit: int = 0
-) -> tuple[DatasetSpec, Iterator[Item]]:
+def fashion_mnist(directory: Path, split: str, limit: int = 0) -> Source:
     """One split of the IDX files; read lazily, so a dataset already packed costs nothing."""
     stem = FASHION_FILES[split]
     name = f"fmnist-{split}"
-    spec = DatasetSpec(
-        name, FASHION_MNIST, "clean", "train" if split == "train" else "eval", str(directory)
-    )
+    split_kind = "train" if split == "train" else "eval"
+    spec = DatasetSpec(name, FASHION_MNIST.name, "clean", split_kind, str(directory))
 
     def items() -> Iterator[Item]:
         images = read_idx(directory / f"{stem}-images-idx3-ubyte.gz")
@@ -139,7 +134,7 @@ def fashion_mnist(
             meta = {"class_name": FASHION_MNIST.classes[label][2], "index": i, "split": split}
             yield Sample(f"{name}-{i:05d}", label, buf.getvalue(), "png", meta)
 
-    return spec, items()
+    return Source(spec, FASHION_MNIST, items())
 
 
 # -- folder trees ---------------------------------------------------------------------------
@@ -181,9 +176,7 @@ def folder_items(
             yield Sample(key, label, data, ext, meta)
 
 
-def image_folder(
-    directory: Path, name: str, label_space: str, split: str = "eval"
-) -> tuple[DatasetSpec, Iterator[Item]]:
+def image_folder(directory: Path, name: str, label_space: str, split: str = "eval") -> Source:
     """An ImageFolder tree. With label_space 'imagenet1k' class dirs are wnids; otherwise the
     sorted class dir names become a new label space named `label_space`."""
     if label_space == "imagenet1k":
@@ -197,11 +190,11 @@ def image_folder(
             label_space, tuple((i, None, d) for i, d in enumerate(dirs)), str(directory)
         )
         mapping = {d: i for i, d in enumerate(dirs)}
-    spec = DatasetSpec(name, space, "clean", split, str(directory))
-    return spec, folder_items(directory, mapping)
+    spec = DatasetSpec(name, space.name, "clean", split, str(directory))
+    return Source(spec, space, folder_items(directory, mapping))
 
 
-def imagenet_subset(directory: Path, name: str, which: str) -> tuple[DatasetSpec, Iterator[Item]]:
+def imagenet_subset(directory: Path, name: str, which: str) -> Source:
     """ImageNet-A (natural adversarial) or ImageNet-R (renditions): `<wnid>/<file>` trees over a
     200-class subset of ImageNet-1k; models are scored among the subset's logits only."""
     space = imagenet1k()
@@ -211,13 +204,11 @@ def imagenet_subset(directory: Path, name: str, which: str) -> tuple[DatasetSpec
     }[which]
     subset = wnid_subset(space, wnids)
     allowed = {w: i for w, i in space.id_of_wnid().items() if i in set(subset)}
-    spec = DatasetSpec(name, space, kind, "eval", str(directory), class_subset=subset)
-    return spec, folder_items(directory, allowed)
+    spec = DatasetSpec(name, space.name, kind, "eval", str(directory), class_subset=subset)
+    return Source(spec, space, folder_items(directory, allowed))
 
 
-def imagenet_c(
-    directory: Path, parent: str, label_space: LabelSpace
-) -> list[tuple[DatasetSpec, Iterator[Item]]]:
+def imagenet_c(directory: Path, parent: str, label_space: LabelSpace) -> list[Source]:
     """The released ImageNet-C tree `<corruption>/<severity>/<wnid>/<file>`: one dataset per
     (corruption, severity), named `<parent>-<corruption>-<severity>`, keeping the parent's keys."""
     if not directory.is_dir():
@@ -228,7 +219,7 @@ def imagenet_c(
         for sdir in sorted(p for p in cdir.iterdir() if p.is_dir() and p.name.isdigit()):
             spec = DatasetSpec(
                 f"{parent}-{cdir.name}-{sdir.name}",
-                label_space,
+                label_space.name,
                 "corrupted",
                 "eval",
                 str(sdir),
@@ -236,15 +227,13 @@ def imagenet_c(
                 corruption=cdir.name,
                 severity=int(sdir.name),
             )
-            out.append((spec, folder_items(sdir, mapping)))
+            out.append(Source(spec, label_space, folder_items(sdir, mapping)))
     if not out:
         raise PieError(f"{directory} has no <corruption>/<severity>/ directories")
     return out
 
 
-def csv_manifest(
-    path: Path, name: str, label_space: LabelSpace, split: str = "eval"
-) -> tuple[DatasetSpec, Iterator[Item]]:
+def csv_manifest(path: Path, name: str, label_space: LabelSpace, split: str = "eval") -> Source:
     """A CSV with columns `path,label` (and optional `key`); paths relative to the CSV.
     `label` is a class id or a class name/wnid of the label space."""
     if not path.is_file():
@@ -272,4 +261,5 @@ def csv_manifest(
                 key = safe_key(row.get("key") or Path(row["path"]).with_suffix("").as_posix())
                 yield Sample(key, label, data, ext, {"source": row["path"]})
 
-    return DatasetSpec(name, label_space, "clean", split, str(path)), items()
+    spec = DatasetSpec(name, label_space.name, "clean", split, str(path))
+    return Source(spec, label_space, items())

@@ -16,13 +16,14 @@ from pie.shards import Written
 
 
 @dataclass(frozen=True)
-class DatasetRow:
+class DatasetSpec:
+    """What a dataset is: its `datasets` row, less the counts and the path."""
+
     name: str
     label_space: str
     kind: str  # clean | corrupted | natural_adversarial | rendition | export
     split: str  # train | eval
-    path: str
-    source: str
+    source: str  # where the images came from
     parent: str | None = None
     corruption: str | None = None
     severity: int | None = None
@@ -31,11 +32,12 @@ class DatasetRow:
 
 def record_dataset(
     con: duckdb.DuckDBPyConnection,
-    row: DatasetRow,
+    spec: DatasetSpec,
+    path: Path,
     written: Written,
     rejected: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """`rejected`: (source, error) pairs for inputs that were not packed."""
+    """Rows for shards packed under `path`; `rejected`: (source, error) of inputs left out."""
     n = len(written.keys)
     with store.transaction(con):
         for table, column in (
@@ -43,22 +45,22 @@ def record_dataset(
             ("ingest_errors", "dataset"),
             ("datasets", "name"),
         ):
-            con.execute(f"delete from {table} where {column} = ?", [row.name])
+            con.execute(f"delete from {table} where {column} = ?", [spec.name])
         con.execute(
             "insert into datasets (name, label_space, kind, split, parent, corruption, severity,"
             " n_images, class_subset, path, source) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                row.name,
-                row.label_space,
-                row.kind,
-                row.split,
-                row.parent,
-                row.corruption,
-                row.severity,
+                spec.name,
+                spec.label_space,
+                spec.kind,
+                spec.split,
+                spec.parent,
+                spec.corruption,
+                spec.severity,
                 n,
-                list(row.class_subset) if row.class_subset else None,
-                row.path,
-                row.source,
+                list(spec.class_subset) if spec.class_subset else None,
+                str(path),
+                spec.source,
             ],
         )
         store.append(
@@ -66,7 +68,7 @@ def record_dataset(
             "images",
             pa.table(
                 {
-                    "dataset": pa.array([row.name] * n, pa.string()),
+                    "dataset": pa.array([spec.name] * n, pa.string()),
                     "key": pa.array(written.keys, pa.string()),
                     "label": pa.array(written.labels, pa.int32()),
                     "shard": pa.array(written.shards, pa.string()),
@@ -78,7 +80,7 @@ def record_dataset(
             "ingest_errors",
             pa.table(
                 {
-                    "dataset": pa.array([row.name] * len(rejected), pa.string()),
+                    "dataset": pa.array([spec.name] * len(rejected), pa.string()),
                     "source": pa.array([s for s, _ in rejected], pa.string()),
                     "error": pa.array([e for _, e in rejected], pa.string()),
                 }

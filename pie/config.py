@@ -80,8 +80,8 @@ def load(
         values["experiment"] = experiment_name(doc, path)
     try:
         return cls(**values)
-    except ValueError as e:
-        raise PieError(f"{path}: {e}") from None
+    except ValueError as e:  # the message names the key; the value came from file or flag
+        raise PieError(str(e)) from None
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from pie.config import DEFAULT_CONFIG
+from pie.errors import PieError
 
 Root = Annotated[
     str | None,
@@ -26,3 +27,14 @@ def split_list(values: list[str] | None) -> tuple[str, ...] | None:
     if not values:
         return None
     return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
+def numbers(values: list[str] | None, kind: type, flag: str) -> tuple | None:
+    """`-s 0,0.5 -s 0.9` -> (0.0, 0.5, 0.9) for kind float; a bad number is a user error."""
+    items = split_list(values)
+    if items is None:
+        return None
+    try:
+        return tuple(kind(v) for v in items)
+    except ValueError:
+        raise PieError(f"{flag} takes {kind.__name__} values, got {', '.join(items)}") from None

@@ -25,6 +25,8 @@ from pie.paths import WorkRoot
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 # Views in dependency order (a view may read the ones before it).
 VIEWS = (
+    "population_predictions",
+    "label_votes",
     "model_accuracy",
     "class_recall",
     "modal_labels",

@@ -197,3 +197,13 @@ def test_population_summary(con):
     assert v["mean_top1"] == pytest.approx(0.0)
     d = one(con, "select * from population_summary where sparsity = 0")
     assert d["n_pie"] is None and d["mean_top1"] == pytest.approx(0.375)
+
+
+def test_label_votes_shares(con):
+    dense_and_variant(con)
+    rows = con.execute(
+        "select pred, n_votes, share from label_votes where sparsity = 0 and key = 'b'"
+        " order by pred"
+    ).fetchall()
+    assert rows == [(0, 1, 0.25), (3, 3, 0.75)]
+    assert con.execute("select count(*) from population_predictions").fetchall() == [(12,)]

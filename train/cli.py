@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from pie import config, options
-from pie.errors import PieError
 from pie.paths import open_root
 from train.config import TrainConfig
 
@@ -33,11 +32,7 @@ def train(
     """Train the config's population: dense and pruned models, every seed and sparsity."""
     from train import population
 
-    levels = options.split_list(sparsities)
-    try:
-        levels = tuple(float(s) for s in levels) if levels else None
-    except ValueError:
-        raise PieError(f"--sparsity takes numbers in [0, 1), got {sparsities}") from None
+    levels = options.numbers(sparsities, float, "--sparsity")
     cfg = config.load(
         TrainConfig,
         cfg_path,

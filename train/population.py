@@ -18,6 +18,7 @@ from pie import checkpoints, console, store
 from pie.config import to_dict
 from pie.errors import PieError
 from pie.images import load_cached
+from pie.models import create
 from pie.parallel import run_tasks
 from pie.paths import WorkRoot
 from train.config import TrainConfig
@@ -78,6 +79,7 @@ def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
         n_classes = store.rows(
             con, "select n_classes from label_spaces where label_space = ?", [space]
         )[0][0]
+        create(cfg.arch, n_classes, cfg.channels, cfg.image_size)  # fail here, not in a worker
         registered = {r[0] for r in store.rows(con, "select model_id from models")}
 
         pending = []

@@ -3,40 +3,27 @@
 -- A tied mode goes to the largest class id, the reference's rule; setting 'mode_tie_break' =
 -- 'smallest' (analyze.mode_tie_break) gives it to the smallest instead.
 -- agreement: share of the population's models that voted for the mode.
-with preds as (
-    select
-        p.dataset,
-        m.experiment,
-        m.method,
-        m.target_sparsity as sparsity,
-        p.key,
-        p.label,
-        p.pred,
-        p.p_label
-    from predictions as p
-    inner join models as m using (model_id)
-),
-
-tie_break as (
+with tie_break as (
     select case when any_value(value) = 'smallest' then -1 else 1 end as direction
     from settings
     where name = 'mode_tie_break'
 ),
 
-votes as (
-    select dataset, experiment, method, sparsity, key, pred, count(*) as n_votes
-    from preds
-    group by dataset, experiment, method, sparsity, key, pred
-),
-
 ranked as (
     select
-        v.*,
+        v.dataset,
+        v.experiment,
+        v.method,
+        v.sparsity,
+        v.key,
+        v.pred,
+        v.n_votes,
+        v.share,
         row_number() over (
             partition by v.dataset, v.experiment, v.method, v.sparsity, v.key
             order by v.n_votes desc, v.pred * t.direction desc
         ) as vote_rank
-    from votes as v
+    from label_votes as v
     cross join tie_break as t
 ),
 
@@ -49,9 +36,9 @@ population as (
         key,
         min(label) as label,
         count(*) as n_models,
-        avg((pred = label)::double) as fraction_correct,
+        avg(correct) as fraction_correct,
         avg(p_label) as mean_p_label
-    from preds
+    from population_predictions
     group by dataset, experiment, method, sparsity, key
 ),
 
@@ -66,7 +53,7 @@ final as (
         r.pred as mode,
         r.n_votes as mode_votes,
         p.n_models,
-        r.n_votes / p.n_models as agreement,
+        r.share as agreement,
         p.fraction_correct,
         p.mean_p_label
     from population as p

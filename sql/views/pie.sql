@@ -18,32 +18,16 @@ variant as (
     select * from modes where sparsity > 0
 ),
 
-votes as (
-    select
-        p.dataset,
-        m.experiment,
-        m.method,
-        m.target_sparsity as sparsity,
-        p.key,
-        p.pred,
-        count(*) as n_votes
-    from predictions as p
-    inner join models as m using (model_id)
-    group by p.dataset, m.experiment, m.method, m.target_sparsity, p.key, p.pred
-),
-
 dense_shares as (
-    select v.dataset, v.experiment, v.key, v.pred, v.n_votes / d.n_models as share
-    from votes as v
-    inner join dense as d using (dataset, experiment, key)
-    where v.sparsity = 0
+    select dataset, experiment, key, pred, share
+    from label_votes
+    where sparsity = 0
 ),
 
 variant_shares as (
-    select v.dataset, v.experiment, v.method, v.sparsity, v.key, v.pred,
-        v.n_votes / p.n_models as share
-    from votes as v
-    inner join variant as p using (dataset, experiment, method, sparsity, key)
+    select dataset, experiment, method, sparsity, key, pred, share
+    from label_votes
+    where sparsity > 0
 ),
 
 overlap as (

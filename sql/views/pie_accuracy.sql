@@ -8,15 +8,8 @@ with membership as (
 ),
 
 correct as (
-    select
-        p.dataset,
-        m.experiment,
-        m.method,
-        m.target_sparsity as sparsity,
-        p.key,
-        (p.pred = p.label)::double as correct
-    from predictions as p
-    inner join models as m using (model_id)
+    select dataset, experiment, method, sparsity, key, correct
+    from population_predictions
 ),
 
 baseline as (
