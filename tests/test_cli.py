@@ -245,7 +245,7 @@ def test_sql_is_read_only(run):
     assert query(root, "select count(*) from predictions") == [(4 * 3 * N,)]
 
 
-def one_line_error(result, expected: str) -> None:
+def assert_one_line_error(result, expected: str) -> None:
     assert result.exit_code != 0
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
@@ -255,19 +255,19 @@ def one_line_error(result, expected: str) -> None:
 
 def test_error_missing_dataset(run):
     _, args = run
-    one_line_error(pie("corrupt", "nope", *args, ok=False), "unknown dataset 'nope'")
+    assert_one_line_error(pie("corrupt", "nope", *args, ok=False), "unknown dataset 'nope'")
 
 
 def test_error_unknown_config_key(run, tmp_path):
     root, _ = run
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nepoch = 3\n")
-    one_line_error(
+    assert_one_line_error(
         pie("train", "--config", str(bad), "--root", str(root.path), ok=False),
         "unknown config key 'train.epoch'",
     )
     bad.write_text("[trian]\n")
-    one_line_error(
+    assert_one_line_error(
         pie("train", "--config", str(bad), "--root", str(root.path), ok=False),
         "unknown config key 'trian'",
     )
@@ -275,20 +275,24 @@ def test_error_unknown_config_key(run, tmp_path):
 
 def test_error_sparsity_out_of_range(run):
     _, args = run
-    one_line_error(pie("train", "--sparsity", "1.0", *args, ok=False), "sparsity must be in [0, 1)")
-    one_line_error(pie("train", "--sparsity", "-0.1", *args, ok=False), "sparsity must be in")
+    assert_one_line_error(
+        pie("train", "--sparsity", "1.0", *args, ok=False), "sparsity must be in [0, 1)"
+    )
+    assert_one_line_error(
+        pie("train", "--sparsity", "-0.1", *args, ok=False), "sparsity must be in"
+    )
 
 
 def test_error_root_cannot_be_created(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    one_line_error(
+    assert_one_line_error(
         pie("sql", "select 1", "--root", str(blocker / "work"), ok=False), "cannot create work root"
     )
 
 
 def test_error_query_on_missing_table(run):
     root, _ = run
-    one_line_error(
+    assert_one_line_error(
         pie("sql", "select * from nope", "--root", str(root.path), ok=False), "nope does not exist"
     )
