@@ -37,7 +37,7 @@ def main(root: WorkRoot, cfg: AnalyzeConfig) -> pl.DataFrame:
         summary = (
             f"analyze: class_tstats for {n_pop} (dataset, population) pairs, "
             f"{int(tstats['significant'].sum()) if len(tstats) else 0} significant class rows "
-            f"at p <= {cfg.alpha:g} (views: {', '.join(store.VIEWS)})"
+            f"at p <= {cfg.alpha:g}"
         )
         store.record_run(con, "analyze", cfg.experiment, to_dict(cfg), summary, started)
     console.say(summary)
