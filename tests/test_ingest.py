@@ -14,7 +14,8 @@ from ingest import pack, sources
 from ingest.config import IngestConfig
 from pie import store
 from pie.errors import PieError
-from pie.shards import read_shards
+from pie.paths import open_root
+from pie.shards import read_shards, shard_paths
 
 CFG = IngestConfig(shard_max_count=4)
 
@@ -71,6 +72,15 @@ def test_fashion_mnist_packs_png_with_readable_keys(root, idx_dir):
         assert raw["json"]["class_name"] == sources.FASHION_MNIST.classes[i][2]
     # a rerun packs nothing
     assert pack.main(root, CFG, [sources.fashion_mnist(idx_dir, "test")]) == []
+
+
+def test_packing_twice_gives_identical_bytes(tmp_path, idx_dir):
+    digests = []
+    for name in ("a", "b"):
+        root = open_root(tmp_path / name)
+        pack.main(root, CFG, [sources.fashion_mnist(idx_dir, "train")])
+        digests.append([p.read_bytes() for p in shard_paths(root.shards("fmnist-train"))])
+    assert len(digests[0]) == 2 and digests[0] == digests[1]
 
 
 def test_missing_fashion_mnist_is_a_user_error(root, tmp_path):
