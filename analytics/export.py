@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from analytics.config import ExportConfig
-from pie import console, store
+from pie import catalog, console, store
 from pie.catalog import DatasetSpec, is_recorded, record_dataset
 from pie.config import to_dict
 from pie.errors import PieError
@@ -50,7 +50,7 @@ def main(root: WorkRoot, cfg: ExportConfig, force: bool = False) -> Path:
     directory = root.export(cfg.dataset, cfg.sparsity, cfg.method) / subset
 
     with store.connect(root, read_only=True) as con:
-        parent = store.dataset(con, cfg.dataset)
+        parent = catalog.dataset(con, cfg.dataset)
         exists = is_recorded(con, name, str(directory))
         membership = store.frame(
             con,

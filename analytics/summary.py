@@ -7,7 +7,7 @@ import polars as pl
 from rich.table import Table
 
 from analytics.config import AnalyzeConfig
-from pie import console, store
+from pie import catalog, console, store
 from pie.errors import PieError
 from pie.paths import WorkRoot
 
@@ -18,7 +18,7 @@ def pct(value: float | None) -> str:
 
 def main(root: WorkRoot, cfg: AnalyzeConfig) -> pl.DataFrame:
     with store.connect(root, read_only=True) as con:
-        store.dataset(con, cfg.dataset)
+        catalog.dataset(con, cfg.dataset)
         df = store.frame(
             con,
             "select * from population_summary where dataset = ? and experiment = ?"

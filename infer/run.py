@@ -14,21 +14,12 @@ from datetime import datetime
 from infer.config import InferConfig
 from infer.predict import run_pair
 from infer.sink import load_part
-from pie import checkpoints, console, store
+from pie import catalog, checkpoints, console, store
 from pie.config import to_dict
 from pie.errors import PieError
 from pie.images import Preprocess, load_cached
 from pie.parallel import run_tasks
 from pie.paths import WorkRoot
-
-
-def eval_datasets(con, cfg: InferConfig) -> list[dict]:
-    if cfg.datasets:
-        return [store.dataset(con, name) for name in cfg.datasets]
-    names = store.rows(
-        con, "select name from datasets where split = 'eval' and kind <> 'export' order by name"
-    )
-    return [store.dataset(con, name) for (name,) in names]
 
 
 def main(root: WorkRoot, cfg: InferConfig) -> int:
@@ -41,11 +32,15 @@ def main(root: WorkRoot, cfg: InferConfig) -> int:
         for part in leftovers:
             load_part(con, part)
 
-        models = store.rows(con, "select model_id, label_space from models order by model_id")
+        models = catalog.models(con)
         if not models:
             raise PieError("no models yet: run `pie train` first")
         done = set(store.rows(con, "select model_id, dataset from inference_runs"))
-        datasets = eval_datasets(con, cfg)
+        datasets = (
+            [catalog.dataset(con, name) for name in cfg.datasets]
+            if cfg.datasets
+            else catalog.eval_datasets(con)
+        )
         pending = [
             (model_id, d)
             for d in datasets

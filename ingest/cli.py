@@ -106,12 +106,12 @@ def imagenet_c(
 ) -> None:
     """The released ImageNet-C tree <corruption>/<severity>/<wnid>/<image>: one dataset each."""
     from ingest import pack, sources
-    from pie import store
+    from pie import catalog, store
 
     work = open_root(root)
     con = store.connect(work, read_only=True)
     try:
-        space = pack.label_space(con, store.dataset(con, parent)["label_space"])
+        space = catalog.label_space(con, catalog.dataset(con, parent)["label_space"])
     finally:
         con.close()
     pack.main(work, load(cfg_path), sources.imagenet_c(directory, parent, space))
@@ -128,16 +128,15 @@ def csv_manifest(
 ) -> None:
     """A CSV manifest of image paths and labels."""
     from ingest import pack, sources
-    from pie import store
+    from pie import catalog, store
 
     work = open_root(root)
-    builtin = {"imagenet1k": sources.imagenet1k, "fashion-mnist": lambda: sources.FASHION_MNIST}
-    if label_space in builtin:
-        space = builtin[label_space]()
+    if label_space in catalog.BUILTIN_SPACES:
+        space = catalog.BUILTIN_SPACES[label_space]()
     else:
         con = store.connect(work, read_only=True)
         try:
-            space = pack.label_space(con, label_space)
+            space = catalog.label_space(con, label_space)
         finally:
             con.close()
     pack.main(work, load(cfg_path), [sources.csv_manifest(manifest, name, space, split)])

@@ -20,8 +20,8 @@ from PIL import Image
 
 from ingest.config import CorruptConfig
 from ingest.corruptions import CORRUPTIONS, corrupt
-from ingest.pack import is_packed, label_space, record
-from pie import console, store
+from ingest.pack import is_packed, record
+from pie import catalog, console, store
 from pie.catalog import DatasetSpec
 from pie.config import to_dict
 from pie.errors import PieError
@@ -79,10 +79,10 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
     """Write every missing (corruption, severity) variant of `cfg.dataset`; returns their names."""
     started = datetime.now()
     with store.connect(root) as con:
-        parent = store.dataset(con, cfg.dataset)
+        parent = catalog.dataset(con, cfg.dataset)
         if parent["kind"] != "clean":
             raise PieError(f"dataset {cfg.dataset!r} is {parent['kind']}: corrupt a clean one")
-        space = label_space(con, parent["label_space"])
+        space = catalog.label_space(con, parent["label_space"])
         todo = [
             (c, s)
             for c in cfg.corruptions

@@ -12,50 +12,18 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import duckdb
-import pyarrow as pa
 
 from ingest.config import IngestConfig
-from ingest.sources import LabelSpace, Rejected, Source
+from ingest.sources import Rejected, Source
 from pie import console, store
-from pie.catalog import DatasetSpec, is_recorded, record_dataset
+from pie.catalog import DatasetSpec, LabelSpace, ensure_label_space, is_recorded, record_dataset
 from pie.config import to_dict
-from pie.errors import PieError
 from pie.paths import WorkRoot
 from pie.shards import Sample, Written, write_shards
 
 
 def is_packed(con: duckdb.DuckDBPyConnection, root: WorkRoot, name: str) -> bool:
     return is_recorded(con, name, str(root.shards(name)))
-
-
-def ensure_label_space(con: duckdb.DuckDBPyConnection, space: LabelSpace) -> None:
-    """Register a label space and its classes once; a clash with a stored one is an error."""
-    stored = store.rows(
-        con, "select n_classes from label_spaces where label_space = ?", [space.name]
-    )
-    if stored:
-        if stored[0][0] != len(space.classes):
-            raise PieError(
-                f"label space {space.name!r} already has {stored[0][0]} classes, "
-                f"this source has {len(space.classes)}"
-            )
-        return
-    con.execute(
-        "insert into label_spaces values (?, ?, ?)",
-        [space.name, len(space.classes), space.description],
-    )
-    store.append(
-        con,
-        "classes",
-        pa.table(
-            {
-                "label_space": [space.name] * len(space.classes),
-                "class_id": [c[0] for c in space.classes],
-                "wnid": [c[1] for c in space.classes],
-                "name": [c[2] for c in space.classes],
-            }
-        ),
-    )
 
 
 def pack(
@@ -92,21 +60,9 @@ def record(
     rejected: list[Rejected],
 ) -> None:
     """Register the label space, then the dataset's rows (one transaction each)."""
-    with store.transaction(con):
-        ensure_label_space(con, space)
+    ensure_label_space(con, space)
     errors = [(r.source, r.error) for r in rejected]
     record_dataset(con, spec, root.shards(spec.name), written, errors)
-
-
-def label_space(con: duckdb.DuckDBPyConnection, name: str) -> LabelSpace:
-    classes = store.rows(
-        con,
-        "select class_id, wnid, name from classes where label_space = ? order by class_id",
-        [name],
-    )
-    if not classes:
-        raise PieError(f"unknown label space {name!r}")
-    return LabelSpace(name, tuple(classes))
 
 
 def main(root: WorkRoot, cfg: IngestConfig, sources: list[Source]) -> list[str]:

@@ -18,22 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pie.catalog import DatasetSpec
+from pie.catalog import FASHION_MNIST, DatasetSpec, LabelSpace, imagenet1k, wnid_subset
 from pie.errors import PieError
 from pie.shards import Sample, safe_key
 
-DATA = Path(__file__).resolve().parent / "data"
 EXTS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp", ".bmp": "bmp"}
-
-
-@dataclass(frozen=True)
-class LabelSpace:
-    name: str
-    classes: tuple[tuple[int, str | None, str], ...]  # (class_id, wnid, name)
-    description: str = ""
-
-    def id_of_wnid(self) -> dict[str, int]:
-        return {wnid: cid for cid, wnid, _ in self.classes if wnid}
 
 
 @dataclass(frozen=True)
@@ -52,40 +41,6 @@ class Source:
     spec: DatasetSpec
     space: LabelSpace
     items: Iterable[Item]
-
-
-FASHION_MNIST = LabelSpace(
-    "fashion-mnist",
-    tuple(
-        (i, None, name)
-        for i, name in enumerate(
-            [
-                "T-shirt/top",
-                "Trouser",
-                "Pullover",
-                "Dress",
-                "Coat",
-                "Sandal",
-                "Shirt",
-                "Sneaker",
-                "Bag",
-                "Ankle boot",
-            ]
-        )
-    ),
-    "Fashion-MNIST (Zalando, MIT licence): 28x28 grayscale, 10 classes",
-)
-
-
-def imagenet1k() -> LabelSpace:
-    rows = (DATA / "imagenet1k_classes.tsv").read_text().splitlines()[1:]
-    classes = tuple((int(i), wnid, name) for i, wnid, name in (r.split("\t") for r in rows))
-    return LabelSpace("imagenet1k", classes, "ImageNet-1k (ILSVRC 2012), sorted-wnid order")
-
-
-def wnid_subset(space: LabelSpace, filename: str) -> tuple[int, ...]:
-    ids = space.id_of_wnid()
-    return tuple(sorted(ids[w] for w in (DATA / filename).read_text().split()))
 
 
 # -- Fashion-MNIST -------------------------------------------------------------------------

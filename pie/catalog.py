@@ -1,18 +1,137 @@
-"""Registering a packed dataset: its `datasets` row, `images` rows and rejected inputs, in one
-transaction, replacing stale rows of the same name. Shared by ingest (sources, corruptions)
-and analytics (PIE exports)."""
+"""The catalog: the one module that reads and writes the catalog tables (`label_spaces`,
+`classes`, `datasets`, `images`, `models`). Stages ask it what a label space, a dataset or a
+model is, and register what they produced through it; nothing else touches these tables.
+
+- label spaces: the built-in ones (Fashion-MNIST, ImageNet-1k and its A/R class subsets,
+  shipped in `pie/data/`) and any stored one; registered once, a clash is an error;
+- datasets: a packed dataset's `datasets`, `images` and `ingest_errors` rows, written in one
+  transaction that replaces stale rows of the same name;
+- models: one `models` row per checkpoint sidecar.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from pie import store
+from pie.errors import PieError
 from pie.shards import Written
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+# -- label spaces ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    name: str
+    classes: tuple[tuple[int, str | None, str], ...]  # (class_id, wnid, name)
+    description: str = ""
+
+    def id_of_wnid(self) -> dict[str, int]:
+        return {wnid: cid for cid, wnid, _ in self.classes if wnid}
+
+    def names(self) -> dict[int, str]:
+        return {cid: name for cid, _, name in self.classes}
+
+
+FASHION_MNIST = LabelSpace(
+    "fashion-mnist",
+    tuple(
+        (i, None, name)
+        for i, name in enumerate(
+            [
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ]
+        )
+    ),
+    "Fashion-MNIST (Zalando, MIT licence): 28x28 grayscale, 10 classes",
+)
+
+
+def imagenet1k() -> LabelSpace:
+    rows = (DATA / "imagenet1k_classes.tsv").read_text().splitlines()[1:]
+    classes = tuple((int(i), wnid, name) for i, wnid, name in (r.split("\t") for r in rows))
+    return LabelSpace("imagenet1k", classes, "ImageNet-1k (ILSVRC 2012), sorted-wnid order")
+
+
+def wnid_subset(space: LabelSpace, filename: str) -> tuple[int, ...]:
+    """The class ids of the wnids listed in `pie/data/<filename>` (ImageNet-A/R subsets)."""
+    ids = space.id_of_wnid()
+    return tuple(sorted(ids[w] for w in (DATA / filename).read_text().split()))
+
+
+BUILTIN_SPACES = {"imagenet1k": imagenet1k, "fashion-mnist": lambda: FASHION_MNIST}
+
+
+def ensure_label_space(con: duckdb.DuckDBPyConnection, space: LabelSpace) -> None:
+    """Register a label space and its classes once; a clash with a stored one is an error."""
+    stored = store.rows(
+        con, "select n_classes from label_spaces where label_space = ?", [space.name]
+    )
+    if stored:
+        if stored[0][0] != len(space.classes):
+            raise PieError(
+                f"label space {space.name!r} already has {stored[0][0]} classes, "
+                f"this source has {len(space.classes)}"
+            )
+        return
+    with store.transaction(con):
+        con.execute(
+            "insert into label_spaces values (?, ?, ?)",
+            [space.name, len(space.classes), space.description],
+        )
+        store.append(
+            con,
+            "classes",
+            pa.table(
+                {
+                    "label_space": [space.name] * len(space.classes),
+                    "class_id": [c[0] for c in space.classes],
+                    "wnid": [c[1] for c in space.classes],
+                    "name": [c[2] for c in space.classes],
+                }
+            ),
+        )
+
+
+def label_space(con: duckdb.DuckDBPyConnection, name: str) -> LabelSpace:
+    """A stored label space, else a built-in one; unknown names are a user error."""
+    classes = store.rows(
+        con,
+        "select class_id, wnid, name from classes where label_space = ? order by class_id",
+        [name],
+    )
+    if classes:
+        return LabelSpace(name, tuple(classes))
+    if name in BUILTIN_SPACES:
+        return BUILTIN_SPACES[name]()
+    known = sorted({r[0] for r in store.rows(con, "select label_space from label_spaces")})
+    raise PieError(f"unknown label space {name!r} (known: {', '.join(known) or 'none yet'})")
+
+
+def n_classes(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    return len(label_space(con, name).classes)
+
+
+# -- datasets -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -28,6 +147,25 @@ class DatasetSpec:
     corruption: str | None = None
     severity: int | None = None
     class_subset: tuple[int, ...] | None = None
+
+
+def dataset(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
+    """A stored dataset's row; an unknown name is a user error listing the known ones."""
+    result = con.execute("select * from datasets where name = ?", [name])
+    columns = [d[0] for d in result.description]
+    found = result.fetchall()
+    if not found:
+        known = [r[0] for r in store.rows(con, "select name from datasets order by name")]
+        raise PieError(f"unknown dataset {name!r} (known: {', '.join(known) or 'none yet'})")
+    return dict(zip(columns, found[0], strict=True))
+
+
+def eval_datasets(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Every evaluation dataset (not training sets, not exports), by name."""
+    names = store.rows(
+        con, "select name from datasets where split = 'eval' and kind <> 'export' order by name"
+    )
+    return [dataset(con, name) for (name,) in names]
 
 
 def record_dataset(
@@ -88,7 +226,54 @@ def record_dataset(
         )
 
 
-def is_recorded(con: duckdb.DuckDBPyConnection, name: str, path: str) -> bool:
+def is_recorded(con: duckdb.DuckDBPyConnection, name: str, path: str | Path) -> bool:
     """The dataset has rows and its shard index is on disk."""
     found = store.rows(con, "select count(*) from datasets where name = ?", [name])[0][0]
     return bool(found) and (Path(path) / "index.json").exists()
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+def model_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in store.rows(con, "select model_id from models")}
+
+
+def models(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(model_id, label_space) of every registered model, by id."""
+    return [
+        (m, s)
+        for m, s in store.rows(con, "select model_id, label_space from models order by model_id")
+    ]
+
+
+def register_model(con: duckdb.DuckDBPyConnection, sidecar: dict[str, Any]) -> None:
+    """One `models` row from a checkpoint sidecar (replacing a stale one)."""
+    with store.transaction(con):
+        con.execute("delete from models where model_id = ?", [sidecar["model_id"]])
+        con.execute(
+            "insert into models (model_id, experiment, arch, label_space, method, target_sparsity,"
+            " achieved_sparsity, seed, train_dataset, test_top1, path, sha256, config)"
+            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                sidecar["model_id"],
+                sidecar["experiment"],
+                sidecar["arch"],
+                sidecar["label_space"],
+                sidecar["method"],
+                sidecar["target_sparsity"],
+                sidecar["achieved_sparsity"],
+                sidecar["seed"],
+                sidecar["train_dataset"],
+                sidecar["test_top1"],
+                sidecar["path"],
+                sidecar["sha256"],
+                json.dumps(
+                    {
+                        k: sidecar[k]
+                        for k in ("config", "schedule", "preprocess", "torch_seed", "steps")
+                    },
+                    sort_keys=True,
+                ),
+            ],
+        )

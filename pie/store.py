@@ -2,7 +2,7 @@
 
 One process writes (DuckDB allows a single writing process); parallel workers stage Parquet
 parts under `parts/` that the writer loads. Analysis and `pie sql` open the file read-only.
-Tables live in `sql/schema/*.sql`, views in `sql/views/<name>.sql` (one relation per file,
+Tables live in `pie/sql/schema/*.sql`, views in `pie/sql/views/<name>.sql` (one relation per file,
 a plain `select`, wrapped here in `create or replace view`).
 """
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 from pie.errors import PieError
 from pie.paths import WorkRoot
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Views in dependency order (a view may read the ones before it).
 VIEWS = (
     "population_predictions",
@@ -100,17 +100,6 @@ def append(con: duckdb.DuckDBPyConnection, table: str, frame: pa.Table | pl.Data
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
     """Run a query and fetch everything (never leaves an open result behind)."""
     return con.execute(sql, list(params)).fetchall()
-
-
-def dataset(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
-    """A stored dataset's row; an unknown name is a user error listing the known ones."""
-    result = con.execute("select * from datasets where name = ?", [name])
-    columns = [d[0] for d in result.description]
-    found = result.fetchall()
-    if not found:
-        known = [r[0] for r in rows(con, "select name from datasets order by name")]
-        raise PieError(f"unknown dataset {name!r} (known: {', '.join(known) or 'none yet'})")
-    return dict(zip(columns, found[0], strict=True))
 
 
 def frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ingest import pack, sources
 from ingest.config import IngestConfig
-from pie import store
+from pie import catalog, store
 from pie.errors import PieError
 from pie.paths import open_root
 from pie.shards import read_shards, shard_paths
@@ -69,7 +69,7 @@ def test_fashion_mnist_packs_png_with_readable_keys(root, idx_dir):
     images = sources.read_idx(idx_dir / "t10k-images-idx3-ubyte.gz")
     for i, raw in enumerate(read_shards(root.shards("fmnist-test"))):
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(raw["png"]))), images[i])
-        assert raw["json"]["class_name"] == sources.FASHION_MNIST.classes[i][2]
+        assert raw["json"]["class_name"] == catalog.FASHION_MNIST.classes[i][2]
     # a rerun packs nothing
     assert pack.main(root, CFG, [sources.fashion_mnist(idx_dir, "test")]) == []
 
@@ -130,7 +130,7 @@ def test_imagenet_c_tree_keeps_the_parent_keys(root, imagenet_tree):
             path = tree / "fog" / sev / f"{key}.JPEG"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-    space = sources.imagenet1k()
+    space = catalog.imagenet1k()
     packed = pack.main(root, CFG, sources.imagenet_c(tree, "imagenet-val", space))
     assert packed == ["imagenet-val-fog-1", "imagenet-val-fog-3"]
     con = store.connect(root, read_only=True)
@@ -147,8 +147,8 @@ def test_imagenet_c_tree_keeps_the_parent_keys(root, imagenet_tree):
 
 
 def test_imagenet_a_is_a_class_subset(root, tmp_path):
-    space = sources.imagenet1k()
-    wnids = (sources.DATA / "imagenet_a_wnids.txt").read_text().split()
+    space = catalog.imagenet1k()
+    wnids = (catalog.DATA / "imagenet_a_wnids.txt").read_text().split()
     (tmp_path / "a" / wnids[0]).mkdir(parents=True)
     (tmp_path / "a" / wnids[0] / "0.jpg").write_bytes(jpeg(1))
     (tmp_path / "a" / "n01440764").mkdir()  # tench: not one of ImageNet-A's 200
@@ -168,6 +168,6 @@ def test_csv_manifest(root, tmp_path):
     (tmp_path / "m.csv").write_text(
         "path,label,key\nimg/0.jpg,0,first\nimg/1.jpg,Trouser,second\nimg/2.jpg,42,third\n"
     )
-    pack.main(root, CFG, [sources.csv_manifest(tmp_path / "m.csv", "mine", sources.FASHION_MNIST)])
+    pack.main(root, CFG, [sources.csv_manifest(tmp_path / "m.csv", "mine", catalog.FASHION_MNIST)])
     back = [(r["__key__"], r["cls"]) for r in read_shards(root.shards("mine"))]
     assert back == [("first", 0), ("second", 1)]  # label 42 is rejected

@@ -8,13 +8,10 @@ Worker processes train and write checkpoints; this process alone writes the data
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
-import duckdb
-
-from pie import checkpoints, console, store
+from pie import catalog, checkpoints, console, store
 from pie.config import to_dict
 from pie.errors import PieError
 from pie.images import load_cached
@@ -35,59 +32,25 @@ def jobs(cfg: TrainConfig) -> list[Job]:
     return out
 
 
-def register(con: duckdb.DuckDBPyConnection, sidecar: dict[str, Any]) -> None:
-    """One `models` row from a sidecar (replacing a stale one)."""
-    with store.transaction(con):
-        con.execute("delete from models where model_id = ?", [sidecar["model_id"]])
-        con.execute(
-            "insert into models (model_id, experiment, arch, label_space, method, target_sparsity,"
-            " achieved_sparsity, seed, train_dataset, test_top1, path, sha256, config)"
-            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                sidecar["model_id"],
-                sidecar["experiment"],
-                sidecar["arch"],
-                sidecar["label_space"],
-                sidecar["method"],
-                sidecar["target_sparsity"],
-                sidecar["achieved_sparsity"],
-                sidecar["seed"],
-                sidecar["train_dataset"],
-                sidecar["test_top1"],
-                sidecar["path"],
-                sidecar["sha256"],
-                json.dumps(
-                    {
-                        k: sidecar[k]
-                        for k in ("config", "schedule", "preprocess", "torch_seed", "steps")
-                    },
-                    sort_keys=True,
-                ),
-            ],
-        )
-
-
 def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
     """Train every job of the population that has no checkpoint; returns the model ids trained."""
     started = datetime.now()
     with store.connect(root) as con:
-        train_set = store.dataset(con, cfg.dataset)
-        store.dataset(con, cfg.eval_dataset)
+        train_set = catalog.dataset(con, cfg.dataset)
+        catalog.dataset(con, cfg.eval_dataset)
         if train_set["split"] != "train":
             raise PieError(f"dataset {cfg.dataset!r} is an evaluation set, not a training set")
         space = train_set["label_space"]
-        n_classes = store.rows(
-            con, "select n_classes from label_spaces where label_space = ?", [space]
-        )[0][0]
+        n_classes = catalog.n_classes(con, space)
         create(cfg.arch, n_classes, cfg.channels, cfg.image_size)  # fail here, not in a worker
-        registered = {r[0] for r in store.rows(con, "select model_id from models")}
+        registered = catalog.model_ids(con)
 
         pending = []
         for job in jobs(cfg):
             directory = root.checkpoint(job.model_id)
             if (directory / checkpoints.SIDECAR).exists():
                 if job.model_id not in registered:
-                    register(con, checkpoints.read_sidecar(directory))
+                    catalog.register_model(con, checkpoints.read_sidecar(directory))
                 continue
             pending.append(job)
 
@@ -100,7 +63,7 @@ def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
         tasks = [(root, cfg, job, n_classes, space) for job in pending]
         with console.progress(f"training {len(pending)} models", len(pending)) as advance:
             for sidecar in run_tasks(train_one, tasks, cfg.workers):
-                register(con, sidecar)
+                catalog.register_model(con, sidecar)
                 trained.append(sidecar)
                 advance(1)
 
