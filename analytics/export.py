@@ -108,6 +108,7 @@ def main(root: WorkRoot, cfg: ExportConfig, force: bool = False) -> Path:
             f"pie export of {cfg.experiment}/{cfg.method}@{cfg.sparsity:g}",
             parent=cfg.dataset,
             class_subset=parent["class_subset"] and tuple(parent["class_subset"]),
+            origin="export",
         )
         record_dataset(con, spec, directory, written)
         summary = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEVICES = ("auto", "cpu", "cuda")
+from pie.config import DEVICES
 
 
 @dataclass(frozen=True)

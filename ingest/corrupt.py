@@ -110,6 +110,7 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
                     corruption=c,
                     severity=s,
                     class_subset=subset,
+                    origin="generated",
                 )
                 record(con, root, spec, space, written, [])
                 done.append(name)

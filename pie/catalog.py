@@ -147,6 +147,7 @@ class DatasetSpec:
     corruption: str | None = None
     severity: int | None = None
     class_subset: tuple[int, ...] | None = None
+    origin: str = "released"  # released | generated (pie corrupt) | export (pie export)
 
 
 def dataset(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
@@ -186,7 +187,8 @@ def record_dataset(
             con.execute(f"delete from {table} where {column} = ?", [spec.name])
         con.execute(
             "insert into datasets (name, label_space, kind, split, parent, corruption, severity,"
-            " n_images, class_subset, path, source) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " n_images, class_subset, path, source, origin)"
+            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 spec.name,
                 spec.label_space,
@@ -199,6 +201,7 @@ def record_dataset(
                 list(spec.class_subset) if spec.class_subset else None,
                 str(path),
                 spec.source,
+                spec.origin,
             ],
         )
         store.append(

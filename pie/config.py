@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from pie.errors import PieError
 
 DEFAULT_CONFIG = "configs/fashion-mnist.toml"
+DEVICES = ("auto", "cpu", "cuda")  # every stage's `device` option
 SECTIONS = ("ingest", "corrupt", "train", "infer", "analyze", "export")
 TOP_LEVEL = ("name", "description")
 

@@ -12,12 +12,25 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pie.errors import PieError
 
 DEFAULT_ROOT = "work"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A dataset or experiment name becomes a directory under the work root: letters, digits,
+    `-` and `_` only, not starting with `-` or `_` (no path separators, no leading dot)."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise PieError(
+            f"invalid {what} {name!r}: use letters, digits, '-' and '_' "
+            "(starting with a letter or digit)"
+        )
+    return name
 
 
 def format_sparsity(sparsity: float) -> str:

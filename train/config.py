@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pie.config import DEVICES
+
 METHODS = ("magnitude", "global_magnitude", "random_independent", "random_cumulative")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
