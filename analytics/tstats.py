@@ -3,9 +3,12 @@
 For every model and class, normalised recall = the class's top-1 recall minus the mean top-1
 of the model's population (view `class_recall`). Per (dataset, experiment), each variant
 population (method, sparsity > 0) is compared class by class with the dense one (sparsity 0):
-two-sided Welch t-test (unequal variances), t = variant minus baseline, a class significant at
-p <= alpha with no multiple-testing correction (the reference), Benjamini-Hochberg q-values
-over the population's classes reported beside.
+two-sided Welch t-test (unequal variances) called as the reference calls it,
+`ttest_ind(baseline, variant, equal_var=False)`, so t > 0 when the class LOSES normalised recall
+under pruning; delta_norm_recall = variant mean minus baseline mean normalised recall (negative
+for such a class) gives the plain reading. A class is significant at p <= alpha with no
+multiple-testing correction (the reference); Benjamini-Hochberg q-values over the population's
+classes are reported beside.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def class_tstats(recall: pl.DataFrame, alpha: float) -> pl.DataFrame:
             with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
                 # identical samples (a class every model gets right) give NaN: not significant
                 warnings.simplefilter("ignore", RuntimeWarning)
-                t, p = stats.ttest_ind(v_norm, b_norm, axis=0, equal_var=False)
+                t, p = stats.ttest_ind(b_norm, v_norm, axis=0, equal_var=False)
             t, p = np.atleast_1d(t), np.atleast_1d(p)
             out.append(
                 pl.DataFrame(
@@ -63,6 +66,7 @@ def class_tstats(recall: pl.DataFrame, alpha: float) -> pl.DataFrame:
                         "variant_mean_recall": recall_matrix(variant, "recall", classes).mean(0),
                         "baseline_mean_normalized": b_norm.mean(0),
                         "variant_mean_normalized": v_norm.mean(0),
+                        "delta_norm_recall": v_norm.mean(0) - b_norm.mean(0),
                         "t_stat": t,
                         "p_value": p,
                         "q_value": benjamini_hochberg(p),

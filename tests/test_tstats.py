@@ -41,6 +41,7 @@ def recall_rows(values: dict[str, dict[int, float]], sparsity: float, top1: dict
 
 
 def test_class_tstats_matches_scipy_welch_on_normalised_recall():
+    """The reference's call: ttest_ind(baseline, variant, equal_var=False)."""
     dense = {"d1": {0: 0.9, 1: 0.8}, "d2": {0: 0.7, 1: 0.9}, "d3": {0: 0.8, 1: 0.85}}
     dense_top1 = {"d1": 0.85, "d2": 0.80, "d3": 0.83}
     variant = {"v1": {0: 0.5, 1: 0.8}, "v2": {0: 0.6, 1: 0.7}}
@@ -51,15 +52,35 @@ def test_class_tstats_matches_scipy_welch_on_normalised_recall():
     for c in (0, 1):
         base = [dense[m][c] - np.mean(list(dense_top1.values())) for m in dense]
         var = [variant[m][c] - np.mean(list(variant_top1.values())) for m in variant]
-        t, p = stats.ttest_ind(var, base, equal_var=False)
+        t, p = stats.ttest_ind(base, var, equal_var=False)
         row = out.row(c, named=True)
         assert row["t_stat"] == pytest.approx(t) and row["p_value"] == pytest.approx(p)
         assert row["significant"] == (p <= 0.05)
         assert row["baseline_mean_recall"] == pytest.approx(np.mean([dense[m][c] for m in dense]))
         assert row["variant_mean_normalized"] == pytest.approx(np.mean(var))
+        assert row["delta_norm_recall"] == pytest.approx(np.mean(var) - np.mean(base))
         assert (row["baseline_n"], row["variant_n"]) == (3, 2)
     q = benjamini_hochberg(out["p_value"].to_numpy())
     np.testing.assert_allclose(out["q_value"].to_numpy(), q)
+
+
+def test_a_class_that_loses_recall_has_positive_t_and_negative_delta():
+    """Class 0 falls from ~.9 to ~.3 recall while the population top-1 falls only from .7 to .6:
+    class 0 loses normalised recall, class 1 (~.5 -> ~.9) gains it."""
+    dense = {"d1": {0: 0.90, 1: 0.50}, "d2": {0: 0.88, 1: 0.52}, "d3": {0: 0.92, 1: 0.48}}
+    variant = {"v1": {0: 0.30, 1: 0.90}, "v2": {0: 0.32, 1: 0.88}, "v3": {0: 0.28, 1: 0.92}}
+    top1 = 0.7
+    df = pl.DataFrame(
+        recall_rows(dense, 0.0, dict.fromkeys(dense, top1))
+        + recall_rows(variant, 0.9, dict.fromkeys(variant, top1 - 0.1))
+    )
+    out = class_tstats(df, 0.05).sort("class_id")
+    lost, gained = out.row(0, named=True), out.row(1, named=True)
+    # normalised: dense class 0 = .9 - .7 = .2, pruned .3 - .6 = -.3: a loss of .5
+    assert lost["delta_norm_recall"] == pytest.approx(-0.5)
+    assert lost["t_stat"] > 0 and lost["significant"]
+    assert gained["delta_norm_recall"] == pytest.approx(0.5)  # .9 - .6 minus (.5 - .7)
+    assert gained["t_stat"] < 0
 
 
 def test_identical_samples_give_null_not_significant():
@@ -85,5 +106,5 @@ def test_class_tstats_from_the_class_recall_view(con):
     # class 0 recalls: dense 1.0, .5 (top-1 1.0, .75 -> mean .875); pruned 0, .5 (.5, .75)
     base = [1.0 - 0.875, 0.5 - 0.875]
     var = [0.0 - 0.625, 0.5 - 0.625]
-    t, p = stats.ttest_ind(var, base, equal_var=False)
+    t, p = stats.ttest_ind(base, var, equal_var=False)
     assert out["t_stat"][0] == pytest.approx(t) and out["p_value"][0] == pytest.approx(p)
