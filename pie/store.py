@@ -34,6 +34,7 @@ VIEWS = (
     "pie_accuracy",
     "robustness",
     "corruption_error",
+    "mean_corruption_error",
     "population_summary",
 )
 

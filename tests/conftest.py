@@ -40,11 +40,12 @@ def add_dataset(
     corruption: str | None = None,
     severity: int | None = None,
     label_space: str = "ls",
+    origin: str = "released",
 ) -> None:
     con.execute(
         "insert into datasets (name, label_space, kind, split, parent, corruption, severity,"
-        " n_images, path, source) values (?, ?, ?, 'eval', ?, ?, ?, 0, '', 'test')",
-        [name, label_space, kind, parent, corruption, severity],
+        " n_images, path, source, origin) values (?, ?, ?, 'eval', ?, ?, ?, 0, '', 'test', ?)",
+        [name, label_space, kind, parent, corruption, severity, origin],
     )
 
 

@@ -96,6 +96,42 @@ def test_pie_membership_votes_and_l1(con):
     assert (b["method"], b["sparsity"]) == ("magnitude", 0.9)
 
 
+def tied_and_untied_pies(con):
+    """Dense d1..d3 and variant v1..v3 on keys x, y, z (label 0); per model the predictions."""
+    dense = {"x": (1, 1, 1), "y": (1, 1, 2), "z": (4, 4, 5)}
+    variant = {"x": (2, 2, 1), "y": (2, 3, 1), "z": (4, 5, 5)}
+    for prefix, method, sparsity, preds in (
+        ("d", "dense", 0.0, dense),
+        ("v", "magnitude", 0.5, variant),
+    ):
+        for i in range(3):
+            add_model(con, f"{prefix}{i}", method, sparsity)
+            add_predictions(con, f"{prefix}{i}", "d", [(k, 0, p[i]) for k, p in preds.items()])
+
+
+def test_pie_tie_decided(con):
+    tied_and_untied_pies(con)
+    rows = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "select key, baseline_mode, variant_mode, is_pie, tie_decided from pie"
+        ).fetchall()
+    }
+    assert rows["x"] == (1, 2, True, False)  # 3 votes vs 2 votes: nothing tied
+    assert rows["y"] == (1, 3, True, True)  # the variant's 2, 3, 1 tie: 3 wins by the rule
+    assert rows["z"] == (4, 5, True, False)
+    tied = dict(con.execute("select key, tied from modal_labels where sparsity = 0.5").fetchall())
+    assert tied == {"x": False, "y": True, "z": False}
+
+
+def test_pie_tie_decided_when_only_the_dense_mode_is_tied(con):
+    dense_and_variant(con)  # key a: dense 1, 1, 2, 2 (tied), variant 2, 2: the same mode
+    a = one(con, "select is_pie, tie_decided from pie where key = 'a'")
+    assert (a["is_pie"], a["tie_decided"]) == (False, True)
+    dense_tied = one(con, "select tied from modal_labels where sparsity = 0 and key = 'a'")
+    assert dense_tied["tied"] is True
+
+
 def test_pie_ignores_the_true_label(con):
     """Both populations agree on a wrong label: not a PIE."""
     add_model(con, "d1", "dense", 0.0)
@@ -158,7 +194,9 @@ def test_robustness(corrupted):
 
 def test_corruption_error(corrupted):
     v = one(corrupted, "select * from corruption_error where sparsity = 0.5")
-    assert v["n_severities"] == 2 and v["mean_error"] == pytest.approx(0.625)
+    assert (v["origin"], v["corruption"], v["benchmark"]) == ("released", "gaussian_noise", True)
+    assert v["n_severities"] == 2 and v["complete"] is False
+    assert v["mean_error"] == pytest.approx(0.625) and v["clean_error"] == pytest.approx(0.25)
     assert v["ce_vs_dense"] == pytest.approx((0.5 + 0.75) / (0.25 + 0.5))
     # (E_v(s) - E_v(clean)) sums to .25 + .5; the dense's to (.25 - .125) + (.5 - .125)
     assert v["relative_ce_vs_dense"] == pytest.approx(0.75 / 0.5)
@@ -168,17 +206,137 @@ def test_corruption_error(corrupted):
     assert d["relative_ce_vs_dense"] == pytest.approx(1.0)
 
 
-def test_corruption_error_vs_alexnet_needs_all_five_severities(con):
+def test_corruption_error_keeps_released_and_generated_apart(corrupted):
+    """A generated gaussian_noise at severity 1 beside the released one: two rows, not mixed."""
+    add_dataset(corrupted, "c-gen-gn-1", "corrupted", "c", "gaussian_noise", 1, origin="generated")
+    for m, n in {"d1": 1, "d2": 1, "v1": 0, "v2": 0}.items():
+        add_predictions(corrupted, m, "c-gen-gn-1", accuracy_rows(n))
+    rows = {
+        r[0]: r[1:]
+        for r in corrupted.execute(
+            "select origin, n_severities, ce_vs_dense from corruption_error where sparsity = 0.5"
+        ).fetchall()
+    }
+    assert rows["released"] == pytest.approx((2, (0.5 + 0.75) / (0.25 + 0.5)))
+    assert rows["generated"] == pytest.approx((1, 1.0 / 0.75))
+    mce = corrupted.execute(
+        "select origin, n_corruptions, mean_ce_vs_dense_present, mce_vs_dense"
+        " from mean_corruption_error where sparsity = 0.5 order by origin"
+    ).fetchall()
+    assert mce[0][:2] == ("generated", 1) and mce[0][2] == pytest.approx(1.0 / 0.75)
+    assert mce[1][:2] == ("released", 1) and mce[1][2] == pytest.approx(1.25 / 0.75)
+    assert mce[0][3] is None and mce[1][3] is None  # 1 of 15 corruptions: no mCE
+    s = one(corrupted, "select * from population_summary where dataset = 'c' and sparsity = 0.5")
+    assert (s["released_n_corruptions"], s["generated_n_corruptions"]) == (1, 1)
+    assert s["released_mce_vs_dense"] is None and s["generated_mce_vs_dense"] is None
+    assert s["released_mean_ce_vs_dense_present"] == pytest.approx(1.25 / 0.75)
+    assert s["generated_mean_ce_vs_dense_present"] == pytest.approx(1.0 / 0.75)
+
+
+def test_extra_corruptions_are_reported_apart(corrupted):
+    add_dataset(corrupted, "c-sp-1", "corrupted", "c", "speckle_noise", 1)
+    for m, n in {"d1": 2, "d2": 2, "v1": 0, "v2": 0}.items():
+        add_predictions(corrupted, m, "c-sp-1", accuracy_rows(n))
+    sp = one(corrupted, "select * from corruption_error where corruption = 'speckle_noise'"
+             " and sparsity = 0.5")
+    assert sp["benchmark"] is False and sp["ce_vs_dense"] == pytest.approx(1.0 / 0.5)
+    m = one(corrupted, "select * from mean_corruption_error where sparsity = 0.5")
+    assert (m["n_corruptions"], m["n_extra"], m["complete"]) == (1, 1, False)
+    # the mean over benchmark corruptions present is gaussian_noise's alone
+    assert m["mean_ce_vs_dense_present"] == pytest.approx(1.25 / 0.75)
+
+
+ALEXNET = {  # ImageNet-C paper: AlexNet top-1 error averaged over severities 1-5
+    "gaussian_noise": 0.886428,
+    "shot_noise": 0.894468,
+    "impulse_noise": 0.922640,
+    "defocus_blur": 0.819880,
+    "glass_blur": 0.826268,
+    "motion_blur": 0.785948,
+    "zoom_blur": 0.798360,
+    "snow": 0.866816,
+    "frost": 0.826572,
+    "fog": 0.819324,
+    "brightness": 0.564592,
+    "contrast": 0.853204,
+    "elastic_transform": 0.646056,
+    "pixelate": 0.717840,
+    "jpeg_compression": 0.606500,
+}
+ALEXNET_CLEAN = 0.435
+
+
+@pytest.fixture
+def imagenet_c(con):
+    """Released ImageNet-C of 'val' (ImageNet-1k), all 15 corruptions at severities 1-5.
+    Dense d1: clean error .25, every corrupted set .5. Pruned v1: clean .5; corrupted .5 at
+    severities 1-2 and .75 at 3-5 (4 images each)."""
     add_dataset(con, "val", label_space="imagenet1k")
     add_model(con, "d1", "dense", 0.0)
-    add_predictions(con, "d1", "val", accuracy_rows(4))
-    for s in range(1, 6):
-        add_dataset(con, f"val-fog-{s}", "corrupted", "val", "fog", s, label_space="imagenet1k")
-        add_predictions(con, "d1", f"val-fog-{s}", accuracy_rows(2))
-    row = one(con, "select * from corruption_error")
-    assert row["ce_vs_alexnet"] == pytest.approx(5 * 0.5 / (5 * 0.819324))
-    con.execute("delete from predictions where dataset = 'val-fog-5'")
-    assert one(con, "select ce_vs_alexnet from corruption_error")["ce_vs_alexnet"] is None
+    add_model(con, "v1", "magnitude", 0.9)
+    add_predictions(con, "d1", "val", accuracy_rows(3))
+    add_predictions(con, "v1", "val", accuracy_rows(2))
+    for c in ALEXNET:
+        for s in range(1, 6):
+            name = f"val-{c}-{s}"
+            add_dataset(con, name, "corrupted", "val", c, s, label_space="imagenet1k")
+            add_predictions(con, "d1", name, accuracy_rows(2))
+            add_predictions(con, "v1", name, accuracy_rows(2 if s <= 2 else 1))
+    return con
+
+
+def test_mce_on_released_imagenet_c(imagenet_c):
+    v_sum = 2 * 0.5 + 3 * 0.75  # sum_s E(v1, s, c), the same for every corruption
+    ce = [v_sum / (5 * a) for a in ALEXNET.values()]
+    rel = [(v_sum - 5 * 0.5) / (5 * a - 5 * ALEXNET_CLEAN) for a in ALEXNET.values()]
+    row = one(imagenet_c, "select * from corruption_error where sparsity = 0.9 and corruption = 'fog'")
+    assert row["complete"] is True and row["ce_vs_alexnet"] == pytest.approx(ce[9])
+    assert row["relative_ce_vs_alexnet"] == pytest.approx(rel[9])
+    m = one(imagenet_c, "select * from mean_corruption_error where sparsity = 0.9")
+    assert (m["origin"], m["n_corruptions"], m["n_complete"], m["complete"]) == (
+        "released",
+        15,
+        15,
+        True,
+    )
+    assert m["mce_vs_dense"] == pytest.approx(v_sum / (5 * 0.5))  # 3.25 / 2.5
+    # (3.25 - 5 x .5) / (2.5 - 5 x .25)
+    assert m["relative_mce_vs_dense"] == pytest.approx(0.75 / 1.25)
+    assert m["mce_vs_alexnet"] == pytest.approx(sum(ce) / 15)
+    assert m["relative_mce_vs_alexnet"] == pytest.approx(sum(rel) / 15)
+    d = one(imagenet_c, "select * from mean_corruption_error where sparsity = 0")
+    assert d["mce_vs_dense"] == pytest.approx(1.0)
+    assert d["mce_vs_alexnet"] == pytest.approx(sum(0.5 / a for a in ALEXNET.values()) / 15)
+    s = one(imagenet_c, "select * from population_summary where sparsity = 0.9 and dataset = 'val'")
+    assert s["released_n_corruptions"] == 15 and s["generated_n_corruptions"] is None
+    assert s["released_mce_vs_dense"] == pytest.approx(1.3)
+    assert s["released_mce_vs_alexnet"] == pytest.approx(sum(ce) / 15)
+
+
+def test_no_mce_without_all_15_at_all_5_severities(imagenet_c):
+    imagenet_c.execute("delete from predictions where dataset = 'val-fog-5'")
+    fog = one(
+        imagenet_c, "select * from corruption_error where sparsity = 0.9 and corruption = 'fog'"
+    )
+    assert fog["complete"] is False and fog["ce_vs_alexnet"] is None
+    m = one(imagenet_c, "select * from mean_corruption_error where sparsity = 0.9")
+    assert (m["n_corruptions"], m["n_complete"], m["complete"]) == (15, 14, False)
+    assert m["mce_vs_dense"] is None and m["mce_vs_alexnet"] is None
+    assert m["relative_mce_vs_dense"] is None and m["relative_mce_vs_alexnet"] is None
+    # fog at severities 1-4: (.5 + .5 + .75 + .75) / (4 x .5); the other 14: 1.3
+    assert m["mean_ce_vs_dense_present"] == pytest.approx((14 * 1.3 + 2.5 / 2.0) / 15)
+
+
+def test_generated_corruptions_get_no_alexnet_normalisation(imagenet_c):
+    imagenet_c.execute("update datasets set origin = 'generated' where kind = 'corrupted'")
+    m = one(imagenet_c, "select * from mean_corruption_error where sparsity = 0.9")
+    assert m["origin"] == "generated" and m["complete"] is True
+    assert m["mce_vs_dense"] == pytest.approx(1.3)
+    assert m["mce_vs_alexnet"] is None and m["relative_mce_vs_alexnet"] is None
+    ce = imagenet_c.execute(
+        "select count(*) from corruption_error where ce_vs_alexnet is not null"
+    ).fetchall()
+    assert ce == [(0,)]
 
 
 def test_population_summary(con):
@@ -191,7 +349,7 @@ def test_population_summary(con):
     )
     v = one(con, "select * from population_summary where sparsity = 0.9")
     assert (v["n_models"], v["n_significant_classes"], v["n_classes_tested"]) == (2, 1, 2)
-    assert (v["n_pie"], v["pie_fraction"]) == (1, 0.5)
+    assert (v["n_pie"], v["pie_fraction"], v["n_pie_tie_decided"]) == (1, 0.5, 1)
     assert v["dense_top1_on_pie"] == pytest.approx(0.75)
     assert v["dense_top1_on_nonpie"] == pytest.approx(0.0)
     assert v["mean_top1"] == pytest.approx(0.0)

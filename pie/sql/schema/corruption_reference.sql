@@ -1,6 +1,8 @@
 -- corruption_reference: one row per (label_space, corruption, model): a reference model's
--- top-1 error averaged over severities 1-5, the denominator of the corruption error (CE).
--- key: (label_space, corruption, model). AlexNet on ImageNet-C, Hendrycks & Dietterich 2019.
+-- top-1 error averaged over severities 1-5, the denominator of the corruption error (CE); the
+-- row with corruption 'clean' holds its error on the clean set, the subtrahend of relative CE.
+-- key: (label_space, corruption, model). AlexNet on ImageNet-C, Hendrycks & Dietterich 2019,
+-- measured on the released ImageNet-C files: views apply it to datasets of origin 'released' only.
 create table if not exists corruption_reference (
     label_space varchar not null,
     corruption varchar not null,
@@ -9,6 +11,7 @@ create table if not exists corruption_reference (
     primary key (label_space, corruption, model)
 );
 insert or ignore into corruption_reference values
+    ('imagenet1k', 'clean', 'alexnet', 0.435),
     ('imagenet1k', 'gaussian_noise', 'alexnet', 0.886428),
     ('imagenet1k', 'shot_noise', 'alexnet', 0.894468),
     ('imagenet1k', 'impulse_noise', 'alexnet', 0.922640),

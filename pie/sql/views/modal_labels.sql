@@ -2,7 +2,8 @@
 -- keys: (dataset, experiment, method, sparsity, key)
 -- A tied mode goes to the largest class id, the reference's rule; setting 'mode_tie_break' =
 -- 'smallest' (analyze.mode_tie_break) gives it to the smallest instead.
--- agreement: share of the population's models that voted for the mode.
+-- agreement: share of the population's models that voted for the mode. tied: two or more labels
+-- share the top vote count, so the tie-break rule chose the mode.
 with tie_break as (
     select case when any_value(value) = 'smallest' then -1 else 1 end as direction
     from settings
@@ -22,7 +23,10 @@ ranked as (
         row_number() over (
             partition by v.dataset, v.experiment, v.method, v.sparsity, v.key
             order by v.n_votes desc, v.pred * t.direction desc
-        ) as vote_rank
+        ) as vote_rank,
+        count(*) over (
+            partition by v.dataset, v.experiment, v.method, v.sparsity, v.key, v.n_votes
+        ) as n_labels_with_these_votes
     from label_votes as v
     cross join tie_break as t
 ),
@@ -54,6 +58,7 @@ final as (
         r.n_votes as mode_votes,
         p.n_models,
         r.share as agreement,
+        r.n_labels_with_these_votes > 1 as tied,
         p.fraction_correct,
         p.mean_p_label
     from population as p

@@ -5,6 +5,8 @@
 -- (sparsity 0). The true label plays no part in is_pie. l1_distance is the taxicab distance
 -- between the two populations' distributions of predicted labels, in [0, 2] (the CIE ranking of
 -- Hooker et al. 2020), computed as 2 - 2 * sum over classes of min(share_variant, share_dense).
+-- tie_decided: the dense or the variant population's mode was chosen by the tie-break rule (two or
+-- more labels shared its top vote count; modal_labels.tied), so is_pie hangs on that rule.
 with modes as (
     select *
     from modal_labels
@@ -59,7 +61,8 @@ final as (
         v.mean_p_label as variant_mean_p_label,
         d.mode = v.label as baseline_correct,
         v.mode = v.label as variant_correct,
-        2 - 2 * coalesce(o.overlap, 0) as l1_distance
+        2 - 2 * coalesce(o.overlap, 0) as l1_distance,
+        d.tied or v.tied as tie_decided
     from variant as v
     inner join dense as d using (dataset, experiment, key)
     left join overlap as o

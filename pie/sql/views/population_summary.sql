@@ -1,8 +1,12 @@
 -- population_summary: one row per (dataset, population): the headline numbers of the study.
 -- keys: (dataset, experiment, method, sparsity)
 -- mean/std top-1 over the population's models; classes significantly impacted (class_tstats,
--- as of the last `pie analyze`); PIE count and the dense population's top-1 on PIEs and on the
--- rest; mean corruption error relative to dense over the corruptions of this (clean) dataset.
+-- as of the last `pie analyze`); PIE count, how many of them a tied mode decided (pie.tie_decided)
+-- and the dense population's top-1 on PIEs and on the rest; per origin of the corrupted variants
+-- of this (clean) dataset (released | generated, never mixed; mean_corruption_error): benchmark
+-- corruptions present, mCE vs dense (null unless all 15 at all 5 severities), CE vs dense
+-- averaged over the benchmark corruptions present (not an mCE unless complete), and for released
+-- ImageNet-1k files the mCE and relative mCE vs AlexNet.
 with accuracy as (
     select dataset, experiment, method, sparsity, n_models, mean_top1, std_top1
     from robustness
@@ -27,6 +31,7 @@ pies as (
         method,
         sparsity,
         count(*) filter (where is_pie) as n_pie,
+        count(*) filter (where is_pie and tie_decided) as n_pie_tie_decided,
         count(*) as n_images
     from pie
     group by dataset, experiment, method, sparsity
@@ -51,10 +56,18 @@ corruption as (
         experiment,
         method,
         sparsity,
-        count(*) as n_corruptions,
-        avg(ce_vs_dense) as mean_ce_vs_dense,
-        avg(ce_vs_alexnet) as mce_vs_alexnet
-    from corruption_error
+        max(n_corruptions) filter (where origin = 'released') as released_n_corruptions,
+        max(mce_vs_dense) filter (where origin = 'released') as released_mce_vs_dense,
+        max(mean_ce_vs_dense_present) filter (where origin = 'released')
+            as released_mean_ce_vs_dense_present,
+        max(mce_vs_alexnet) filter (where origin = 'released') as released_mce_vs_alexnet,
+        max(relative_mce_vs_alexnet) filter (where origin = 'released')
+            as released_relative_mce_vs_alexnet,
+        max(n_corruptions) filter (where origin = 'generated') as generated_n_corruptions,
+        max(mce_vs_dense) filter (where origin = 'generated') as generated_mce_vs_dense,
+        max(mean_ce_vs_dense_present) filter (where origin = 'generated')
+            as generated_mean_ce_vs_dense_present
+    from mean_corruption_error
     group by parent, experiment, method, sparsity
 ),
 
@@ -71,12 +84,18 @@ final as (
         i.n_classes_tested,
         p.n_pie,
         p.n_pie / p.n_images as pie_fraction,
+        p.n_pie_tie_decided,
         t.dense_top1_on_pie,
         t.dense_top1_on_nonpie,
         t.variant_top1_on_pie,
-        c.n_corruptions,
-        c.mean_ce_vs_dense,
-        c.mce_vs_alexnet
+        c.released_n_corruptions,
+        c.released_mce_vs_dense,
+        c.released_mean_ce_vs_dense_present,
+        c.released_mce_vs_alexnet,
+        c.released_relative_mce_vs_alexnet,
+        c.generated_n_corruptions,
+        c.generated_mce_vs_dense,
+        c.generated_mean_ce_vs_dense_present
     from accuracy as a
     left join impacted as i using (dataset, experiment, method, sparsity)
     left join pies as p using (dataset, experiment, method, sparsity)

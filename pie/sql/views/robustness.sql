@@ -1,7 +1,8 @@
 -- robustness: one row per (dataset, population): the population's top-1 on the dataset, next
 -- to the dense population's on the same dataset and to its own on the clean parent dataset.
 -- keys: (dataset, experiment, method, sparsity)
--- error_vs_dense: mean error / dense mean error (1.0 for the dense population).
+-- error_vs_dense: mean error / dense mean error (1.0 for the dense population). origin: the
+-- dataset's (released | generated | export), so released and generated corruptions stay apart.
 with accuracy as (
     select dataset, experiment, method, sparsity, top1
     from model_accuracy
@@ -38,6 +39,7 @@ final as (
         p.method,
         p.sparsity,
         d.kind,
+        d.origin,
         d.parent,
         d.corruption,
         d.severity,
