@@ -237,8 +237,10 @@ def test_extra_corruptions_are_reported_apart(corrupted):
     add_dataset(corrupted, "c-sp-1", "corrupted", "c", "speckle_noise", 1)
     for m, n in {"d1": 2, "d2": 2, "v1": 0, "v2": 0}.items():
         add_predictions(corrupted, m, "c-sp-1", accuracy_rows(n))
-    sp = one(corrupted, "select * from corruption_error where corruption = 'speckle_noise'"
-             " and sparsity = 0.5")
+    sp = one(
+        corrupted,
+        "select * from corruption_error where corruption = 'speckle_noise' and sparsity = 0.5",
+    )
     assert sp["benchmark"] is False and sp["ce_vs_dense"] == pytest.approx(1.0 / 0.5)
     m = one(corrupted, "select * from mean_corruption_error where sparsity = 0.5")
     assert (m["n_corruptions"], m["n_extra"], m["complete"]) == (1, 1, False)
@@ -289,7 +291,8 @@ def test_mce_on_released_imagenet_c(imagenet_c):
     v_sum = 2 * 0.5 + 3 * 0.75  # sum_s E(v1, s, c), the same for every corruption
     ce = [v_sum / (5 * a) for a in ALEXNET.values()]
     rel = [(v_sum - 5 * 0.5) / (5 * a - 5 * ALEXNET_CLEAN) for a in ALEXNET.values()]
-    row = one(imagenet_c, "select * from corruption_error where sparsity = 0.9 and corruption = 'fog'")
+    fog = "select * from corruption_error where sparsity = 0.9 and corruption = 'fog'"
+    row = one(imagenet_c, fog)
     assert row["complete"] is True and row["ce_vs_alexnet"] == pytest.approx(ce[9])
     assert row["relative_ce_vs_alexnet"] == pytest.approx(rel[9])
     m = one(imagenet_c, "select * from mean_corruption_error where sparsity = 0.9")
