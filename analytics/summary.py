@@ -16,7 +16,86 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+N_BENCHMARK = 15  # the ImageNet-C benchmark corruptions an mCE averages over
+
+
+def num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def headline_table(title: str, rows: list[dict]) -> Table:
+    table = Table(title=title)
+    for column in (
+        "sparsity",
+        "method",
+        "models",
+        "top-1 mean ± std",
+        "impacted classes",
+        "PIEs",
+        "PIEs decided by a tie",
+        "dense top-1 PIE / rest",
+    ):
+        table.add_column(column, justify="right")
+    for r in rows:
+        impacted = (
+            "-"
+            if r["n_significant_classes"] is None
+            else f"{r['n_significant_classes']} / {r['n_classes_tested']}"
+        )
+        pies = "-" if r["n_pie"] is None else f"{r['n_pie']} ({pct(r['pie_fraction'])}%)"
+        ties = "-" if r["n_pie"] is None else str(r["n_pie_tie_decided"])
+        dense_on = (
+            "-"
+            if r["dense_top1_on_pie"] is None and r["dense_top1_on_nonpie"] is None
+            else f"{pct(r['dense_top1_on_pie'])} / {pct(r['dense_top1_on_nonpie'])}"
+        )
+        table.add_row(
+            f"{r['sparsity']:g}",
+            r["method"],
+            str(r["n_models"]),
+            f"{pct(r['mean_top1'])} ± {pct(r['std_top1'])}",
+            impacted,
+            pies,
+            ties,
+            dense_on,
+        )
+    return table
+
+
+def corruption_table(title: str, rows: list[dict]) -> Table:
+    """One row per (population, origin) of `mean_corruption_error`."""
+    with_alexnet = any(r["mce_vs_alexnet"] is not None for r in rows)
+    table = Table(title=title)
+    columns = [
+        "sparsity",
+        "method",
+        "origin",
+        f"benchmark corruptions (of {N_BENCHMARK})",
+        "mCE vs dense",
+        "CE vs dense, mean over those present",
+    ]
+    columns += ["mCE vs AlexNet", "relative mCE vs AlexNet"] if with_alexnet else []
+    for column in columns:
+        table.add_column(column, justify="right")
+    for r in rows:
+        cells = [
+            f"{r['sparsity']:g}",
+            r["method"],
+            r["origin"],
+            str(r["n_corruptions"]),
+            num(r["mce_vs_dense"]),
+            num(r["mean_ce_vs_dense_present"]),
+        ]
+        cells += (
+            [num(r["mce_vs_alexnet"]), num(r["relative_mce_vs_alexnet"])] if with_alexnet else []
+        )
+        table.add_row(*cells)
+    return table
+
+
 def main(root: WorkRoot, cfg: AnalyzeConfig) -> pl.DataFrame:
+    """Print the headline table (`population_summary`) and, when the dataset has corrupted
+    variants, their corruption errors (`mean_corruption_error`); returns the headline rows."""
     with store.connect(root, read_only=True) as con:
         catalog.dataset(con, cfg.dataset)
         df = store.frame(
@@ -25,11 +104,12 @@ def main(root: WorkRoot, cfg: AnalyzeConfig) -> pl.DataFrame:
             " order by sparsity, method",
             [cfg.dataset, cfg.experiment],
         )
-        n_variants = store.rows(
+        corruption = store.frame(
             con,
-            "select count(*) from datasets where parent = ? and kind = 'corrupted'",
-            [cfg.dataset],
-        )[0][0]
+            "select * from mean_corruption_error where parent = ? and experiment = ?"
+            " and n_corruptions > 0 order by origin, sparsity, method",
+            [cfg.dataset, cfg.experiment],
+        )
         exports = store.rows(
             con,
             "select path from datasets where kind = 'export' and parent = ? order by name",
@@ -39,43 +119,20 @@ def main(root: WorkRoot, cfg: AnalyzeConfig) -> pl.DataFrame:
         raise PieError(
             f"no results for {cfg.dataset} / {cfg.experiment}: run train, infer and analyze first"
         )
-
-    table = Table(title=f"{cfg.experiment} on {cfg.dataset} (top-1 in %)")
-    for column in (
-        "sparsity",
-        "method",
-        "models",
-        "top-1 mean ± std",
-        "impacted classes",
-        "PIEs",
-        "dense top-1 PIE / non-PIE",
-        f"CE vs dense ({n_variants} sets)",
-    ):
-        table.add_column(column, justify="right")
-    for r in df.iter_rows(named=True):
-        impacted = (
-            "-"
-            if r["n_significant_classes"] is None
-            else f"{r['n_significant_classes']} / {r['n_classes_tested']}"
+    console.out.print(
+        headline_table(f"{cfg.experiment} on {cfg.dataset} (top-1 in %)", df.to_dicts())
+    )
+    if not corruption.is_empty():
+        console.out.print(
+            corruption_table(
+                f"{cfg.experiment}: corrupted variants of {cfg.dataset}", corruption.to_dicts()
+            )
         )
-        pies = "-" if r["n_pie"] is None else f"{r['n_pie']} ({pct(r['pie_fraction'])}%)"
-        dense_on = (
-            "-"
-            if r["dense_top1_on_pie"] is None and r["dense_top1_on_nonpie"] is None
-            else f"{pct(r['dense_top1_on_pie'])} / {pct(r['dense_top1_on_nonpie'])}"
-        )
-        ce = "-" if r["mean_ce_vs_dense"] is None else f"{r['mean_ce_vs_dense']:.3f}"
-        table.add_row(
-            f"{r['sparsity']:g}",
-            r["method"],
-            str(r["n_models"]),
-            f"{pct(r['mean_top1'])} ± {pct(r['std_top1'])}",
-            impacted,
-            pies,
-            dense_on,
-            ce,
-        )
-    console.out.print(table)
+        if not corruption["complete"].all():
+            console.say(
+                f"mCE needs all {N_BENCHMARK} benchmark corruptions at severities 1-5; "
+                "a mean over fewer is not an mCE"
+            )
     console.say(f'database: {root.db}   (try: pie sql "select * from population_summary")')
     console.say(f"shards:   {root.path / 'shards'}")
     console.say(f"models:   {root.checkpoints}")
