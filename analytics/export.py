@@ -2,13 +2,13 @@
 
 Membership and metadata come from the `pie` view; the images are streamed from the parent's
 shards and written byte for byte, each with JSON metadata that adds the PIE record (true
-label, dense and pruned modes, vote counts, agreement, L1 distance). The export is also
-registered as a dataset of kind 'export', so it can be queried like any other.
+label, dense and pruned modes, vote counts, agreement, L1 distance, tie_decided). The export is
+also registered as a dataset of kind 'export', so it can be queried like any other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -34,6 +34,7 @@ PIE_COLUMNS = (
     "baseline_mean_p_label",
     "variant_mean_p_label",
     "l1_distance",
+    "tie_decided",
 )
 
 
@@ -76,7 +77,7 @@ def main(root: WorkRoot, cfg: ExportConfig, force: bool = False) -> Path:
     chosen = membership.filter(membership["is_pie"] != cfg.non_pie)
     records = {row["key"]: row for row in chosen.iter_rows(named=True)}
 
-    def samples() -> Iterator[Sample]:
+    def samples(advance: Callable[[int], None]) -> Iterator[Sample]:
         for raw in read_shards(root.shards(cfg.dataset)):
             record = records.get(raw["__key__"])
             if record is None:
@@ -94,11 +95,12 @@ def main(root: WorkRoot, cfg: ExportConfig, force: bool = False) -> Path:
                 "sparsity": cfg.sparsity,
             }
             yield Sample(raw["__key__"], raw["cls"], data, ext, {**raw["json"], "pie": pie})
+            advance(1)
 
     if not records:
         raise PieError(f"no {'non-PIE' if cfg.non_pie else 'PIE'} images to export for {name}")
-    with console.progress(f"exporting {name}", len(records)):
-        written = write_shards(samples(), directory, subset, cfg.shard_max_count)
+    with console.progress(f"exporting {name}", len(records)) as advance:
+        written = write_shards(samples(advance), directory, subset, cfg.shard_max_count)
     with store.connect(root) as con:
         spec = DatasetSpec(
             name,
