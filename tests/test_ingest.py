@@ -91,7 +91,8 @@ def test_missing_fashion_mnist_is_a_user_error(root, tmp_path):
 
 @pytest.fixture
 def imagenet_tree(tmp_path):
-    """Two ImageNet classes (wnids of classes 0 and 1), a corrupt file, an unknown class."""
+    """Two ImageNet classes (wnids of classes 0 and 1), a corrupt file, a truncated JPEG, a text
+    file and an unknown class."""
     val = tmp_path / "val"
     files = {}
     for c, wnid in enumerate(("n01440764", "n01443537")):
@@ -101,6 +102,9 @@ def imagenet_tree(tmp_path):
             (val / wnid / f"ILSVRC2012_val_{c}{j}.JPEG").write_bytes(data)
             files[f"{wnid}/ILSVRC2012_val_{c}{j}"] = data
     (val / "n01440764" / "broken.JPEG").write_bytes(b"not a jpeg")
+    whole = jpeg(7)
+    (val / "n01440764" / "truncated.JPEG").write_bytes(whole[: len(whole) // 2])
+    (val / "n01443537" / "notes.txt").write_text("hello")
     (val / "n99999999").mkdir()
     (val / "n99999999" / "x.JPEG").write_bytes(jpeg(99))
     return val, files
@@ -115,10 +119,19 @@ def test_imagefolder_passes_jpeg_bytes_through_and_logs_rejects(root, imagenet_t
         assert back[key]["jpg"] == data  # byte for byte, never re-encoded
     assert back["n01443537/ILSVRC2012_val_10"]["cls"] == 1
     con = store.connect(root, read_only=True)
-    errors = sorted(e for (e,) in con.execute("select error from ingest_errors").fetchall())
+    errors = dict(con.execute("select source, error from ingest_errors").fetchall())
     con.close()
-    assert len(errors) == 2
-    assert "not in the label space" in errors[0] and "unreadable image" in errors[1]
+    by_file = {Path(source).name: error for source, error in errors.items()}
+    assert by_file == {
+        "x.JPEG": "class directory 'n99999999' is not in the label space",
+        "broken.JPEG": "not a readable image: unknown format or corrupt header",
+        "truncated.JPEG": by_file["truncated.JPEG"],
+        "notes.txt": "not an image file: extension '.txt', looked for .jpg .jpeg .png .webp .bmp",
+    }
+    # PIL's header check passes the truncated JPEG; only the full decode catches it
+    with Image.open(val / "n01440764" / "truncated.JPEG") as im:
+        im.verify()
+    assert by_file["truncated.JPEG"].startswith("truncated or corrupt image: image file is trunc")
 
 
 def test_imagenet_c_tree_keeps_the_parent_keys(root, imagenet_tree):
@@ -132,18 +145,19 @@ def test_imagenet_c_tree_keeps_the_parent_keys(root, imagenet_tree):
             path.write_bytes(data)
     space = catalog.imagenet1k()
     packed = pack.main(root, CFG, sources.imagenet_c(tree, "imagenet-val", space))
-    assert packed == ["imagenet-val-fog-1", "imagenet-val-fog-3"]
+    assert packed == ["imagenet-val-released-fog-1", "imagenet-val-released-fog-3"]
     con = store.connect(root, read_only=True)
     unmatched = con.execute(
         "select count(*) from images c anti join images p on p.key = c.key"
-        " and p.dataset = 'imagenet-val' where c.dataset like 'imagenet-val-fog-%'"
+        " and p.dataset = 'imagenet-val' where c.dataset like 'imagenet-val-released-fog-%'"
     ).fetchall()
     meta = con.execute(
-        "select kind, parent, corruption, severity from datasets where name = 'imagenet-val-fog-3'"
+        "select kind, parent, corruption, severity, origin, n_images from datasets"
+        " where name = 'imagenet-val-released-fog-3'"
     ).fetchall()
     con.close()
     assert unmatched == [(0,)]
-    assert meta == [("corrupted", "imagenet-val", "fog", 3)]
+    assert meta == [("corrupted", "imagenet-val", "fog", 3, "released", 4)]
 
 
 def test_imagenet_a_is_a_class_subset(root, tmp_path):
