@@ -52,7 +52,8 @@ def is_packed_as(con: duckdb.DuckDBPyConnection, root: WorkRoot, spec: DatasetSp
 
     raise PieError(
         f"dataset {spec.name} was packed with {show(stored)}; this run asks {show(asked)}: "
-        f"remove {root.shards(spec.name)} to repack it, or use another name"
+        f"remove {root.shards(spec.name)} to repack it (or keep it and use another dataset name "
+        "or work root)"
     )
 
 
@@ -98,8 +99,10 @@ def pack(
     first = next(samples, None)
     if first is None:
         record_rejected(con, spec.name, rejected)
-        found = f"; {len(rejected)} files rejected, see table ingest_errors" if rejected else ""
-        raise PieError(f"no image for dataset {spec.name} in {source.looked_in}{found}")
+        why = f"no image for dataset {spec.name} in {source.looked_in}"
+        if rejected:
+            why += f"; {len(rejected)} file{'s' * (len(rejected) > 1)} rejected, see ingest_errors"
+        raise PieError(why)
     written = write_shards(
         chain([first], samples),
         root.shards(spec.name),

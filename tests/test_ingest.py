@@ -249,8 +249,7 @@ def test_a_source_without_images_says_why_and_records_rejects(root, tmp_path):
         pack.main(root, CFG, [sources.image_folder(tmp_path / "d", "empty", "imagenet1k")])
     assert str(e.value) == (
         f"no image for dataset empty in the class directories of {tmp_path / 'd'} "
-        "(looked for .jpg .jpeg .png .webp .bmp in <class>/); 2 files rejected, "
-        "see table ingest_errors"
+        "(looked for .jpg .jpeg .png .webp .bmp in <class>/); 2 files rejected, see ingest_errors"
     )
     con = store.connect(root, read_only=True)
     rows = con.execute("select dataset, error from ingest_errors order by source").fetchall()
