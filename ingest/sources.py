@@ -46,7 +46,7 @@ class Source:
     spec: DatasetSpec
     space: LabelSpace
     items: Iterable[Item]
-    looked_in: str = ""
+    looked_in: str
 
 
 # -- Fashion-MNIST -------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def encoded_image(path: Path) -> tuple[str, bytes]:
         raise ValueError("not a readable image: unknown format or corrupt header") from None
     except Image.DecompressionBombError as e:
         raise ValueError(f"image too large to decode safely: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, ... per format
         raise ValueError(f"truncated or corrupt image: {e}") from None
     ext = FORMATS.get(fmt or "")
     if ext is None:
