@@ -1,6 +1,8 @@
 """Image sources. Each yields `Sample`s (or `Rejected` inputs) in a stable order, with a
-`DatasetSpec` that says what the dataset is. Encoded images pass through byte for byte;
-raw pixel arrays (Fashion-MNIST) become PNG.
+`DatasetSpec` that says what the dataset is. Encoded images are decoded fully once, to reject
+truncated or corrupt files with a readable reason, and then pass through byte for byte; raw
+pixel arrays (Fashion-MNIST) become PNG. Dataset names are checked (`pie.paths.check_name`)
+when a source is made, before anything is written.
 
 Keys are stable and readable: `fmnist-test-00042` for Fashion-MNIST, `<class dir>/<file stem>`
 for folder trees, so that an ImageNet-C file keeps the key of its ImageNet validation parent.

@@ -192,7 +192,7 @@ def test_csv_manifest(root, tmp_path):
     assert back == [("first", 0), ("second", 1)]  # label 42 is rejected
 
 
-def test_imagenet_c_tree_with_unknown_directories_is_refused(root, tmp_path):
+def test_imagenet_c_tree_with_unknown_directories_is_refused(tmp_path):
     for rel in ("fog/1/n01440764", "fgo/1/n01440764", "fog/6/n01440764", ".cache/x"):
         (tmp_path / "c" / rel).mkdir(parents=True)
     with pytest.raises(PieError) as e:
