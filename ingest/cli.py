@@ -44,9 +44,7 @@ def fashion_mnist(
     from ingest import pack, sources
 
     cfg = load(cfg_path, fashion_mnist_dir=directory, limit=limit)
-    found = [
-        sources.fashion_mnist(Path(cfg.fashion_mnist_dir), s, cfg.limit) for s in ("train", "test")
-    ]
+    found = [sources.fashion_mnist(Path(cfg.fashion_mnist_dir), s) for s in ("train", "test")]
     pack.main(open_root(root), cfg, found)
 
 
@@ -66,9 +64,8 @@ def imagefolder(
 
     if split not in ("train", "eval"):
         raise PieError(f"--split must be train or eval, got {split!r}")
-    pack.main(
-        open_root(root), load(cfg_path), [sources.image_folder(directory, name, label_space, split)]
-    )
+    found = [sources.image_folder(directory, name, label_space, split)]  # checks the name
+    pack.main(open_root(root), load(cfg_path), found)
 
 
 @ingest_app.command("imagenet-a")
@@ -81,7 +78,8 @@ def imagenet_a(
     """ImageNet-A (<wnid>/<image>, 200 classes): scored among its 200 classes' logits."""
     from ingest import pack, sources
 
-    pack.main(open_root(root), load(cfg_path), [sources.imagenet_subset(directory, name, "a")])
+    found = [sources.imagenet_subset(directory, name, "a")]  # checks the name
+    pack.main(open_root(root), load(cfg_path), found)
 
 
 @ingest_app.command("imagenet-r")
@@ -94,7 +92,8 @@ def imagenet_r(
     """ImageNet-R renditions (<wnid>/<image>, 200 classes): scored among its 200 classes."""
     from ingest import pack, sources
 
-    pack.main(open_root(root), load(cfg_path), [sources.imagenet_subset(directory, name, "r")])
+    found = [sources.imagenet_subset(directory, name, "r")]  # checks the name
+    pack.main(open_root(root), load(cfg_path), found)
 
 
 @ingest_app.command("imagenet-c")
@@ -104,10 +103,13 @@ def imagenet_c(
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
-    """The released ImageNet-C tree <corruption>/<severity>/<wnid>/<image>: one dataset each."""
+    """The released ImageNet-C tree <corruption>/<severity>/<wnid>/<image>: one dataset each,
+    named <parent>-released-<corruption>-<severity> (pie corrupt's own are <parent>-<c>-<s>)."""
     from ingest import pack, sources
     from pie import catalog, store
+    from pie.paths import check_name
 
+    check_name(parent, "--parent dataset name")
     work = open_root(root)
     con = store.connect(work, read_only=True)
     try:
@@ -129,7 +131,9 @@ def csv_manifest(
     """A CSV manifest of image paths and labels."""
     from ingest import pack, sources
     from pie import catalog, store
+    from pie.paths import check_name
 
+    check_name(name, "dataset name")
     work = open_root(root)
     if label_space in catalog.BUILTIN_SPACES:
         space = catalog.BUILTIN_SPACES[label_space]()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.corruptions import BENCHMARK, CORRUPTIONS, SEVERITIES
+from ingest.corruptions import BENCHMARK, COLOUR_ONLY, CORRUPTIONS, SEVERITIES
+from pie.paths import check_name
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class CorruptConfig:
     shard_max_count: int = 10_000
 
     def __post_init__(self) -> None:
+        check_name(self.dataset, "dataset name")  # variants are named <dataset>-<c>-<s>
+        if not self.corruptions:
+            raise ValueError("no corruption given (corrupt.corruptions or --corruption is empty)")
+        if not self.severities:
+            raise ValueError("no severity given (corrupt.severities or --severity is empty)")
         for name in self.corruptions:
             if name not in CORRUPTIONS:
                 raise ValueError(f"unknown corruption {name!r} (known: {', '.join(CORRUPTIONS)})")
@@ -43,5 +49,12 @@ class CorruptConfig:
                 raise ValueError(f"severity must be 1-5, got {s}")
         if self.channels not in (1, 3) or self.image_size < 8:
             raise ValueError("corrupt.channels must be 1 or 3 and image_size at least 8")
+        useless = [name for name in self.corruptions if name in COLOUR_ONLY]
+        if self.channels == 1 and useless:
+            raise ValueError(
+                f"{', '.join(useless)} on grayscale images (corrupt.channels = 1): "
+                f"{'; '.join(COLOUR_ONLY[n] for n in useless)}; leave it out ('all' includes it, "
+                "'benchmark' does not) or set channels = 3"
+            )
         if self.workers < 1:
             raise ValueError(f"corrupt.workers must be >= 1, got {self.workers}")

@@ -2,16 +2,20 @@
 (corruption, severity), named `<parent>-<corruption>-<severity>`, keeping the parent's keys.
 
 The parent is decoded once (the pie.images cache, at `image_size` like ImageNet-C's 224 px
-centre crops); each variant corrupts every image with a generator seeded by
-(seed, corruption, severity, key), so the bytes depend on neither order nor worker count,
-and stores it as PNG (lossless: the corruption is the only change). Variants run in worker
-processes; this process alone writes the database.
+centre crops); each variant corrupts every image with a generator seeded by 64 bits of
+sha256("<seed>/<corruption>/<severity>/<key>") (`noise_seed`), so the bytes depend on neither
+order nor worker count and no two images share their noise by accident, and stores it as PNG
+(lossless: the corruption is the only change). Variants run in worker processes; this process
+alone writes the database.
+
+A variant already stored is skipped when it was made with the same settings (seed, image_size,
+channels, shard size) and refused with one line naming the difference otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import zlib
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -19,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from ingest.config import CorruptConfig
-from ingest.corruptions import CORRUPTIONS, corrupt
-from ingest.pack import is_packed, record
+from ingest.corruptions import corrupt
+from ingest.pack import is_packed_as, record
 from pie import catalog, console, store
 from pie.catalog import DatasetSpec
 from pie.config import to_dict
@@ -33,6 +37,35 @@ from pie.shards import Sample, Written, write_shards
 
 def variant_name(parent: str, corruption: str, severity: int) -> str:
     return f"{parent}-{corruption}-{severity}"
+
+
+def noise_seed(seed: int, corruption: str, severity: int, key: str) -> int:
+    """The 64-bit seed of one image's corruption noise."""
+    text = f"{seed}/{corruption}/{severity}/{key}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def spec_of(
+    cfg: CorruptConfig, space: str, corruption: str, severity: int, subset: tuple[int, ...] | None
+) -> DatasetSpec:
+    return DatasetSpec(
+        variant_name(cfg.dataset, corruption, severity),
+        space,
+        "corrupted",
+        "eval",
+        f"pie corrupt (seed {cfg.seed})",
+        parent=cfg.dataset,
+        corruption=corruption,
+        severity=severity,
+        class_subset=subset,
+        origin="generated",
+        settings={
+            "seed": cfg.seed,
+            "image_size": cfg.image_size,
+            "channels": cfg.channels,
+            "shard_max_count": cfg.shard_max_count,
+        },
+    )
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -51,14 +84,13 @@ def make_variant(
 ) -> tuple[str, int, Written]:
     """Worker: write one variant's shards from the parent's pixel cache (no database access)."""
     data = load_cached(root, parent, Preprocess.pixels_only(cfg.image_size, cfg.channels))
-    index = CORRUPTIONS.index(corruption)
 
     def samples() -> Iterator[Sample]:
         for key, label, chw in zip(
             data.keys.tolist(), data.labels.tolist(), data.pixels, strict=True
         ):
             image = chw[0] if cfg.channels == 1 else np.ascontiguousarray(chw.transpose(1, 2, 0))
-            rng = np.random.default_rng([cfg.seed, index, severity, zlib.crc32(key.encode())])
+            rng = np.random.default_rng(noise_seed(cfg.seed, corruption, severity, key))
             meta = {
                 "parent": parent,
                 "corruption": corruption,
@@ -83,11 +115,12 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
         if parent["kind"] != "clean":
             raise PieError(f"dataset {cfg.dataset!r} is {parent['kind']}: corrupt a clean one")
         space = catalog.label_space(con, parent["label_space"])
+        subset = tuple(parent["class_subset"]) if parent["class_subset"] else None
         todo = [
             (c, s)
             for c in cfg.corruptions
             for s in cfg.severities
-            if not is_packed(con, root, variant_name(cfg.dataset, c, s))
+            if not is_packed_as(con, root, spec_of(cfg, space.name, c, s, subset))
         ]
         if todo:  # decode the parent once, before the workers map it
             with console.progress(f"decoding {cfg.dataset}", None) as advance:
@@ -95,25 +128,12 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
                 load_cached(root, cfg.dataset, pre, advance)
         names = {cid: name for cid, _, name in space.classes}
         tasks = [(root, cfg.dataset, c, s, cfg, names) for c, s in todo]
-        subset = tuple(parent["class_subset"]) if parent["class_subset"] else None
         done: list[str] = []
         with console.progress(f"corrupting {cfg.dataset}", len(todo)) as advance:
             for c, s, written in run_tasks(make_variant, tasks, cfg.workers):
-                name = variant_name(cfg.dataset, c, s)
-                spec = DatasetSpec(
-                    name,
-                    space.name,
-                    "corrupted",
-                    "eval",
-                    f"pie corrupt (seed {cfg.seed})",
-                    parent=cfg.dataset,
-                    corruption=c,
-                    severity=s,
-                    class_subset=subset,
-                    origin="generated",
-                )
+                spec = spec_of(cfg, space.name, c, s, subset)
                 record(con, root, spec, space, written, [])
-                done.append(name)
+                done.append(spec.name)
                 advance(1)
         summary = (
             f"corrupt: wrote {len(done)} variants of {cfg.dataset} "

@@ -73,6 +73,12 @@ _MUD = np.array([63, 42, 20]) / 255  # mud brown
 _FROST_TINT = np.array([0.82, 0.91, 1.0])  # bluish white
 _EMBOSS = np.array([[-2.0, -1, 0], [-1, 1, 1], [0, 1, 2]])
 _NEEDS_RGB = frozenset({"frost", "spatter", "saturate"})
+# Corruptions that do nothing for a grayscale image (checked on every one of the 19): `pie
+# corrupt` refuses them when channels = 1.
+COLOUR_ONLY = {
+    "saturate": "it changes colour saturation only, so it leaves grey pixels alone at "
+    "severities 1-3 and merely darkens them at 4-5"
+}
 
 Row = Any  # one severity row of a table: a number or a tuple of numbers
 

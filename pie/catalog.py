@@ -148,6 +148,7 @@ class DatasetSpec:
     severity: int | None = None
     class_subset: tuple[int, ...] | None = None
     origin: str = "released"  # released | generated (pie corrupt) | export (pie export)
+    settings: dict[str, Any] | None = None  # what produced it; a rerun must ask the same
 
 
 def dataset(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
@@ -187,8 +188,8 @@ def record_dataset(
             con.execute(f"delete from {table} where {column} = ?", [spec.name])
         con.execute(
             "insert into datasets (name, label_space, kind, split, parent, corruption, severity,"
-            " n_images, class_subset, path, source, origin)"
-            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " n_images, class_subset, path, source, origin, settings)"
+            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 spec.name,
                 spec.label_space,
@@ -202,6 +203,7 @@ def record_dataset(
                 str(path),
                 spec.source,
                 spec.origin,
+                None if spec.settings is None else json.dumps(spec.settings, sort_keys=True),
             ],
         )
         store.append(

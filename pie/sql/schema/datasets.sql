@@ -19,5 +19,6 @@ create table if not exists datasets (
     path varchar not null,   -- the shard directory
     source varchar,          -- where the images came from (a directory, a file, a command)
     origin varchar not null default 'released',  -- released | generated | export
+    settings json,           -- what produced it (source, limit, seed, ...): reruns must match
     created_at timestamp default current_timestamp
 );
