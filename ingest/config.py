@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.corruptions import BENCHMARK, CORRUPTIONS, SEVERITIES
+from ingest.corruption_tables import BENCHMARK, CORRUPTIONS, SEVERITIES
 
 
 @dataclass(frozen=True)

@@ -57,16 +57,14 @@ from ingest.corruption_ops import (
     warp,
     zoom_sum,
 )
-from ingest.corruption_tables import CIFAR, IMAGENET
-
-BENCHMARK: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-    "jpeg_compression",
-)  # fmt: skip
-EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-CORRUPTIONS: tuple[str, ...] = BENCHMARK + EXTRA
-SEVERITIES = (1, 2, 3, 4, 5)
+from ingest.corruption_tables import (  # the names live there: CLI help needs no scipy
+    BENCHMARK,
+    CIFAR,
+    CORRUPTIONS,
+    EXTRA,
+    IMAGENET,
+    SEVERITIES,
+)
 
 _WATER = np.array([175, 238, 238]) / 255  # pale turquoise
 _MUD = np.array([63, 42, 20]) / 255  # mud brown
