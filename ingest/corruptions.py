@@ -58,10 +58,10 @@ from ingest.corruption_ops import (
     zoom_sum,
 )
 from ingest.corruption_tables import (  # the names live there: CLI help needs no scipy
-    BENCHMARK,
+    BENCHMARK,  # noqa: F401  (re-exported)
     CIFAR,
     CORRUPTIONS,
-    EXTRA,
+    EXTRA,  # noqa: F401  (re-exported)
     IMAGENET,
     SEVERITIES,
 )

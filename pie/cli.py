@@ -57,12 +57,11 @@ def sql(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to FILE")] = None,
     max_rows: Annotated[
         int | None,
-        typer.Option(help="Rows shown by --format table [default: 50]", show_default=False),
+        typer.Option(help="Rows shown by --format table \\[default: 50]", show_default=False),
     ] = None,
     root: options.Root = None,
 ) -> None:
-    """Ad-hoc SQL over the predictions database (tables and views); reads only, writes no file
-    but --out."""
+    """One query over the predictions database (tables and views); writes no file but --out."""
     from pie import query
 
     query.main(open_root(root, create=False), statement, fmt, out, max_rows)

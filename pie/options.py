@@ -1,4 +1,5 @@
-"""CLI options shared by every stage command (typer `Annotated` aliases).
+"""CLI options shared by every stage command (typer `Annotated` aliases). Help texts are rich
+markup: a literal `[` is written `\\[`.
 
 `--root` is eager (click processes it before the other options), so that `--config`'s callback
 can look for `<root>/config.toml`: a stage command receives the resolved config file's path.
@@ -19,7 +20,7 @@ Root = Annotated[
         "--root",
         envvar="PIE_ROOT",
         is_eager=True,
-        help="Work root [default: $PIE_ROOT, else ./work]",
+        help="Work root \\[default: ./work]",
         show_default=False,
     ),
 ]
@@ -37,8 +38,8 @@ Config = Annotated[
         "-c",
         envvar="PIE_CONFIG",
         callback=resolve_config,
-        help="Experiment TOML file [default: $PIE_CONFIG, else <root>/config.toml if present, "
-        "else the packaged fashion-mnist.toml]",
+        help="Experiment TOML file \\[default: <root>/config.toml if present, else the packaged "
+        "fashion-mnist.toml]",
         show_default=False,
     ),
 ]

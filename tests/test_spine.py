@@ -226,6 +226,12 @@ def test_help_imports_neither_torch_nor_scipy(args):
     assert "Usage:" in done.stdout and done.stdout.splitlines()[-1] == "HEAVY: "
 
 
+def test_help_shows_the_defaults_in_brackets():
+    """Help texts are rich markup: an unescaped `[default: ...]` would silently vanish."""
+    assert "[default: 50]" in pie("sql", "--help").stdout
+    assert "[default: ./work]" in pie("train", "--help").stdout
+
+
 # -- the Makefile -----------------------------------------------------------------------------
 
 make = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
