@@ -1,17 +1,19 @@
 # pie: one target per stage. CONFIG picks the experiment, ROOT the work root:
 #   make demo                      # everything on the embedded Fashion-MNIST
-#   make train CONFIG=configs/x.toml ROOT=/data/pie
+#   make train CONFIG=my.toml ROOT=/data/pie
+# Unset, they are left to pie: $PIE_CONFIG / $PIE_ROOT from the environment, else
+# <root>/config.toml if present, else the packaged pie/configs/fashion-mnist.toml; root ./work.
 # Every stage is idempotent: a rerun does only what is missing.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-CONFIG ?= configs/fashion-mnist.toml
-ROOT ?= work
+CONFIG ?=
+ROOT ?=
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 
 PIE := $(VENV)/bin/pie
-ARGS := --config $(CONFIG) --root $(ROOT)
+ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(ROOT),--root $(ROOT))
 STAMP := $(VENV)/.installed
 
 .PHONY: help env data demo ingest corrupt train infer analytics export summary \
@@ -21,7 +23,9 @@ help:
 	@echo "make demo    set up, run every stage on Fashion-MNIST, print the summary"
 	@echo "make test    fast tests (make test-slow: the slow ones too)"
 	@echo "stages:      make ingest | corrupt | train | infer | analytics | export | summary"
-	@echo "options:     CONFIG=$(CONFIG) ROOT=$(ROOT)"
+	@echo "options:     CONFIG=FILE (else \$$PIE_CONFIG, else <root>/config.toml if present,"
+	@echo "               else the packaged pie/configs/fashion-mnist.toml)"
+	@echo "             ROOT=DIR    (else \$$PIE_ROOT, else ./work)"
 	@echo "other:       make lint | format | bench | clean"
 
 # -- environment ---------------------------------------------------------------------------
@@ -83,8 +87,8 @@ format: env
 	$(VENV)/bin/ruff check --fix .
 
 bench: env
-	$(VENV)/bin/python bench/train_throughput.py
-	$(VENV)/bin/python bench/infer_sink.py
+	@for script in $(sort $(wildcard bench/*.py)); do \
+	  echo "== $$script"; $(VENV)/bin/python $$script || exit 1; done
 
 clean:
-	rm -rf $(ROOT)
+	rm -rf $(or $(ROOT),$(PIE_ROOT),work)

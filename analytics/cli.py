@@ -65,4 +65,4 @@ def summary(
     from analytics import summary as summary_stage
 
     cfg = config.load(AnalyzeConfig, cfg_path, "analyze", dict(dataset=dataset))
-    summary_stage.main(open_root(root), cfg)
+    summary_stage.main(open_root(root, create=False), cfg)  # reads only

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ingest.config import CorruptConfig, IngestConfig
-from ingest.corruptions import BENCHMARK, CORRUPTIONS
+from ingest.corruption_tables import BENCHMARK, CORRUPTIONS
 from pie import config, options
 from pie.errors import PieError
 from pie.paths import open_root

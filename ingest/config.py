@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.corruptions import BENCHMARK, COLOUR_ONLY, CORRUPTIONS, SEVERITIES
+from ingest.corruption_tables import BENCHMARK, COLOUR_ONLY, CORRUPTIONS, SEVERITIES
 from pie.paths import check_name
 
 

@@ -1,6 +1,22 @@
 """Severity constants of the ImageNet-C (224 px) and CIFAR-10-C (32 px) corruptions, one row
 per severity 1..5, from hendrycks/robustness (`make_imagenet_c.py`, `make_cifar_c.py`)."""
 
+# ---- names (here, not in corruptions.py, so that CLI help and configs import no scipy) ---------
+BENCHMARK: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+    "jpeg_compression",
+)  # fmt: skip
+EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+CORRUPTIONS: tuple[str, ...] = BENCHMARK + EXTRA
+SEVERITIES = (1, 2, 3, 4, 5)
+# Corruptions that do nothing for a grayscale image (checked on every one of the 19): `pie
+# corrupt` refuses them when channels = 1.
+COLOUR_ONLY = {
+    "saturate": "it changes colour saturation only, so it leaves grey pixels alone at "
+    "severities 1-3 and merely darkens them at 4-5"
+}
+
 # ---- severity tables: one row per severity 1..5 -------------------------------------------------
 # zoom_blur rows are (stop, step) of np.arange(1, stop, step); elastic rows are (alpha, sigma,
 # affine shift); snow rows (mean, std, flake zoom, threshold, blur radius, blur sigma, blend);

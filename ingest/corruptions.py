@@ -57,28 +57,21 @@ from ingest.corruption_ops import (
     warp,
     zoom_sum,
 )
-from ingest.corruption_tables import CIFAR, IMAGENET
-
-BENCHMARK: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-    "jpeg_compression",
-)  # fmt: skip
-EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-CORRUPTIONS: tuple[str, ...] = BENCHMARK + EXTRA
-SEVERITIES = (1, 2, 3, 4, 5)
+from ingest.corruption_tables import (  # the names live there: CLI help needs no scipy
+    BENCHMARK,  # noqa: F401  (re-exported)
+    CIFAR,
+    COLOUR_ONLY,  # noqa: F401  (re-exported)
+    CORRUPTIONS,
+    EXTRA,  # noqa: F401  (re-exported)
+    IMAGENET,
+    SEVERITIES,
+)
 
 _WATER = np.array([175, 238, 238]) / 255  # pale turquoise
 _MUD = np.array([63, 42, 20]) / 255  # mud brown
 _FROST_TINT = np.array([0.82, 0.91, 1.0])  # bluish white
 _EMBOSS = np.array([[-2.0, -1, 0], [-1, 1, 1], [0, 1, 2]])
 _NEEDS_RGB = frozenset({"frost", "spatter", "saturate"})
-# Corruptions that do nothing for a grayscale image (checked on every one of the 19): `pie
-# corrupt` refuses them when channels = 1.
-COLOUR_ONLY = {
-    "saturate": "it changes colour saturation only, so it leaves grey pixels alone at "
-    "severities 1-3 and merely darkens them at 4-5"
-}
 
 Row = Any  # one severity row of a table: a number or a tuple of numbers
 

@@ -177,7 +177,8 @@ def record_dataset(
     written: Written,
     rejected: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """Rows for shards packed under `path`; `rejected`: (source, error) of inputs left out."""
+    """Rows for shards packed under `path` (stored relative to the work root); `rejected`:
+    (source, error) of inputs left out."""
     n = len(written.keys)
     with store.transaction(con):
         for table, column in (
@@ -200,7 +201,7 @@ def record_dataset(
                 spec.severity,
                 n,
                 list(spec.class_subset) if spec.class_subset else None,
-                str(path),
+                store.root_relative(con, path),
                 spec.source,
                 spec.origin,
                 None if spec.settings is None else json.dumps(spec.settings, sort_keys=True),

@@ -1,7 +1,8 @@
 """The `pie` command: wires each stage's typer app into one CLI.
 
 This is the only module that imports the stages. A user's mistake (`PieError`) is printed as
-one `error:` line with exit code 2; Ctrl-C exits 130 without a traceback.
+one `error:` line with exit code 2; Ctrl-C exits 130 without a traceback. Heavy modules (torch,
+scipy, duckdb, polars) are imported inside the commands, so `pie --help` stays fast.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typer.core import TyperGroup
 from analytics import cli as analytics_cli
 from infer import cli as infer_cli
 from ingest import cli as ingest_cli
-from pie import console, options, query
+from pie import console, options
 from pie.errors import PieError
 from pie.paths import open_root
 from train import cli as train_cli
@@ -49,16 +50,21 @@ for stage in (ingest_cli, train_cli, infer_cli, analytics_cli):
 
 @app.command()
 def sql(
-    statement: Annotated[str, typer.Argument(help="SQL to run (read-only)")],
+    statement: Annotated[str, typer.Argument(help="One SQL query (select, describe, explain...)")],
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="table, csv, json or parquet")
     ] = "table",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to FILE")] = None,
-    max_rows: Annotated[int, typer.Option(help="Rows shown by --format table")] = 50,
+    max_rows: Annotated[
+        int | None,
+        typer.Option(help="Rows shown by --format table \\[default: 50]", show_default=False),
+    ] = None,
     root: options.Root = None,
 ) -> None:
-    """Ad-hoc SQL over the predictions database (tables and views), opened read-only."""
-    query.main(open_root(root), statement, fmt, out, max_rows)
+    """One query over the predictions database (tables and views); writes no file but --out."""
+    from pie import query
+
+    query.main(open_root(root, create=False), statement, fmt, out, max_rows)
 
 
 def main() -> None:

@@ -9,11 +9,15 @@ A file has a top-level `name` (the experiment) and one table per stage:
 Each stage declares its own frozen dataclass (defaults = the documented behaviour) and
 loads its table with `load`; CLI flags arrive as `overrides`. Unknown keys, wrong types
 and out-of-range values are user mistakes (`PieError`), reported with the key's name.
+
+Which file: the `--config` flag, else $PIE_CONFIG, else `<root>/config.toml` when the work root
+has one, else the packaged default `pie/configs/fashion-mnist.toml` (`resolve`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
@@ -22,8 +26,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pie.errors import PieError
+from pie.paths import check_name, root_path
 
-DEFAULT_CONFIG = "configs/fashion-mnist.toml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "fashion-mnist.toml"
 DEVICES = ("auto", "cpu", "cuda")  # every stage's `device` option
 SECTIONS = ("ingest", "corrupt", "train", "infer", "analyze", "export")
 TOP_LEVEL = ("name", "description")
@@ -31,15 +36,32 @@ TOP_LEVEL = ("name", "description")
 T = TypeVar("T")
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
+def resolve(path: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> Path:
+    """The config file to use: `path` (the --config flag), else $PIE_CONFIG, else
+    `<root>/config.toml` if that file exists (root as `pie.paths.root_path` finds it), else the
+    packaged default. Nothing is checked here beyond existence of the work root's file."""
+    chosen = path or os.environ.get("PIE_CONFIG")
+    if chosen:
+        return Path(chosen).expanduser()
+    in_root = root_path(root) / "config.toml"
+    return in_root if in_root.is_file() else DEFAULT_CONFIG
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise PieError(f"config file {path} is a directory, not a TOML file")
     try:
         with path.open("rb") as f:
             doc = tomllib.load(f)
     except FileNotFoundError:
         raise PieError(f"config file {path} not found") from None
+    except UnicodeDecodeError as e:
+        raise PieError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise PieError(f"config file {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise PieError(f"cannot read config file {path}: {e.strerror or e}") from None
     unknown = sorted(set(doc) - set(SECTIONS) - set(TOP_LEVEL))
     if unknown:
         known = ", ".join((*TOP_LEVEL, *SECTIONS))
@@ -47,21 +69,24 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def experiment_name(doc: Mapping[str, Any], path: str | Path) -> str:
+def experiment_name(doc: Mapping[str, Any], path: str | os.PathLike) -> str:
+    """The top-level `name`, else the file's stem; it names directories, so `check_name` holds."""
     name = doc.get("name", Path(path).stem)
     if not isinstance(name, str) or not name:
         raise PieError(f"config key 'name' in {path} must be a non-empty string")
-    return name
+    return check_name(name, "experiment name")
 
 
 def load(
-    cls: type[T], path: str | Path, section: str, overrides: Mapping[str, Any] | None = None
+    cls: type[T], path: str | os.PathLike, section: str, overrides: Mapping[str, Any] | None = None
 ) -> T:
     """Build `cls` from table `section` of the TOML file, then apply non-None `overrides`.
 
-    A field named `experiment` is filled from the file's top-level `name`.
+    The experiment name is checked whatever the section; a field named `experiment` is filled
+    from it.
     """
     doc = read_toml(path)
+    experiment = experiment_name(doc, path)
     raw = doc.get(section, {})
     if not isinstance(raw, dict):
         raise PieError(f"config key '{section}' in {path} must be a table")
@@ -78,7 +103,7 @@ def load(
         if v is not None:
             values[k] = coerce(v, hints[k], f"--{k.replace('_', '-')}")
     if "experiment" in hints:
-        values["experiment"] = experiment_name(doc, path)
+        values["experiment"] = experiment
     try:
         return cls(**values)
     except ValueError as e:  # the message names the key; the value came from file or flag

@@ -1,4 +1,9 @@
-"""CLI options shared by every stage command (typer `Annotated` aliases)."""
+"""CLI options shared by every stage command (typer `Annotated` aliases). Help texts are rich
+markup: a literal `[` is written `\\[`.
+
+`--root` is eager (click processes it before the other options), so that `--config`'s callback
+can look for `<root>/config.toml`: a stage command receives the resolved config file's path.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,39 @@ from typing import Annotated
 
 import typer
 
-from pie.config import DEFAULT_CONFIG
+from pie import config
 from pie.errors import PieError
 
 Root = Annotated[
     str | None,
     typer.Option(
-        "--root", envvar="PIE_ROOT", help="Work root [default: ./work]", show_default=False
+        "--root",
+        envvar="PIE_ROOT",
+        is_eager=True,
+        help="Work root \\[default: ./work]",
+        show_default=False,
     ),
 ]
+
+
+def resolve_config(ctx: typer.Context, value: str | None) -> str:
+    """--config, else $PIE_CONFIG, else <root>/config.toml if present, else the packaged one."""
+    return str(config.resolve(value, ctx.params.get("root")))
+
+
 Config = Annotated[
-    str,
-    typer.Option("--config", "-c", envvar="PIE_CONFIG", help="Experiment TOML file"),
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="PIE_CONFIG",
+        callback=resolve_config,
+        help="Experiment TOML file \\[default: <root>/config.toml if present, else the packaged "
+        "fashion-mnist.toml]",
+        show_default=False,
+    ),
 ]
-DEFAULT = DEFAULT_CONFIG
+DEFAULT = None  # resolved by `resolve_config`
 
 
 def split_list(values: list[str] | None) -> tuple[str, ...] | None:

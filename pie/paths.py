@@ -1,6 +1,7 @@
 """The work root: every file a run produces lives under it, so deleting it resets the project.
 
 <root>/pie.duckdb                                    the database
+<root>/config.toml                                   the experiment config, when there is one
 <root>/shards/<dataset>/<dataset>-000000.tar         WebDataset shards + index.json (wids)
 <root>/checkpoints/<model_id>/model.pt, model.json   weights with zeros baked in + sidecar
 <root>/cache/<dataset>/<spec>.npy                    decode-once pixel caches
@@ -46,6 +47,10 @@ class WorkRoot:
     def db(self) -> Path:
         return self.path / "pie.duckdb"
 
+    @property
+    def config(self) -> Path:
+        return self.path / "config.toml"
+
     def shards(self, dataset: str) -> Path:
         return self.path / "shards" / dataset
 
@@ -70,9 +75,23 @@ class WorkRoot:
         return self.path / "report"
 
 
-def open_root(root: str | os.PathLike | None = None) -> WorkRoot:
-    """Resolve the work root (argument, else $PIE_ROOT, else ./work) and create it."""
-    path = Path(root or os.environ.get("PIE_ROOT") or DEFAULT_ROOT).expanduser()
+def root_path(root: str | os.PathLike | None = None) -> Path:
+    """The work root's path: the argument, else $PIE_ROOT, else ./work (nothing is created)."""
+    return Path(root or os.environ.get("PIE_ROOT") or DEFAULT_ROOT).expanduser()
+
+
+def open_root(root: str | os.PathLike | None = None, *, create: bool = True) -> WorkRoot:
+    """The work root at `root_path(root)`.
+
+    create=True (the stages that write): the directory is made if missing and must be writable.
+    create=False (commands that only read): it must already exist; nothing is created.
+    """
+    path = root_path(root)
+    if not create:
+        if not path.is_dir():
+            what = "is not a directory" if path.exists() else "does not exist"
+            raise PieError(f"no work root at {path}: it {what} (check --root or PIE_ROOT)")
+        return WorkRoot(path.resolve())
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -1,24 +1,29 @@
-"""`pie sql`: ad-hoc SQL over the work root's database, opened read-only.
+"""`pie sql`: one ad-hoc query over the work root's database, which it never changes.
 
-Results print as a table, or as CSV / JSON (an array of records) / Parquet to stdout or
-`--out`. DuckDB writes CSV and Parquet itself, so every column type it has comes out.
-Statements that would write are refused by DuckDB's read-only mode, in one line.
+Only queries run: SELECT (and WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, which DuckDB parses
+as SELECT) and EXPLAIN. Anything else (COPY ... TO, EXPORT DATABASE, ATTACH, INSTALL/LOAD, SET,
+PRAGMA, CALL, DDL, DML) is refused in one line before it runs. A second lock sits under that
+one: the connection is read-only, has DuckDB's external access switched off (no file is read or
+written besides the database: `read_csv`, `COPY`, extensions all fail) and its configuration
+locked (no `SET` turns access back on). The only file `pie sql` writes is `--out`.
+
+Results print as a table (a rich table on a terminal, plain aligned text to a pipe or file, one
+line per row, never folded), or as CSV / JSON (an array of records) / Parquet to stdout or
+`--out`. CSV and Parquet are written from the result by a separate in-memory DuckDB connection,
+so every column type DuckDB has comes out as DuckDB writes it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
-import io
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import duckdb
-from rich.console import Console
 from rich.table import Table
 
 from pie import console, store
@@ -26,47 +31,72 @@ from pie.errors import PieError
 from pie.paths import WorkRoot
 
 FORMATS = ("table", "csv", "json", "parquet")
+DEFAULT_MAX_ROWS = 50
+QUERIES = ("SELECT", "EXPLAIN")  # duckdb.StatementType names that only read
+
+
+def check_query(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Exactly one statement, and a query: anything that could write is refused unrun."""
+    statements = con.extract_statements(sql)  # parses only
+    if not statements:
+        raise PieError("empty query: give one SQL statement, e.g. 'select * from model_accuracy'")
+    if len(statements) > 1:
+        raise PieError(f"pie sql runs one statement at a time, got {len(statements)}")
+    kind = statements[0].type.name
+    if kind not in QUERIES:
+        raise PieError(
+            f"{kind} statement refused: pie sql runs queries only (select, with, from, describe, "
+            "show, summarize, explain) on a read-only database; write results with --out FILE"
+        )
 
 
 def user_error(e: duckdb.Error) -> PieError:
     message = str(e).splitlines()[0]
-    refused = re.search(r'statement of type "(\w+)".*read-only', message)
-    if refused:
-        return PieError(
-            f"{refused.group(1)} refused: pie sql opens the database read-only "
-            "(nothing was changed)"
-        )
+    if isinstance(e, duckdb.PermissionException):
+        return PieError(f"refused: pie sql reads the database only ({message})")
     return PieError(message)
 
 
-def write(relation: duckdb.DuckDBPyRelation, fmt: str, out: Path | None, max_rows: int) -> None:
-    if out is not None and not out.parent.is_dir():
+def check_out(root: WorkRoot, out: Path) -> None:
+    if out.is_dir():
+        raise PieError(f"cannot write {out}: it is a directory")
+    if not out.parent.is_dir():
         raise PieError(f"cannot write {out}: directory {out.parent} does not exist")
+    database = {root.db.resolve(), root.db.with_name(root.db.name + ".wal").resolve()}
+    if out.resolve() in database:
+        raise PieError(f"cannot write {out}: it is the database")
+
+
+def write(relation: duckdb.DuckDBPyRelation, fmt: str, out: Path | None, max_rows: int) -> None:
     if fmt == "table":
         rows = relation.limit(max_rows + 1).fetchall()
-        table = render_table(relation.columns, rows, max_rows)
-        if out is None:
-            console.out.print(table)
+        if out is None and console.out.is_terminal:
+            console.out.print(rich_table(relation.columns, rows, max_rows))
         else:
-            buf = io.StringIO()
-            Console(file=buf, width=200).print(table)
-            out.write_text(buf.getvalue())
+            emit(plain_table(relation.columns, rows, max_rows), out)
     elif fmt == "json":
         records = [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
-        text = json.dumps(records, default=json_default) + "\n"
-        if out is None:
-            sys.stdout.write(text)
-        else:
-            out.write_text(text)
-    elif fmt == "parquet":
-        relation.write_parquet(str(out))
-    elif out is not None:
-        relation.write_csv(str(out))
+        emit(json.dumps(records, default=json_default) + "\n", out)
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "result.csv"
-            relation.write_csv(str(path))
-            sys.stdout.write(path.read_text())
+        writer = duckdb.connect(":memory:")  # the query's connection cannot write files
+        try:
+            result = writer.from_arrow(relation.to_arrow_reader())
+            if out is not None:
+                (result.write_parquet if fmt == "parquet" else result.write_csv)(str(out))
+                return
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "result.csv"
+                result.write_csv(str(path))
+                sys.stdout.write(path.read_text())
+        finally:
+            writer.close()
+
+
+def emit(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
 
 
 def json_default(value: Any) -> Any:
@@ -77,9 +107,13 @@ def json_default(value: Any) -> Any:
     return str(value)  # intervals, UUIDs, blobs
 
 
-def render_table(columns: list[str], rows: list[tuple], max_rows: int) -> Table:
-    caption = f"first {max_rows} rows (--max-rows)" if len(rows) > max_rows else None
-    table = Table(caption=caption)
+def caption(rows: list[tuple], max_rows: int) -> str | None:
+    return f"first {max_rows} rows (--max-rows)" if len(rows) > max_rows else None
+
+
+def rich_table(columns: list[str], rows: list[tuple], max_rows: int) -> Table:
+    """For a terminal: rich's box table, long cells folded to fit the window."""
+    table = Table(caption=caption(rows, max_rows))
     for name in columns:
         table.add_column(name, overflow="fold")
     for row in rows[:max_rows]:
@@ -87,26 +121,61 @@ def render_table(columns: list[str], rows: list[tuple], max_rows: int) -> Table:
     return table
 
 
+def plain_table(columns: list[str], rows: list[tuple], max_rows: int) -> str:
+    """For pipes and files: one line per row, columns padded to their widest cell (numbers to
+    the right), a dashed rule under the header; no width limit, nothing folded or cut."""
+    shown = rows[:max_rows]
+    cells = [[format_cell(v) for v in row] for row in shown]
+    numeric = [
+        all(isinstance(row[i], int | float | decimal.Decimal) or row[i] is None for row in shown)
+        for i in range(len(columns))
+    ]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        padded = (
+            v.rjust(w) if right else v.ljust(w)
+            for v, w, right in zip(values, widths, numeric, strict=True)
+        )
+        return "  ".join(padded).rstrip()
+
+    lines = [line(list(columns)), "  ".join("-" * w for w in widths), *map(line, cells)]
+    note = caption(rows, max_rows)
+    return "\n".join([*lines, *([note] if note else [])]) + "\n"
+
+
 def format_cell(value: object) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    return str(value).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def main(
-    root: WorkRoot, query: str, fmt: str = "table", out: Path | None = None, max_rows: int = 50
+    root: WorkRoot,
+    query: str,
+    fmt: str = "table",
+    out: Path | None = None,
+    max_rows: int | None = None,
 ) -> None:
+    """Run one query (see the module docstring) and print or write its result."""
     if fmt not in FORMATS:  # before running anything
         raise PieError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     if fmt == "parquet" and out is None:
         raise PieError("--format parquet needs --out FILE")
-    con = store.connect(root, read_only=True)
+    if max_rows is not None and fmt != "table":
+        raise PieError("--max-rows applies to --format table only")
+    if max_rows is not None and max_rows < 1:
+        raise PieError(f"--max-rows must be at least 1, got {max_rows}")
+    if not query.strip():
+        raise PieError("empty query: give one SQL statement, e.g. 'select * from model_accuracy'")
+    if out is not None:
+        check_out(root, out)
+    con = store.connect(root, read_only=True, sandbox=True)
     try:
-        relation = con.sql(query)
-        if relation is not None:
-            write(relation, fmt, out, max_rows)
+        check_query(con, query)
+        write(con.sql(query), fmt, out, DEFAULT_MAX_ROWS if max_rows is None else max_rows)
     except duckdb.Error as e:
         raise user_error(e) from None
     finally:

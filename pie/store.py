@@ -39,12 +39,20 @@ VIEWS = (
 )
 
 
-def connect(root: WorkRoot, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the work root's database; a writable connection creates or updates schema and views."""
+def connect(
+    root: WorkRoot, read_only: bool = False, *, sandbox: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """Open the work root's database; a writable connection creates or updates schema and views.
+
+    sandbox=True (`pie sql`): read-only, DuckDB's external access off (no file other than the
+    database is read or written, no extension installed or loaded) and the configuration locked.
+    """
+    read_only = read_only or sandbox
     if read_only and not root.db.exists():
         raise PieError(f"no database at {root.db}: run `pie ingest` first")
+    settings = {"enable_external_access": False, "lock_configuration": True} if sandbox else {}
     try:
-        con = duckdb.connect(str(root.db), read_only=read_only)
+        con = duckdb.connect(str(root.db), read_only=read_only, config=settings)
     except duckdb.IOException as e:
         if "lock" in str(e).lower():
             raise PieError(f"database {root.db} is in use by another process") from None
@@ -105,6 +113,21 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -
 
 def frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
     return pl.from_arrow(con.sql(sql, params=list(params) or None).to_arrow_table())
+
+
+def root_relative(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
+    """`path` relative to the work root (the directory of the connection's database file) when
+    it lies under it, so that a copied or moved root still works; else `path` as given."""
+    (db,) = rows(
+        con, "select path from duckdb_databases() where database_name = current_database()"
+    )[0]
+    path = Path(path)
+    if db is None or not path.is_absolute():  # in memory, or already relative
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path(db).resolve().parent).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def record_run(

@@ -1,16 +1,65 @@
-"""Shared fixtures: a work root in a temp dir, an in-memory store, row builders for views."""
+"""Shared test helpers: fixtures (a work root in a temp dir, an in-memory store, a packed tiny
+Fashion-MNIST), the `pie(...)` CLI runner, IDX and shard helpers, row builders for views."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from pie import store
+from pie.cli import app
 from pie.paths import WorkRoot, open_root
+from pie.shards import shard_paths
+from train.config import TrainConfig
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+runner = CliRunner()
+
+# A few seconds of CPU training on the `packed` fixture.
+TINY_TRAIN = TrainConfig(
+    experiment="t",
+    epochs=3,
+    batch_size=16,
+    prune_start_epoch=0.5,
+    prune_end_epoch=2,
+    prune_frequency=1,
+    device="cpu",
+)
+
+
+def pie(*args: str, ok: bool = True):
+    """Run the `pie` CLI in-process (stdout is not a terminal); `ok`: expect exit code 0."""
+    result = runner.invoke(app, list(args))
+    if ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def assert_one_line_error(result, expected: str) -> None:
+    """A user mistake: non-zero exit, no traceback, exactly one `error:` line naming it."""
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert expected in lines[0], lines[0]
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """A gzipped IDX file (the Fashion-MNIST format) of a uint8 array."""
+    magic = 2048 + array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def shard_digests(directory) -> list[str]:
+    """sha256 of each shard of a dataset directory, in shard order."""
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in shard_paths(directory)]
 
 
 @pytest.fixture
@@ -23,6 +72,20 @@ def con() -> duckdb.DuckDBPyConnection:
     connection = store.memory()
     yield connection
     connection.close()
+
+
+@pytest.fixture
+def packed(root: WorkRoot, tmp_path: Path) -> WorkRoot:
+    """`root` with a random 64-image fmnist-train and 20-image fmnist-test packed."""
+    from ingest import pack, sources
+    from ingest.config import IngestConfig
+
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 64), ("t10k", 20)):
+        write_idx(tmp_path / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(tmp_path / f"{stem}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    pack.main(root, IngestConfig(), [sources.fashion_mnist(tmp_path, s) for s in ("train", "test")])
+    return root
 
 
 @pytest.fixture

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
+from conftest import FMNIST_DIR, assert_one_line_error, pie
 
 from pie import store
-from pie.cli import app
 from pie.paths import open_root
 from pie.shards import read_shards
 
-runner = CliRunner()
 N = 300  # images per split
 
 TINY = f"""
@@ -41,19 +40,10 @@ device = "cpu"
 """
 
 
-def pie(*args: str, ok: bool = True):
-    result = runner.invoke(app, list(args))
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The whole pipeline once; the tests below read what it left."""
     tmp = tmp_path_factory.mktemp("e2e")
-    from conftest import FMNIST_DIR
-
     if not (FMNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
         pytest.fail(f"Fashion-MNIST missing at {FMNIST_DIR}: run `make data` (make test does)")
     cfg = tmp / "tiny.toml"
@@ -241,16 +231,47 @@ def test_sql_prints_a_table(run):
 def test_sql_is_read_only(run):
     root, _ = run
     result = pie("sql", "drop table predictions", "--root", str(root.path), ok=False)
-    assert result.exit_code == 2 and "read-only" in result.stderr
+    assert_one_line_error(result, "DROP statement refused")
     assert query(root, "select count(*) from predictions") == [(4 * 3 * N,)]
 
 
-def assert_one_line_error(result, expected: str) -> None:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert expected in lines[0]
+def test_sql_table_piped_is_plain_one_line_per_row(run):
+    """CliRunner's stdout is not a terminal: no box, no folding, at any width."""
+    root, _ = run
+    sql = (
+        "select model_id, dataset, top1, repeat('x', 150) as wide from model_accuracy"
+        " where dataset = 'fmnist-test' order by model_id"
+    )
+    lines = pie("sql", sql, "--root", str(root.path)).stdout.splitlines()
+    expected = query(root, sql)
+    assert len(expected) == 4 and len(lines) == 2 + len(expected)
+    assert lines[0].split() == ["model_id", "dataset", "top1", "wide"]
+    assert set(lines[1]) == {"-", " "}
+    for line, (model_id, dataset, top1, wide) in zip(lines[2:], expected, strict=True):
+        assert line.split() == [model_id, dataset, f"{top1:.6g}", wide]
+
+
+def test_a_copied_root_works_without_the_original(run, tmp_path):
+    """Paths in the database are relative to the work root: a copy is self-contained."""
+    root, args = run
+    copy = tmp_path / "copy"
+    shutil.copytree(root.path, copy)
+    config = args[args.index("--config") + 1]
+    hidden = root.path.with_name("hidden")
+    root.path.rename(hidden)
+    try:
+        out = pie("sql", "select path from datasets", "-f", "json", "--root", str(copy)).stdout
+        paths = [r["path"] for r in json.loads(out)]
+        assert len(paths) == 6 and all((copy / p / "index.json").is_file() for p in paths)
+        con = store.connect(open_root(copy))
+        con.execute("delete from predictions where dataset = 'fmnist-test-contrast-2'")
+        con.execute("delete from inference_runs where dataset = 'fmnist-test-contrast-2'")
+        con.close()
+        pie("infer", "--config", config, "--root", str(copy))
+        assert "magnitude" in pie("summary", "--config", config, "--root", str(copy)).stdout
+        assert query(open_root(copy), "select count(*) from predictions") == [(4 * 3 * N,)]
+    finally:
+        hidden.rename(root.path)
 
 
 def test_error_missing_dataset(run):
@@ -287,7 +308,7 @@ def test_error_root_cannot_be_created(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert_one_line_error(
-        pie("sql", "select 1", "--root", str(blocker / "work"), ok=False), "cannot create work root"
+        pie("analyze", "--root", str(blocker / "work"), ok=False), "cannot create work root"
     )
 
 

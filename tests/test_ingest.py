@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_idx
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -23,12 +24,6 @@ from pie.paths import open_root
 from pie.shards import read_shards, shard_paths
 
 CFG = IngestConfig(shard_max_count=4)
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    magic = 2048 + array.ndim
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
 @pytest.fixture

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
 
 import numpy as np
 import pytest
+from conftest import shard_digests as digest
 from PIL import Image
 
 from pie.errors import PieError
@@ -24,10 +24,6 @@ def samples(n: int = 25) -> list[Sample]:
     return [
         Sample(f"ds-{i:03d}", i % 4, png(i), "png", {"i": i, "name": f"n{i}"}) for i in range(n)
     ]
-
-
-def digest(directory) -> list[str]:
-    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in shard_paths(directory)]
 
 
 def test_round_trip_keeps_bytes_labels_and_metadata(tmp_path):

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
-from test_train_infer import TINY, packed  # noqa: F401  (fixture)
+from conftest import TINY_TRAIN as TINY
+from conftest import shard_digests as digests
 
 from ingest import pack, sources
 from ingest.config import CorruptConfig, IngestConfig
 from ingest.corrupt import main as corrupt_main
 from pie import store
 from pie.paths import open_root
-from pie.shards import shard_paths
 from train import population
 
 pytestmark = pytest.mark.slow
-
-
-def digests(directory) -> list[str]:
-    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in shard_paths(directory)]
 
 
 def test_full_fashion_mnist_is_byte_reproducible(tmp_path, fmnist_dir):
@@ -31,7 +25,7 @@ def test_full_fashion_mnist_is_byte_reproducible(tmp_path, fmnist_dir):
         assert con.execute("select count(*) from images").fetchall() == [(10_000,)]
 
 
-def test_checkpoints_do_not_depend_on_the_worker_count(packed, tmp_path):  # noqa: F811
+def test_checkpoints_do_not_depend_on_the_worker_count(packed, tmp_path):
     import dataclasses
     import shutil
 
@@ -46,7 +40,7 @@ def test_checkpoints_do_not_depend_on_the_worker_count(packed, tmp_path):  # noq
     assert len(serial) == 4 and serial == parallel
 
 
-def test_corrupted_shards_do_not_depend_on_the_worker_count(packed):  # noqa: F811
+def test_corrupted_shards_do_not_depend_on_the_worker_count(packed):
     cfg = CorruptConfig(corruptions=("glass_blur", "fog"), severities=(2, 5), workers=2)
     corrupt_main(packed, cfg)
     names = [f"fmnist-test-{c}-{s}" for c in cfg.corruptions for s in cfg.severities]

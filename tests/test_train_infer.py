@@ -9,38 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from test_ingest import write_idx
+from conftest import TINY_TRAIN as TINY
 
 from infer.predict import part_path, predict
 from infer.sink import load_part
-from ingest import pack, sources
-from ingest.config import IngestConfig
 from pie import checkpoints, store
 from pie.images import Cached, Preprocess
 from pie.models import create
-from train.config import TrainConfig
 from train.trainer import make_job, train_one
-
-
-@pytest.fixture
-def packed(root, tmp_path):
-    rng = np.random.default_rng(0)
-    for stem, n in (("train", 64), ("t10k", 20)):
-        write_idx(tmp_path / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(tmp_path / f"{stem}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
-    pack.main(root, IngestConfig(), [sources.fashion_mnist(tmp_path, s) for s in ("train", "test")])
-    return root
-
-
-TINY = TrainConfig(
-    experiment="t",
-    epochs=3,
-    batch_size=16,
-    prune_start_epoch=0.5,
-    prune_end_epoch=2,
-    prune_frequency=1,
-    device="cpu",
-)
 
 
 def test_same_seed_same_bytes_and_sparsity_on_target(packed, tmp_path):

@@ -16,7 +16,7 @@ create table if not exists datasets (
     severity integer,
     n_images bigint not null,
     class_subset integer[],
-    path varchar not null,   -- the shard directory
+    path varchar not null,   -- the shard directory, relative to the work root
     source varchar,          -- where the images came from (a directory, a file, a command)
     origin varchar not null default 'released',  -- released | generated | export
     settings json,           -- what produced it (source, limit, seed, ...): reruns must match

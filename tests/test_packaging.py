@@ -1,0 +1,76 @@
+"""`pip install .` (not only `-e`) gives a working `pie`: the wheel carries the SQL, the data
+files and the default config, and the installed copy runs from any directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("pie", "ingest", "train", "infer", "analytics")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built (no build isolation: offline) from a copy of the sources, so that the
+    build leaves nothing in the checkout."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-cache-dir"]
+    done = subprocess.run(
+        [*pip, "wheel", str(src), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    (path,) = tmp.glob("pie-*.whl")
+    return path
+
+
+def test_wheel_ships_sql_data_and_the_default_config(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {
+        p.relative_to(REPO).as_posix()
+        for pattern in ("pie/sql/**/*.sql", "pie/data/*", "pie/configs/*.toml")
+        for p in REPO.glob(pattern)
+    }
+    assert "pie/configs/fashion-mnist.toml" in expected and len(expected) > 20
+    assert expected <= names, sorted(expected - names)
+    assert {f"{p}/cli.py" for p in PACKAGES} <= names
+
+
+def test_installed_copy_runs_from_anywhere(wheel, tmp_path):
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)  # what installing a pure-Python wheel does
+    probe = "\n".join(
+        [
+            "import pie, pie.store, pie.config, pie.catalog",
+            f"assert pie.__file__.startswith({str(site)!r}), pie.__file__",
+            "con = pie.store.memory()",
+            "print(con.sql('select count(*) from duckdb_views() where not internal').fetchall())",
+            "print(pie.config.resolve().is_file(), len(pie.catalog.imagenet1k().classes))",
+        ]
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("PIE_CONFIG", None)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    n_views = len(list((REPO / "pie" / "sql" / "views").glob("*.sql")))
+    assert done.stdout.splitlines() == [f"[({n_views},)]", "True 1000"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pie", "sql", "--help"], cwd=tmp_path, env=env, capture_output=True
+    )
+    assert done.returncode == 0 and b"Usage:" in done.stdout
