@@ -9,6 +9,7 @@ fixed mtime, owner and mode, samples in source order, JSON with sorted keys.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -128,6 +129,17 @@ def read_index(directory: Path) -> dict[str, Any]:
     if not path.exists():
         raise PieError(f"no shard index at {path}: the dataset is missing or incomplete")
     return json.loads(path.read_text())
+
+
+def dataset_hash(directory: Path) -> str:
+    """The content hash of a packed dataset: the sha256 of its `index.json`, which lists every
+    shard with its size and sample count. Shard bytes are reproducible, so packing the same
+    samples again gives the same hash, and a re-pack with other content gives another one.
+    Predictions and decode caches are pinned to it."""
+    path = directory / INDEX
+    if not path.exists():
+        raise PieError(f"no shard index at {path}: the dataset is missing or incomplete")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def shard_paths(directory: Path) -> list[Path]:
