@@ -21,15 +21,23 @@ from pie.errors import PieError
 from pie.images import Cached, Preprocess, load_cached, normalize
 from pie.models import resolve_device
 from pie.paths import WorkRoot
+from pie.shards import dataset_hash
 
 
 def part_path(root: WorkRoot, model_id: str, dataset: str) -> Path:
     return root.parts("predictions") / f"{model_id}__{dataset}.parquet"
 
 
-@functools.lru_cache(maxsize=4)
 def cached(root: WorkRoot, dataset: str, pre: Preprocess, center_crop_only: bool) -> Cached:
-    """The decoded dataset (images that cannot be decoded left out; the caller records them)."""
+    """The decoded dataset (images that cannot be decoded left out; the caller records them),
+    kept in memory per worker for the pairs that follow, as long as the shards do not change."""
+    return _cached(root, dataset, pre, center_crop_only, dataset_hash(root.shards(dataset)))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(
+    root: WorkRoot, dataset: str, pre: Preprocess, center_crop_only: bool, content: str
+) -> Cached:
     return load_cached(root, dataset, pre, center_crop_only=center_crop_only, strict=False)
 
 

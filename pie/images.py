@@ -211,7 +211,8 @@ def build_cache(
             partial / "kept.npy", "w+", np.uint8, (len(keys), *shape[1:])
         )
         for start in range(0, len(keys), 4096):
-            kept[start : start + 4096] = pixels[start : start + 4096]
+            stop = min(start + 4096, len(keys))
+            kept[start:stop] = pixels[start:stop]
         kept.flush()
         del kept
         (partial / "kept.npy").replace(partial / "pixels.npy")
