@@ -1,5 +1,11 @@
 """`pie analyze`: materialise `class_tstats` for the experiment and store the analysis settings
-the views read. The counting happens in SQL (`class_recall`); scipy does the tests."""
+the views read. The counting happens in SQL (`class_recall`); scipy does the tests.
+
+Staleness: `class_tstats` never describes predictions that have changed since it was written.
+Whenever `pie infer` adds or replaces a (model, dataset) pair, the same transaction deletes the
+`class_tstats` rows of that model's experiment on that dataset (infer.sink.load_part), so those
+rows are absent, not stale, until `pie analyze` is run again; rows of other experiments and
+datasets stay."""
 
 from __future__ import annotations
 

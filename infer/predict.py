@@ -1,7 +1,8 @@
 """Run one checkpoint over one decoded dataset and stage its predictions as a Parquet part.
 
-Runs in a worker process, never touches the database: the part is written as `.tmp` and
-renamed, so a part on disk is complete; `infer.sink` loads it.
+Runs in a worker process, never touches the database: `infer.sink.write_part` writes the part
+as `.tmp` and renames it, so a part on disk is complete, and stamps it with what it was made
+from (the checkpoint's verified sha256, the dataset hash of the decoded pixels).
 """
 
 from __future__ import annotations
@@ -12,22 +13,32 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
+from infer.sink import Fingerprint, write_part
 from pie import checkpoints
+from pie.errors import PieError
 from pie.images import Cached, Preprocess, load_cached, normalize
 from pie.models import resolve_device
 from pie.paths import WorkRoot
+from pie.shards import dataset_hash
 
 
 def part_path(root: WorkRoot, model_id: str, dataset: str) -> Path:
     return root.parts("predictions") / f"{model_id}__{dataset}.parquet"
 
 
+def cached(root: WorkRoot, dataset: str, pre: Preprocess, center_crop_only: bool) -> Cached:
+    """The decoded dataset (images that cannot be decoded left out; the caller records them),
+    kept in memory per worker for the pairs that follow, as long as the shards do not change."""
+    return _cached(root, dataset, pre, center_crop_only, dataset_hash(root.shards(dataset)))
+
+
 @functools.lru_cache(maxsize=4)
-def cached(root: WorkRoot, dataset: str, pre: Preprocess) -> Cached:
-    return load_cached(root, dataset, pre)
+def _cached(
+    root: WorkRoot, dataset: str, pre: Preprocess, center_crop_only: bool, content: str
+) -> Cached:
+    return load_cached(root, dataset, pre, center_crop_only=center_crop_only, strict=False)
 
 
 @torch.inference_mode()
@@ -73,19 +84,31 @@ def predict(
 def run_pair(
     root: WorkRoot,
     model_id: str,
+    experiment: str,
+    checkpoint_sha256: str,
     dataset: str,
+    center_crop_only: bool,
     class_subset: list[int] | None,
     batch_size: int,
     device_name: str,
     threads: int,
 ) -> Path:
-    """Worker: evaluate one (model, dataset) pair into a complete Parquet part."""
+    """Worker: evaluate one (model, dataset) pair into a complete Parquet part.
+
+    `checkpoint_sha256` is the models row's: a checkpoint on disk that differs from it (trained
+    again but not registered) is refused rather than evaluated under the wrong sha.
+    """
     started = time.time()
     torch.set_num_threads(threads)
     device = resolve_device(device_name)
     model, sidecar = checkpoints.load(root.checkpoint(model_id), device)
+    if sidecar["sha256"] != checkpoint_sha256:
+        raise PieError(
+            f"checkpoint {root.checkpoint(model_id)} has sha256 {sidecar['sha256'][:12]}, its"
+            f" models row {checkpoint_sha256[:12]}: run `pie train` to register it again"
+        )
     pre = Preprocess.from_dict(sidecar["preprocess"])
-    data = cached(root, dataset, pre)
+    data = cached(root, dataset, pre, center_crop_only)
     out = predict(model, data, pre, class_subset, batch_size, device)
     n = len(data)
     table = pa.table(
@@ -102,10 +125,6 @@ def run_pair(
             "p_pred": pa.array(out["p_pred"]),
         }
     )
-    table = table.replace_schema_metadata({"seconds": f"{time.time() - started:.3f}"})
+    fingerprint = Fingerprint(sidecar["sha256"], data.dataset_hash)
     path = part_path(root, model_id, dataset)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    tmp.rename(path)
-    return path
+    return write_part(path, table, experiment, fingerprint, time.time() - started)

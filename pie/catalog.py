@@ -253,6 +253,26 @@ def models(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     ]
 
 
+@dataclass(frozen=True)
+class ModelRow:
+    """What inference needs of a `models` row: its experiment, label space and checkpoint sha."""
+
+    model_id: str
+    experiment: str
+    label_space: str
+    sha256: str
+
+
+def model_rows(con: duckdb.DuckDBPyConnection) -> list[ModelRow]:
+    """Every registered model, by id."""
+    return [
+        ModelRow(*row)
+        for row in store.rows(
+            con, "select model_id, experiment, label_space, sha256 from models order by model_id"
+        )
+    ]
+
+
 def register_model(con: duckdb.DuckDBPyConnection, sidecar: dict[str, Any]) -> None:
     """One `models` row from a checkpoint sidecar (replacing a stale one)."""
     with store.transaction(con):

@@ -9,6 +9,7 @@ fixed mtime, owner and mode, samples in source order, JSON with sorted keys.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -110,17 +111,32 @@ def _write(
 
 
 def write_index(directory: Path, name: str, shards: list[tuple[str, int]]) -> None:
-    """The wids shard index: relative URLs, so the directory can move."""
+    """The wids shard index: relative URLs, so the directory can move. Each shard also gets
+    its sha256 (an extra field wids ignores): tar files are padded to 10 KiB records, so sizes
+    and counts alone rarely tell two packings apart, and `dataset_hash` must."""
     index = {
         "__kind__": "wids-shard-index-v1",
         "wids_version": 1,
         "name": name,
         "shardlist": [
-            {"url": shard, "nsamples": n, "filesize": (directory / shard).stat().st_size}
+            {
+                "url": shard,
+                "nsamples": n,
+                "filesize": (directory / shard).stat().st_size,
+                "sha256": sha256_file(directory / shard),
+            }
             for shard, n in shards
         ],
     }
     (directory / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_index(directory: Path) -> dict[str, Any]:
@@ -128,6 +144,17 @@ def read_index(directory: Path) -> dict[str, Any]:
     if not path.exists():
         raise PieError(f"no shard index at {path}: the dataset is missing or incomplete")
     return json.loads(path.read_text())
+
+
+def dataset_hash(directory: Path) -> str:
+    """The content hash of a packed dataset: the sha256 of its `index.json`, which lists every
+    shard with its size, sample count and sha256 (`write_index`). Shard bytes are reproducible,
+    so packing the same samples again gives the same hash, and a re-pack with other content
+    another one. Predictions and decode caches are pinned to it."""
+    path = directory / INDEX
+    if not path.exists():
+        raise PieError(f"no shard index at {path}: the dataset is missing or incomplete")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def shard_paths(directory: Path) -> list[Path]:

@@ -1,6 +1,7 @@
 -- predictions: one row per (model, dataset, image).
 -- key: (model_id, dataset, key); uniqueness is guaranteed by writing each (model_id, dataset)
--- pair once, in one transaction with its inference_runs row (no index: billions of rows).
+-- pair in one transaction that first deletes the pair's old rows and ends with its
+-- inference_runs row (no index: billions of rows).
 create table if not exists predictions (
     model_id varchar not null,
     dataset varchar not null,
