@@ -13,8 +13,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import write_idx
 from PIL import Image
-from test_ingest import write_idx
 
 from infer.config import InferConfig
 from infer.predict import part_path, run_pair
@@ -157,7 +157,7 @@ def test_repacked_dataset_is_evaluated_again(world, tmp_path):
 
     write_fmnist(tmp_path / "v2", seed=1)  # other images, same count
     with store.connect(root) as con:
-        pack.pack(con, root, sources.fashion_mnist(tmp_path / "v2", "test"), 10_000, 1 << 30)
+        pack.pack(con, root, sources.fashion_mnist(tmp_path / "v2", "test"), IngestConfig())
     new_hash = dataset_hash(root.shards("fmnist-test"))
     assert new_hash != old_hash
 
