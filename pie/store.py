@@ -23,6 +23,9 @@ from pie.errors import PieError
 from pie.paths import WorkRoot
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
+# Bumped whenever a table of pie/sql/schema changes shape; stored in `settings`. A database of
+# another version is refused in one line rather than failing later in the middle of a stage.
+SCHEMA_VERSION = "2"
 # Views in dependency order (a view may read the ones before it).
 VIEWS = (
     "population_predictions",
@@ -57,9 +60,32 @@ def connect(
         if "lock" in str(e).lower():
             raise PieError(f"database {root.db} is in use by another process") from None
         raise PieError(f"cannot open database {root.db}: {e}") from None
+    try:
+        check_version(con, root.db)
+    except PieError:
+        con.close()
+        raise
     if not read_only:
         create_schema(con)
     return con
+
+
+def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """A database made by a pie with another schema is refused (an empty one is fine)."""
+    tables = {r[0] for r in rows(con, "select table_name from information_schema.tables")}
+    if "datasets" not in tables:
+        return  # a new database: create_schema stamps it
+    found = (
+        rows(con, "select value from settings where name = 'schema_version'")
+        if "settings" in tables
+        else []
+    )
+    version = found[0][0] if found else "1"
+    if version != SCHEMA_VERSION:
+        raise PieError(
+            f"database {path} has schema version {version}, this pie needs {SCHEMA_VERSION}: "
+            "rebuild it in a new work root (or delete this one)"
+        )
 
 
 def memory() -> duckdb.DuckDBPyConnection:
@@ -72,6 +98,7 @@ def memory() -> duckdb.DuckDBPyConnection:
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     for path in sorted((SQL_DIR / "schema").glob("*.sql")):
         con.execute(path.read_text())
+    con.execute("insert or ignore into settings values ('schema_version', ?)", [SCHEMA_VERSION])
     for name in VIEWS:
         con.execute(f"create or replace view {name} as\n{view_sql(name)}")
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from conftest import assert_one_line_error, pie
 
@@ -267,3 +268,21 @@ def test_make_bench_runs_every_bench_script_and_only_those():
     scripts = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "bench").glob("*.py"))
     named = sorted(w for w in listed.replace(";", " ").split() if w.startswith("bench/"))
     assert scripts and named == scripts
+
+
+def test_a_database_of_another_schema_version_is_refused(tmp_path):
+    root = open_root(tmp_path / "work")
+    old = duckdb.connect(str(root.db))  # what pie 0.1 left: tables, no schema_version
+    old.execute("create table datasets (name varchar primary key, label_space varchar)")
+    old.execute("create table settings (name varchar primary key, value varchar not null)")
+    old.close()
+    for read_only in (False, True):
+        with pytest.raises(PieError, match="schema version 1, this pie needs"):
+            store.connect(root, read_only=read_only)
+    fresh = open_root(tmp_path / "fresh")
+    store.connect(fresh).close()
+    con = store.connect(fresh, read_only=True)
+    assert store.rows(con, "select value from settings where name = 'schema_version'") == [
+        (store.SCHEMA_VERSION,)
+    ]
+    con.close()
