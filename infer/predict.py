@@ -84,7 +84,7 @@ def run_pair(
     torch.set_num_threads(threads)
     device = resolve_device(device_name)
     model, sidecar = checkpoints.load(root.checkpoint(model_id), device)
-    pre = Preprocess.from_dict(sidecar["preprocess"])
+    pre = Preprocess.from_dict(sidecar.preprocess)
     data = cached(root, dataset, pre)
     out = predict(model, data, pre, class_subset, batch_size, device)
     n = len(data)

@@ -51,7 +51,7 @@ def main(root: WorkRoot, cfg: InferConfig) -> int:
         # decode each dataset once per preprocessing spec, before the workers map it
         specs: dict[str, Preprocess] = {}
         for model_id, _ in models:
-            spec = checkpoints.read_sidecar(root.checkpoint(model_id))["preprocess"]
+            spec = checkpoints.read_sidecar(root.checkpoint(model_id)).preprocess
             specs[model_id] = Preprocess.from_dict(spec)
         needed = {(d["name"], specs[m]) for m, d in pending}
         with console.progress("decoding datasets", None) as advance:
