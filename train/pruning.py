@@ -29,6 +29,7 @@ so they never un-prune either.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -152,8 +153,9 @@ class Pruner:
         self.generator = generator
         self.masks: Masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
         self.stored: dict[str, torch.Tensor] = {n: w.detach().clone() for n, w in weights.items()}
+        self.pruned: Masks = {n: ~m for n, m in self.masks.items()}
         for name, w in weights.items():
-            w.register_hook(lambda grad, name=name: torch.where(self.masks[name], grad, 0.0))
+            w.register_post_accumulate_grad_hook(partial(self.mask_gradient, name))
 
     @torch.no_grad()
     def update(self, step: int, optimizer: torch.optim.Optimizer | None = None) -> bool:
@@ -164,14 +166,19 @@ class Pruner:
         for name, w in self.weights.items():  # the value each weight holds, masked or not
             self.stored[name] = torch.where(self.masks[name], w, self.stored[name])
         self.masks = self.compute(self.schedule.sparsity_at(step))
+        self.pruned = {n: ~m for n, m in self.masks.items()}
         for name, w in self.weights.items():
             mask = self.masks[name]
             w.copy_(torch.where(mask, self.stored[name], 0.0))
             state = optimizer.state.get(w, {}) if optimizer is not None else {}
             for value in state.values():
                 if isinstance(value, torch.Tensor) and value.shape == w.shape:
-                    value.masked_fill_(~mask, 0.0)
+                    value.masked_fill_(self.pruned[name], 0.0)
         return True
+
+    def mask_gradient(self, name: str, weight: torch.Tensor) -> None:
+        """Hook run when backward has accumulated `weight.grad`: zero it where masked."""
+        weight.grad.masked_fill_(self.pruned[name], 0.0)
 
     @torch.no_grad()
     def compute(self, sparsity: float) -> Masks:
