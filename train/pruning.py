@@ -6,9 +6,9 @@ dense layer but the classifier). What happens to a masked weight, exactly:
 - the forward pass sees it as zero: the parameter itself holds 0 while masked, so the model
   stays a stock module and its `state_dict` is the checkpoint (zeros baked in, stock names);
 - between mask updates it gets nothing from training: its gradient is zeroed in the backward
-  pass (a hook on the parameter) and its optimizer state (the momentum buffer) is zeroed when
-  it is masked, so neither the loss, nor momentum, nor weight decay (which acts on the held 0)
-  moves it;
+  pass (a hook once the gradient is accumulated) and its optimizer state (the momentum
+  buffer) is zeroed when it is masked, so neither the loss, nor momentum, nor weight decay
+  (which acts on the held 0) moves it;
 - its last value before masking is kept by the pruner (`Pruner.stored`), as the reference's
   masked variable keeps its value; if a later mask update selects the weight again (only
   random_independent can do that) it comes back with that value and a zero momentum buffer.
@@ -136,7 +136,7 @@ def random_cumulative_masks(
 class Pruner:
     """Owns the masks of a model's prunable weights (see the module docstring for what a
     masked weight gets). Call `update(t, optimizer)` at the start of every step t, before the
-    forward pass; gradients are masked by hooks during `backward`."""
+    forward pass; `backward` masks the gradients (`mask_gradient`, a hook on each weight)."""
 
     def __init__(
         self,
