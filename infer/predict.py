@@ -102,12 +102,12 @@ def run_pair(
     torch.set_num_threads(threads)
     device = resolve_device(device_name)
     model, sidecar = checkpoints.load(root.checkpoint(model_id), device)
-    if sidecar["sha256"] != checkpoint_sha256:
+    if sidecar.sha256 != checkpoint_sha256:
         raise PieError(
-            f"checkpoint {root.checkpoint(model_id)} has sha256 {sidecar['sha256'][:12]}, its"
+            f"checkpoint {root.checkpoint(model_id)} has sha256 {sidecar.sha256[:12]}, its"
             f" models row {checkpoint_sha256[:12]}: run `pie train` to register it again"
         )
-    pre = Preprocess.from_dict(sidecar["preprocess"])
+    pre = Preprocess.from_dict(sidecar.preprocess)
     data = cached(root, dataset, pre, center_crop_only)
     out = predict(model, data, pre, class_subset, batch_size, device)
     n = len(data)
@@ -125,6 +125,6 @@ def run_pair(
             "p_pred": pa.array(out["p_pred"]),
         }
     )
-    fingerprint = Fingerprint(sidecar["sha256"], data.dataset_hash)
+    fingerprint = Fingerprint(sidecar.sha256, data.dataset_hash)
     path = part_path(root, model_id, dataset)
     return write_part(path, table, experiment, fingerprint, time.time() - started)

@@ -94,7 +94,7 @@ def main(root: WorkRoot, cfg: InferConfig) -> int:
         # decode each dataset once per preprocessing spec and rule, before the workers map it
         specs = {
             m.model_id: Preprocess.from_dict(
-                checkpoints.read_sidecar(root.checkpoint(m.model_id))["preprocess"]
+                checkpoints.read_sidecar(root.checkpoint(m.model_id)).preprocess
             )
             for m in {m.model_id: m for m, _, _ in pending}.values()
         }

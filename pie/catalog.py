@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -23,6 +23,9 @@ import pyarrow as pa
 from pie import store
 from pie.errors import PieError
 from pie.shards import Written
+
+if TYPE_CHECKING:  # pie.checkpoints imports torch; the catalog itself does not need it
+    from pie.checkpoints import Sidecar
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -245,14 +248,6 @@ def model_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in store.rows(con, "select model_id from models")}
 
 
-def models(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
-    """(model_id, label_space) of every registered model, by id."""
-    return [
-        (m, s)
-        for m, s in store.rows(con, "select model_id, label_space from models order by model_id")
-    ]
-
-
 @dataclass(frozen=True)
 class ModelRow:
     """What inference needs of a `models` row: its experiment, label space and checkpoint sha."""
@@ -273,31 +268,35 @@ def model_rows(con: duckdb.DuckDBPyConnection) -> list[ModelRow]:
     ]
 
 
-def register_model(con: duckdb.DuckDBPyConnection, sidecar: dict[str, Any]) -> None:
-    """One `models` row from a checkpoint sidecar (replacing a stale one)."""
+def register_model(con: duckdb.DuckDBPyConnection, sidecar: Sidecar) -> None:
+    """One `models` row from a checkpoint sidecar (replacing a stale one); `path` is the
+    sidecar's, relative to the work root."""
     with store.transaction(con):
-        con.execute("delete from models where model_id = ?", [sidecar["model_id"]])
+        con.execute("delete from models where model_id = ?", [sidecar.model_id])
         con.execute(
             "insert into models (model_id, experiment, arch, label_space, method, target_sparsity,"
             " achieved_sparsity, seed, train_dataset, test_top1, path, sha256, config)"
             " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                sidecar["model_id"],
-                sidecar["experiment"],
-                sidecar["arch"],
-                sidecar["label_space"],
-                sidecar["method"],
-                sidecar["target_sparsity"],
-                sidecar["achieved_sparsity"],
-                sidecar["seed"],
-                sidecar["train_dataset"],
-                sidecar["test_top1"],
-                sidecar["path"],
-                sidecar["sha256"],
+                sidecar.model_id,
+                sidecar.experiment,
+                sidecar.arch,
+                sidecar.label_space,
+                sidecar.method,
+                sidecar.target_sparsity,
+                sidecar.achieved_sparsity,
+                sidecar.seed,
+                sidecar.train_dataset,
+                sidecar.test_top1,
+                sidecar.path,
+                sidecar.sha256,
                 json.dumps(
                     {
-                        k: sidecar[k]
-                        for k in ("config", "schedule", "preprocess", "torch_seed", "steps")
+                        "config": sidecar.config,
+                        "schedule": sidecar.schedule,
+                        "preprocess": sidecar.preprocess,
+                        "torch_seed": sidecar.torch_seed,
+                        "steps": sidecar.steps,
                     },
                     sort_keys=True,
                 ),

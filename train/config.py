@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from pie.config import DEVICES
 
+# settings that do not change any model's weights: how the run executes, and which jobs exist
+# (a job is one method, sparsity and seed); every other setting is part of what a checkpoint is
+EXECUTION = ("device", "threads", "workers")
+POPULATION = ("methods", "sparsities", "seeds")
+
 METHODS = ("magnitude", "global_magnitude", "random_independent", "random_cumulative")
 
 

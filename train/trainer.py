@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from pie import checkpoints
 from pie.config import to_dict
+from pie.errors import PieError
 from pie.images import Cached, Preprocess, load_cached, normalize
 from pie.models import create, prunable_weights, resolve_device
 from pie.paths import WorkRoot
@@ -49,6 +50,39 @@ def torch_seed(experiment: str, job: Job) -> int:
 
 def preprocess(cfg: TrainConfig) -> Preprocess:
     return Preprocess(cfg.image_size, cfg.channels, cfg.mean, cfg.std)
+
+
+def steps(cfg: TrainConfig, n_images: int) -> tuple[int, int]:
+    """(steps per epoch, total steps): full batches only, at least one of each."""
+    steps_per_epoch = max(1, n_images // cfg.batch_size)
+    return steps_per_epoch, max(1, round(cfg.epochs * steps_per_epoch))
+
+
+def schedule(cfg: TrainConfig, sparsity: float, steps_per_epoch: int) -> Schedule:
+    """The pruning schedule in steps; steps are counted from 0 and masks update at the start
+    of a step, so `prune_start_epoch = prune_end_epoch = 0` prunes to target before step 0."""
+    return Schedule(
+        sparsity,
+        round(cfg.prune_start_epoch * steps_per_epoch),
+        round(cfg.prune_end_epoch * steps_per_epoch),
+        cfg.prune_frequency,
+    )
+
+
+def check_schedule(cfg: TrainConfig, n_images: int) -> None:
+    """Refuse a config whose pruned models would end below target: the last mask update
+    (at `end_step`, see `Schedule.is_update`) must fall on a step that runs."""
+    if not any(s > 0 for s in cfg.sparsities):
+        return
+    steps_per_epoch, total = steps(cfg, n_images)
+    end = schedule(cfg, 1.0, steps_per_epoch).end_step
+    if end > total - 1:
+        raise PieError(
+            f"prune_end_epoch = {cfg.prune_end_epoch:g} puts the last mask update at step {end}, "
+            f"but training stops after step {total - 1} ({cfg.epochs:g} epochs x "
+            f"{steps_per_epoch} steps of {cfg.batch_size} images): the pruned models would end "
+            "below their target sparsity; lower prune_end_epoch or raise epochs"
+        )
 
 
 def learning_rate(step: int, total: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
@@ -84,7 +118,7 @@ def evaluate(model: torch.nn.Module, data: Cached, pre: Preprocess, device: torc
 
 def train_one(
     root: WorkRoot, cfg: TrainConfig, job: Job, num_classes: int, label_space: str
-) -> dict[str, Any]:
+) -> checkpoints.Sidecar:
     """Train, prune and save one checkpoint; returns its sidecar."""
     started = time.time()
     device = resolve_device(cfg.device)
@@ -97,8 +131,7 @@ def train_one(
     x = torch.from_numpy(np.array(train.pixels)).to(device)
     y = torch.from_numpy(train.labels).to(device)
     n, bs = len(x), cfg.batch_size
-    steps_per_epoch = max(1, n // bs)
-    total = max(1, round(cfg.epochs * steps_per_epoch))
+    steps_per_epoch, total = steps(cfg, n)
 
     # model, optimiser, pruner
     seed = torch_seed(cfg.experiment, job)
@@ -108,24 +141,20 @@ def train_one(
     optimizer = torch.optim.SGD(
         param_groups(model, cfg.weight_decay), lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov
     )
-    schedule = Schedule(
-        job.sparsity,
-        round(cfg.prune_start_epoch * steps_per_epoch),
-        round(cfg.prune_end_epoch * steps_per_epoch),
-        cfg.prune_frequency,
-    )
+    plan = schedule(cfg, job.sparsity, steps_per_epoch)
     pruner = (
-        Pruner(prunable_weights(model), job.method, schedule, generator)
-        if job.sparsity > 0
-        else None
+        Pruner(prunable_weights(model), job.method, plan, generator) if job.sparsity > 0 else None
     )
 
-    # the loop: after every optimizer step the pruner updates (on schedule) and applies masks
+    # the loop: at the start of each step the pruner updates the masks (on schedule, step 0
+    # included); during backward it zeroes the gradients of masked weights
     model.train()
     step, recent = 0, []
     while step < total:
         order = torch.randperm(n, generator=generator).to(device)
         for i in range(min(steps_per_epoch, total - step)):
+            if pruner is not None:
+                pruner.update(step, optimizer)
             idx = order[i * bs : (i + 1) * bs]
             xb = normalize(x[idx], pre)
             if cfg.augment:
@@ -138,40 +167,38 @@ def train_one(
             loss.backward()
             optimizer.step()
             step += 1
-            if pruner is not None:
-                pruner.step(step)
             recent = [*recent[-99:], loss.item()]
 
     test_top1 = evaluate(model, load_cached(root, cfg.eval_dataset, pre), pre, device)
     achieved, per_layer = sparsity_report(
         {k: v.detach() for k, v in prunable_weights(model).items()}
     )
-    sidecar = {
-        "model_id": job.model_id,
-        "experiment": cfg.experiment,
-        "arch": cfg.arch,
-        "num_classes": num_classes,
-        "label_space": label_space,
-        "method": job.method,
-        "target_sparsity": job.sparsity,
-        "achieved_sparsity": achieved,
-        "layer_sparsity": per_layer,
-        "seed": job.seed,
-        "torch_seed": seed,
-        "train_dataset": cfg.dataset,
-        "eval_dataset": cfg.eval_dataset,
-        "test_top1": test_top1,
-        "train_loss": sum(recent) / max(1, len(recent)),
-        "steps": total,
-        "schedule": {
-            "begin_step": schedule.begin_step,
-            "end_step": schedule.end_step,
-            "frequency": schedule.frequency,
+    sidecar = checkpoints.Sidecar(
+        model_id=job.model_id,
+        experiment=cfg.experiment,
+        arch=cfg.arch,
+        num_classes=num_classes,
+        label_space=label_space,
+        method=job.method,
+        target_sparsity=job.sparsity,
+        achieved_sparsity=achieved,
+        layer_sparsity=per_layer,
+        seed=job.seed,
+        torch_seed=seed,
+        train_dataset=cfg.dataset,
+        eval_dataset=cfg.eval_dataset,
+        test_top1=test_top1,
+        train_loss=sum(recent) / max(1, len(recent)),
+        steps=total,
+        schedule={
+            "begin_step": plan.begin_step,
+            "end_step": plan.end_step,
+            "frequency": plan.frequency,
         },
-        "preprocess": pre.to_dict(),
-        "config": to_dict(cfg),
-        "torch_version": torch.__version__,
-        "device": str(device),
-        "seconds": round(time.time() - started, 2),
-    }
-    return checkpoints.save(root.checkpoint(job.model_id), model.cpu(), sidecar)
+        preprocess=pre.to_dict(),
+        config=to_dict(cfg),
+        torch_version=torch.__version__,
+        device=str(device),
+        seconds=round(time.time() - started, 2),
+    )
+    return checkpoints.save(root, model.cpu(), sidecar)

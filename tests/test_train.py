@@ -1,0 +1,346 @@
+"""Training's spine: what masked weights get, when the schedule fires, checkpoints that are
+swapped atomically and refused when their settings differ, workers that die with their parent."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_TRAIN as TINY
+
+from pie import catalog, checkpoints, store
+from pie.errors import PieError
+from pie.models import create, prunable_weights
+from pie.paths import WorkRoot
+from train import population, trainer
+from train.pruning import Pruner, Schedule, sparsity_report
+from train.trainer import check_schedule, make_job, train_one
+
+REPO = Path(__file__).resolve().parent.parent
+METHODS = ["magnitude", "global_magnitude", "random_independent", "random_cumulative"]
+
+# -- masked weights -------------------------------------------------------------------------
+
+
+def normalised_net() -> torch.nn.Module:
+    """Batch-norm after every pruned layer, so that lr 1.6 at batch 16 does not diverge."""
+    nn = torch.nn
+    return nn.Sequential(
+        *(nn.Conv2d(1, 8, 3, stride=2, bias=False), nn.BatchNorm2d(8), nn.ReLU()),
+        *(nn.Conv2d(8, 16, 3, stride=2, bias=False), nn.BatchNorm2d(16), nn.ReLU()),
+        *(nn.Flatten(), nn.Linear(16 * 6 * 6, 32, bias=False), nn.BatchNorm1d(32), nn.ReLU()),
+        nn.Linear(32, 10),
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_masked_weights_do_not_move_between_updates_at_the_reference_lr(method):
+    """lr 1.6 (0.1 x 4096 / 256), Nesterov momentum 0.9, no weight decay, an update every
+    other step: a masked weight neither moves nor keeps momentum, and a weight that comes back
+    (random_independent) comes back with the value it had when it was masked."""
+    torch.manual_seed(0)
+    model = normalised_net()
+    weights = prunable_weights(model)
+    assert list(weights) == ["0.weight", "3.weight", "7.weight"]
+    pruner = Pruner(weights, method, Schedule(0.8, 0, 8, 2), torch.Generator().manual_seed(1))
+    opt = torch.optim.SGD(model.parameters(), lr=1.6, momentum=0.9, nesterov=True)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g)
+    when_masked = {n: torch.zeros_like(w) for n, w in weights.items()}
+    revived = 0
+    for step in range(12):
+        before = {n: w.detach().clone() for n, w in weights.items()}
+        old = {n: m.clone() for n, m in pruner.masks.items()}
+        assert pruner.update(step, opt) == (step in (0, 2, 4, 6, 8))
+        for n, w in weights.items():
+            new, was = pruner.masks[n], old[n]
+            assert torch.equal(w[new & was], before[n][new & was])  # live: untouched
+            assert torch.equal(w[new & ~was], when_masked[n][new & ~was])  # back, old value
+            revived += int((new & ~was).sum())
+            when_masked[n][was & ~new] = before[n][was & ~new]
+            if method != "random_independent":
+                assert not (new & ~was).any()  # never un-pruned
+        held = {n: w.detach().clone() for n, w in weights.items()}
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert torch.isfinite(loss)
+        for n, w in weights.items():
+            masked = ~pruner.masks[n]
+            assert masked.any() or step < 2  # nothing masked before the update at step 2
+            assert torch.equal(w[masked], held[n][masked])  # no step moved it
+            assert (w[masked] == 0).all()
+            assert (opt.state[w]["momentum_buffer"][masked] == 0).all()
+            assert (w[~masked] != held[n][~masked]).any()  # the live ones do train
+    masked_fraction, _ = sparsity_report({n: m.float() for n, m in pruner.masks.items()})
+    assert masked_fraction == pytest.approx(0.8, abs=0.005)
+    assert (revived > 0) == (method == "random_independent")
+
+
+# -- the schedule ---------------------------------------------------------------------------
+
+
+def test_schedule_fires_at_begin_step_zero():
+    s = Schedule(0.9, begin_step=0, end_step=25, frequency=10)
+    assert [t for t in range(40) if s.is_update(t)] == [0, 10, 20, 25]
+    assert s.sparsity_at(0) == 0.0 and s.sparsity_at(25) == pytest.approx(0.9)
+    at_once = Schedule(0.5, begin_step=0, end_step=0, frequency=50)
+    assert [t for t in range(100) if at_once.is_update(t)] == [0]
+    assert at_once.sparsity_at(0) == 0.5
+
+
+def test_prune_start_and_end_epoch_zero_is_on_target_from_the_first_step(packed, monkeypatch):
+    seen = []
+
+    class Recording(Pruner):
+        def update(self, step, optimizer=None):
+            changed = super().update(step, optimizer)
+            zeros, _ = sparsity_report({n: w.detach() for n, w in self.weights.items()})
+            seen.append((step, changed, zeros))
+            return changed
+
+    monkeypatch.setattr(trainer, "Pruner", Recording)
+    cfg = dataclasses.replace(TINY, prune_start_epoch=0.0, prune_end_epoch=0.0)
+    job = make_job("t", "magnitude", 0.6, seed=0)
+    sidecar = train_one(packed, cfg, job, 10, "fashion-mnist")
+    # 64 images / batch 16 = 4 steps per epoch, 3 epochs = 12 steps, one update at step 0
+    assert [(s, c) for s, c, _ in seen] == [(s, s == 0) for s in range(12)]
+    assert all(z == pytest.approx(0.6, abs=0.005) for _, _, z in seen)
+    assert sidecar.schedule == {"begin_step": 0, "end_step": 0, "frequency": 1}
+    state = torch.load(packed.checkpoint(job.model_id) / "model.pt", weights_only=True)
+    for name in ("conv1.weight", "conv2.weight", "fc1.weight"):
+        assert (state[name] == 0).float().mean().item() == pytest.approx(0.6, abs=0.01)
+
+
+def test_a_schedule_ending_after_the_last_step_is_refused():
+    # 64 images at batch 16: 4 steps per epoch; 3 epochs: steps 0..11
+    cfg = dataclasses.replace(TINY, sparsities=(0.0, 0.5), prune_end_epoch=3.0)
+    with pytest.raises(PieError, match=r"step 12, but training stops after step 11"):
+        check_schedule(cfg, 64)
+    check_schedule(dataclasses.replace(cfg, prune_end_epoch=2.75), 64)  # update at step 11
+    check_schedule(dataclasses.replace(cfg, sparsities=(0.0,)), 64)  # nothing is pruned
+
+
+def test_train_refuses_the_schedule_before_training(packed):
+    cfg = dataclasses.replace(TINY, sparsities=(0.5,), seeds=1, workers=1, prune_end_epoch=3.0)
+    with pytest.raises(PieError, match="below their target sparsity"):
+        population.main(packed, cfg)
+    assert not packed.checkpoints.exists() or not any(packed.checkpoints.iterdir())
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+
+
+def sidecar_for(model_id: str, top1: float = 0.5) -> checkpoints.Sidecar:
+    return checkpoints.Sidecar(
+        model_id=model_id,
+        experiment="t",
+        arch="small_cnn",
+        num_classes=10,
+        label_space="fashion-mnist",
+        method="dense",
+        target_sparsity=0.0,
+        achieved_sparsity=0.0,
+        layer_sparsity={"conv1.weight": 0.0},
+        seed=0,
+        torch_seed=1,
+        train_dataset="a",
+        eval_dataset="b",
+        test_top1=top1,
+        train_loss=1.0,
+        steps=3,
+        schedule={"begin_step": 0, "end_step": 0, "frequency": 1},
+        preprocess={"size": 28, "channels": 1, "mean": [0.5], "std": [0.5], "crop_fraction": 1},
+        config={"epochs": 1.0},
+        torch_version=torch.__version__,
+        device="cpu",
+        seconds=0.1,
+    )
+
+
+def test_sidecar_path_is_relative_and_a_copied_root_still_loads(root, con, tmp_path):
+    model = create("small_cnn", 10, 1, 28)
+    saved = checkpoints.save(root, model, sidecar_for("m-1"))
+    assert saved.path == "checkpoints/m-1"
+    assert checkpoints.Sidecar.from_json(saved.to_json()) == saved
+    catalog.register_model(con, saved)
+    assert store.rows(con, "select path, sha256, test_top1 from models") == [
+        ("checkpoints/m-1", checkpoints.sha256_file(root.checkpoint("m-1") / "model.pt"), 0.5)
+    ]
+    copy = WorkRoot(tmp_path / "copy")
+    shutil.copytree(root.path, copy.path)
+    shutil.rmtree(root.path)
+    assert saved.directory(copy) == copy.path / "checkpoints" / "m-1"
+    loaded, sidecar = checkpoints.load(saved.directory(copy))
+    assert sidecar == saved
+    reference = model.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in loaded.state_dict().items())
+
+
+def test_replacing_a_checkpoint_never_leaves_none_or_half_of_one(root):
+    model = create("small_cnn", 10, 1, 28)
+    checkpoints.save(root, model, sidecar_for("m", 0.0))
+    directory, seen, stop = root.checkpoint("m"), [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                sidecar = checkpoints.read_sidecar(directory)
+                weights = (directory / "model.pt").stat().st_size
+            except Exception as e:
+                seen.append(repr(e))
+            else:
+                seen.append((sidecar.test_top1, weights > 0))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(1, 40):
+            checkpoints.save(root, model, sidecar_for("m", i / 100))
+    finally:
+        stop.set()
+        reader.join()
+    assert seen and all(isinstance(s, tuple) and s[1] for s in seen), seen[:3]
+    assert checkpoints.read_sidecar(directory).test_top1 == 0.39
+    assert sorted(p.name for p in root.checkpoints.iterdir()) == ["m"]
+
+
+def test_a_failed_save_keeps_the_old_checkpoint(root, monkeypatch):
+    model = create("small_cnn", 10, 1, 28)
+    checkpoints.save(root, model, sidecar_for("m", 0.1))
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save(root, model, sidecar_for("m", 0.2))
+    monkeypatch.undo()
+    assert checkpoints.load(root.checkpoint("m"))[1].test_top1 == 0.1
+    assert (root.checkpoints / "m.partial").exists()
+    assert checkpoints.clean(root.checkpoints) == ["m.partial"]
+    assert sorted(p.name for p in root.checkpoints.iterdir()) == ["m"]
+
+
+# -- reruns ---------------------------------------------------------------------------------
+
+
+def test_rerun_with_other_settings_is_refused_and_leftovers_are_cleared(packed):
+    cfg = dataclasses.replace(TINY, sparsities=(0.5,), seeds=1, workers=1)
+    assert population.main(packed, cfg) == ["t-magnitude-s0.5-seed0"]
+    # what a killed run leaves: a half-written checkpoint, and one moved aside mid-replace
+    (packed.checkpoints / "t-magnitude-s0.5-seed7.partial").mkdir()
+    shutil.copytree(packed.checkpoint("t-magnitude-s0.5-seed0"), packed.checkpoints / "x.old")
+
+    with pytest.raises(
+        PieError,
+        match=r"checkpoint t-magnitude-s0.5-seed0 was trained with epochs=3, lr=0.1, "
+        r"this run asks epochs=2.5, lr=0.2: use a new experiment name or delete ",
+    ):
+        population.main(packed, dataclasses.replace(cfg, epochs=2.5, lr=0.2))
+    # execution settings and the population's size are not a difference
+    same = dataclasses.replace(cfg, workers=3, threads=2, device="cpu", seeds=1)
+    assert population.main(packed, same) == []
+    assert sorted(p.name for p in packed.checkpoints.iterdir()) == [
+        "t-magnitude-s0.5-seed0",
+        "x",  # put back: its checkpoint was missing
+    ]
+
+
+# -- workers die with their parent ----------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state not in ("Z", "X")
+
+
+def wait_for(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def run_script(tmp_path: Path, text: str) -> subprocess.Popen:
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(text))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env)
+
+
+def kill_and_check(parent: subprocess.Popen, tmp_path: Path, n: int) -> None:
+    try:
+        assert wait_for(lambda: len(list(tmp_path.glob("*.pid"))) == n, 60)
+        pids = [int(p.stem) for p in tmp_path.glob("*.pid")]
+        assert all(alive(pid) for pid in pids)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert wait_for(lambda: not any(alive(pid) for pid in pids), 5), pids
+    finally:
+        parent.kill()
+        for p in tmp_path.glob("*.pid"):
+            if alive(int(p.stem)):
+                os.kill(int(p.stem), signal.SIGKILL)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_killing_the_parent_ends_its_workers(tmp_path):
+    parent = run_script(
+        tmp_path,
+        """
+        import os, sys, time
+        from pie.parallel import run_tasks
+
+        def task(i, out):
+            open(os.path.join(out, f"{os.getpid()}.pid"), "w").close()
+            time.sleep(120)
+
+        if __name__ == "__main__":
+            for _ in run_tasks(task, [(0, sys.argv[1]), (1, sys.argv[1])], 2):
+                pass
+        """,
+    )
+    kill_and_check(parent, tmp_path, 2)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_the_watcher_alone_ends_an_orphan(tmp_path):
+    """The portable half: without the kernel's parent-death signal, the watcher thread."""
+    parent = run_script(
+        tmp_path,
+        """
+        import subprocess, sys, time
+        child = (
+            "import os, sys, threading, time; from pie.parallel import watch; "
+            "threading.Thread(target=watch, args=(os.getppid(),), daemon=True).start(); "
+            "open(os.path.join(sys.argv[1], f'{os.getpid()}.pid'), 'w').close(); time.sleep(120)"
+        )
+        subprocess.Popen([sys.executable, "-c", child, sys.argv[1]])
+        time.sleep(120)
+        """,
+    )
+    kill_and_check(parent, tmp_path, 1)
