@@ -1,0 +1,82 @@
+"""Several processes, torch's way: `torchrun` starts them and sets RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `init` joins the process group (gloo on CPU, nccl
+on CUDA) and says who this process is. Without torchrun it is a world of one and nothing
+is initialised, so every stage runs the same code in one process or in many.
+
+    torchrun --nproc_per_node=4 -m pie train ...
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\
+        --rdzv_endpoint=HOST:29500 -m pie infer ...
+
+Only rank 0 writes the database and the checkpoints; the others compute.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def launched() -> bool:
+    """Started by torchrun (or any launcher that sets WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: torch.device) -> World:
+    """Join the process group when launched by torchrun; a world of one otherwise.
+
+    On CUDA each process takes the GPU of its LOCAL_RANK. Idempotent.
+    """
+    if not launched():
+        return World()
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return World(rank, size, local_rank)
+
+
+def device_of(world: World, device: torch.device) -> torch.device:
+    """The device this rank uses: its own GPU under torchrun on CUDA."""
+    if device.type == "cuda" and world.distributed:
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def broadcast_object(world: World, value: Any, src: int = 0) -> Any:
+    """`value` of rank `src` on every rank (picklable objects)."""
+    if not world.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def shutdown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
