@@ -161,6 +161,14 @@ def shard_paths(directory: Path) -> list[Path]:
     return [directory / s["url"] for s in read_index(directory)["shardlist"]]
 
 
+def shard_urls(directory: Path) -> list[tuple[str, int]]:
+    """(url, number of samples) of every shard, in index order: what streaming readers open
+    (webdataset or wids); the counts give an epoch's length without opening the tars."""
+    return [
+        (str(directory / s["url"]), int(s["nsamples"])) for s in read_index(directory)["shardlist"]
+    ]
+
+
 def read_shards(directory: Path) -> Iterator[dict[str, Any]]:
     """Yield raw samples in shard order: `__key__`, the image bytes under its extension,
     `cls` (int) and `json` (dict)."""
