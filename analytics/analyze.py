@@ -3,7 +3,7 @@
 1. The analysis settings (tie rule, alpha, significance on p or q) go into `settings`, where the
    views read them.
 2. When the inputs (view `analysis_inputs`) changed since the last run, or `force`: the heavy
-   relations are materialised (analytics.materialise) and `class_tstats` is rewritten from view
+   relations are materialised (pie.materialised) and `class_tstats` is rewritten from view
    `class_recall_stats` (scipy gives the p-values), all in one transaction. Otherwise nothing is
    recomputed.
 
@@ -15,20 +15,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from analytics import materialise
 from analytics.config import AnalyzeConfig
 from analytics.tstats import class_tstats
 from pie import console, store
+from pie import materialised as materialise
 from pie.config import to_dict
 from pie.errors import PieError
 from pie.paths import WorkRoot
 
-SETTINGS = {"mode_tie_break": "mode_tie_break", "alpha": "alpha", "significance_on": "significance_on"}
+SETTINGS = {
+    "mode_tie_break": "mode_tie_break",
+    "alpha": "alpha",
+    "significance_on": "significance_on",
+}
 
 
 def write_settings(con, cfg: AnalyzeConfig) -> None:
     for name, field in SETTINGS.items():
-        con.execute("insert or replace into settings values (?, ?)", [name, str(getattr(cfg, field))])
+        con.execute(
+            "insert or replace into settings values (?, ?)", [name, str(getattr(cfg, field))]
+        )
 
 
 def main(root: WorkRoot, cfg: AnalyzeConfig, force: bool = False) -> bool:

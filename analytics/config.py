@@ -34,7 +34,9 @@ class AnalyzeConfig:
                 f"analyze.memory_limit must be a size such as '2GB', got {self.memory_limit!r}"
             )
         if self.threads < 0:
-            raise ValueError(f"analyze.threads must be 0 (one per core) or more, got {self.threads}")
+            raise ValueError(
+                f"analyze.threads must be 0 (one per core) or more, got {self.threads}"
+            )
 
 
 @dataclass(frozen=True)

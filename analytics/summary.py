@@ -6,9 +6,9 @@ from __future__ import annotations
 import polars as pl
 from rich.table import Table
 
-from analytics import materialise
 from analytics.config import AnalyzeConfig
 from pie import catalog, console, store
+from pie import materialised as materialise
 from pie.errors import PieError
 from pie.paths import WorkRoot
 

@@ -2,7 +2,7 @@
 -- (a table of the same name, built from the view of that name).
 -- key: name
 -- fingerprint: view analysis_inputs when it was built; the table is read in place of the view
--- only while the current fingerprint is the same (analytics.materialise).
+-- only while the current fingerprint is the same (pie.materialised).
 create table if not exists materialisations (
     name varchar primary key,
     fingerprint varchar not null,
