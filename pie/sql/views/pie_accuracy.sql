@@ -4,7 +4,8 @@
 -- keys: (dataset, experiment, method, sparsity, is_pie)
 -- pie_dataset: the clean dataset whose PIE sets define the subsets. An image's PIE status follows
 -- its key into the corrupted variants of pie_dataset, so those get rows too (dataset = the
--- variant, with its corruption and severity); for the clean rows dataset = pie_dataset. Images
+-- variant, with its corruption and severity; the variant's own PIE sets do not enter here); for
+-- the other rows dataset = pie_dataset. Images
 -- excluded by the tie rule 'exclude' (is_pie null) are in neither subset.
 with membership as (
     select dataset as pie_dataset, experiment, method, sparsity, key, is_pie
@@ -15,6 +16,7 @@ with membership as (
 clean as (
     select distinct pie_dataset
     from membership
+    where pie_dataset not in (select name from datasets where kind = 'corrupted')
 ),
 
 targets as (
