@@ -77,7 +77,7 @@ def user_error(e: duckdb.Error, con: duckdb.DuckDBPyConnection | None = None) ->
     if missing and con is not None:
         names = [name for name, _ in relations(con)]
         return PieError(
-            f"no table or view named {missing.group(1)}; there are: {', '.join(names)}"
+            f"{missing.group(1)} does not exist; tables and views: {', '.join(names)}"
             " (pie tables describes them)"
         )
     return PieError(message)

@@ -137,7 +137,7 @@ def test_pie_accuracy_follows_keys_into_corrupted_variants(root):
 def test_pie_sql_names_existing_tables_and_stops_at_the_timeout(analysed):
     root = ["--root", str(analysed.path)]
     result = pie("sql", "select * from pies", *root, ok=False)
-    assert_one_line_error(result, "no table or view named pies; there are:")
+    assert_one_line_error(result, "pies does not exist; tables and views:")
     assert "class_tstats" in result.stderr and "pie_classes" in result.stderr
     slow = "select count(*) from range(1000000000000) a"
     assert_one_line_error(

@@ -29,6 +29,7 @@ dataset_rows as (
         count(*) as n,
         coalesce(bit_xor(hash(name, kind, parent, corruption, severity, origin)), 0) as h
     from datasets
+    where kind <> 'export'  -- an export enters the analysis only once evaluated (inference_runs)
 ),
 
 analysis_settings as (

@@ -41,7 +41,7 @@ population as (
         sparsity,
         key,
         any_value(label) as label,
-        sum(n_votes) as n_models,
+        sum(n_votes)::bigint as n_models,
         coalesce(sum(n_votes) filter (where pred = label), 0) / sum(n_votes) as fraction_correct,
         sum(sum_p_label) / sum(n_votes) as mean_p_label
     from label_votes

@@ -11,8 +11,8 @@ per_model as (
     select
         model_id,
         dataset,
-        sum(n_images) as n_images,
-        sum(n_correct) as n_correct,
+        sum(n_images)::bigint as n_images,
+        sum(n_correct)::bigint as n_correct,
         sum(n_correct) / sum(n_images) as top1,
         sum(n_top5) / sum(n_images) as top5
     from counts
