@@ -65,7 +65,8 @@ def relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     return store.rows(
         con,
         "select table_name, case when table_type = 'VIEW' then 'view' else 'table' end"
-        " from information_schema.tables where table_schema = 'main' order by table_name",
+        " from information_schema.tables where table_schema = 'main' and table_catalog <> 'temp'"
+        " order by table_name",
     )
 
 

@@ -149,6 +149,8 @@ def test_pie_sql_names_existing_tables_and_stops_at_the_timeout(analysed):
 
 def test_pie_tables_lists_grain_and_rows(analysed):
     out = pie("tables", "--root", str(analysed.path)).stdout
+    names = [line.split()[0] for line in out.splitlines()[2:]]
+    assert len(names) == len(set(names))  # a materialised view is listed once
     lines = {line.split()[0]: line for line in out.splitlines()[2:]}
     assert lines["pie"].split()[1:3] == ["view", "4"]
     assert "one row per (dataset, variant population, image)" in lines["pie"]
