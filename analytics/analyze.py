@@ -1,50 +1,71 @@
-"""`pie analyze`: materialise `class_tstats` for the experiment and store the analysis settings
-the views read. The counting happens in SQL (`class_recall`); scipy does the tests.
+"""`pie analyze`: compute and store the whole analysis, for every experiment and dataset.
 
-Staleness: `class_tstats` never describes predictions that have changed since it was written.
-Whenever `pie infer` adds or replaces a (model, dataset) pair, the same transaction deletes the
-`class_tstats` rows of that model's experiment on that dataset (infer.sink.load_part), so those
-rows are absent, not stale, until `pie analyze` is run again; rows of other experiments and
-datasets stay."""
+1. The analysis settings (tie rule, alpha, significance on p or q) go into `settings`, where the
+   views read them.
+2. When the inputs (view `analysis_inputs`) changed since the last run, or `force`: the heavy
+   relations are materialised (pie.materialised) and `class_tstats` is rewritten from view
+   `class_recall_stats` (scipy gives the p-values), all in one transaction. Otherwise nothing is
+   recomputed.
+
+`pie infer` deletes the `class_tstats` rows of what it re-evaluated in its load transaction and
+changes the fingerprint, so readers ask for `pie analyze` until it has run again.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-import polars as pl
-
 from analytics.config import AnalyzeConfig
 from analytics.tstats import class_tstats
 from pie import console, store
+from pie import materialised as materialise
 from pie.config import to_dict
 from pie.errors import PieError
 from pie.paths import WorkRoot
 
+SETTINGS = {
+    "mode_tie_break": "mode_tie_break",
+    "alpha": "alpha",
+    "significance_on": "significance_on",
+}
 
-def main(root: WorkRoot, cfg: AnalyzeConfig) -> pl.DataFrame:
-    """Returns the `class_tstats` rows written."""
-    started = datetime.now()
-    with store.connect(root, read_only=True) as con:
-        recall = store.frame(
-            con, "select * from class_recall where experiment = ?", [cfg.experiment]
+
+def write_settings(con, cfg: AnalyzeConfig) -> None:
+    for name, field in SETTINGS.items():
+        con.execute(
+            "insert or replace into settings values (?, ?)", [name, str(getattr(cfg, field))]
         )
-    if recall.is_empty():
-        raise PieError(f"no predictions for experiment {cfg.experiment!r}: run `pie infer` first")
-    tstats = class_tstats(recall, cfg.alpha)
 
+
+def main(root: WorkRoot, cfg: AnalyzeConfig, force: bool = False) -> bool:
+    """Bring the materialised analysis up to date; returns whether anything was recomputed."""
+    started = datetime.now()
     with store.connect(root) as con:
+        store.configure(con, cfg.memory_limit, cfg.threads)
+        if not store.rows(con, "select count(*) from predictions")[0][0]:
+            raise PieError("no predictions: run `pie infer` first")
         with store.transaction(con):
-            con.execute(
-                "insert or replace into settings values ('mode_tie_break', ?)", [cfg.mode_tie_break]
+            write_settings(con, cfg)
+        if materialise.is_fresh(con) and not force:
+            console.say("analyze: up to date (no new predictions or settings; --force recomputes)")
+            return False
+        with store.transaction(con):
+            counts = materialise.build(con)
+            tstats = class_tstats(
+                store.frame(con, "select * from class_recall_stats"),
+                cfg.alpha,
+                cfg.significance_on,
             )
-            con.execute("delete from class_tstats where experiment = ?", [cfg.experiment])
+            con.execute("delete from class_tstats")
             store.append(con, "class_tstats", tstats)
         n_pop = tstats.select("dataset", "method", "sparsity").n_unique() if len(tstats) else 0
+        n_sig = int(tstats["significant"].sum()) if len(tstats) else 0
         summary = (
-            f"analyze: class_tstats for {n_pop} (dataset, population) pairs, "
-            f"{int(tstats['significant'].sum()) if len(tstats) else 0} significant class rows "
-            f"at p <= {cfg.alpha:g}"
+            f"analyze: {counts['pie']:,} PIE rows, {counts['model_accuracy']:,} (model, dataset)"
+            f" pairs, class_tstats for {n_pop} (dataset, population) pairs with {n_sig}"
+            f" significant class rows at {cfg.significance_on} <= {cfg.alpha:g}"
+            f" (ties: {cfg.mode_tie_break})"
         )
         store.record_run(con, "analyze", cfg.experiment, to_dict(cfg), summary, started)
-    console.say(summary)
-    return tstats
+    console.say(f"{summary} in {(datetime.now() - started).total_seconds():.1f} s")
+    return True

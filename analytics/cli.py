@@ -18,19 +18,35 @@ Dataset = Annotated[str | None, typer.Option("--dataset", "-d", help="[default: 
 @app.command()
 def analyze(
     alpha: Annotated[float | None, typer.Option(help="Significance level")] = None,
-    tie_break: Annotated[
-        str | None, typer.Option(help="Tied modes: largest (reference) or smallest class id")
+    significance_on: Annotated[
+        str | None,
+        typer.Option(help="Test p-values (reference, no correction) or BH q-values: p or q"),
     ] = None,
+    tie_break: Annotated[
+        str | None,
+        typer.Option(help="Tied modes: largest (reference) or smallest class id, or exclude"),
+    ] = None,
+    memory_limit: Annotated[str | None, typer.Option(help="DuckDB memory limit, e.g. 2GB")] = None,
+    force: Annotated[bool, typer.Option(help="Recompute even when nothing changed")] = False,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
-    """Per-class Welch t-tests into class_tstats; refresh the views' settings."""
+    """Compute and materialise the analysis (votes, modes, PIEs, per-class t-tests, robustness);
+    does nothing when no prediction, model or setting changed since the last run."""
     from analytics import analyze as analyze_stage
 
     cfg = config.load(
-        AnalyzeConfig, cfg_path, "analyze", dict(alpha=alpha, mode_tie_break=tie_break)
+        AnalyzeConfig,
+        cfg_path,
+        "analyze",
+        dict(
+            alpha=alpha,
+            significance_on=significance_on,
+            mode_tie_break=tie_break,
+            memory_limit=memory_limit,
+        ),
     )
-    analyze_stage.main(open_root(root), cfg)
+    analyze_stage.main(open_root(root), cfg, force)
 
 
 @app.command()

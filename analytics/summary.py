@@ -8,6 +8,7 @@ from rich.table import Table
 
 from analytics.config import AnalyzeConfig
 from pie import catalog, console, store
+from pie import materialised as materialise
 from pie.errors import PieError
 from pie.paths import WorkRoot
 
@@ -97,7 +98,13 @@ def main(root: WorkRoot, cfg: AnalyzeConfig) -> pl.DataFrame:
     """Print the headline table (`population_summary`) and, when the dataset has corrupted
     variants, their corruption errors (`mean_corruption_error`); returns the headline rows."""
     with store.connect(root, read_only=True) as con:
+        store.configure(con, cfg.memory_limit, cfg.threads)
         catalog.dataset(con, cfg.dataset)
+        if not materialise.attach(con):
+            raise PieError(
+                "the analysis is out of date (predictions, models or analysis settings changed"
+                " since the last `pie analyze`, or it never ran): run `pie analyze`"
+            )
         df = store.frame(
             con,
             "select * from population_summary where dataset = ? and experiment = ?"

@@ -1,86 +1,102 @@
 """Per-class impact: Welch t-tests of normalised recall, dense vs each variant population.
 
 For every model and class, normalised recall = the class's top-1 recall minus the mean top-1
-of the model's population (view `class_recall`). Per (dataset, experiment), each variant
-population (method, sparsity > 0) is compared class by class with the dense one (sparsity 0):
-two-sided Welch t-test (unequal variances) called as the reference calls it,
+of the model's population (view `class_recall`); view `class_recall_stats` summarises it per
+(population, class): models, mean and standard deviation. From those this module computes the
+two-sided Welch t-test (unequal variances) the reference calls,
 `ttest_ind(baseline, variant, equal_var=False)`, so t > 0 when the class LOSES normalised recall
 under pruning; delta_norm_recall = variant mean minus baseline mean normalised recall (negative
-for such a class) gives the plain reading. A class is significant at p <= alpha with no
-multiple-testing correction (the reference); Benjamini-Hochberg q-values over the population's
-classes are reported beside.
+for such a class) gives the plain reading. Benjamini-Hochberg q-values over the population's
+classes and Hedges' g (same sign as t) are reported beside. A class is significant at
+p <= alpha with no multiple-testing correction (the reference), or at q <= alpha on request.
+A class with zero variance in both populations has no test (t, p, q, g null; not significant).
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import polars as pl
-from scipy import stats
+from scipy import special
+
+SIGNIFICANCE_ON = ("p", "q")
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     """BH q-values; NaN p-values (degenerate tests) stay NaN and do not count."""
-    q = np.full_like(p, np.nan, dtype=float)
-    finite = np.isfinite(p)
-    if finite.any():
-        q[finite] = stats.false_discovery_control(p[finite], method="bh")
+    q = np.full(len(p), np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    if len(finite) == 0:
+        return q
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    scaled = p[order] * m / np.arange(1, m + 1)
+    q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
     return q
 
 
-def recall_matrix(rows: pl.DataFrame, column: str, classes: list[int]) -> np.ndarray:
-    """(models x classes) matrix of `column`, classes in the given order."""
-    wide = rows.pivot(on="class_id", index="model_id", values=column).sort("model_id")
-    return wide.select([str(c) for c in classes]).to_numpy().astype(float)
+def welch(
+    mean_b: np.ndarray,
+    std_b: np.ndarray,
+    n_b: np.ndarray,
+    mean_v: np.ndarray,
+    std_v: np.ndarray,
+    n_v: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Welch's t (baseline minus variant), its degrees of freedom, the two-sided p-value and
+    Hedges' g, element-wise from summary statistics (sample standard deviations)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vb, vv = std_b**2 / n_b, std_v**2 / n_v
+        se = np.sqrt(vb + vv)
+        t = (mean_b - mean_v) / se
+        df = (vb + vv) ** 2 / (vb**2 / (n_b - 1) + vv**2 / (n_v - 1))
+        p = 2 * special.stdtr(df, -np.abs(t))
+        pooled = np.sqrt(((n_b - 1) * std_b**2 + (n_v - 1) * std_v**2) / (n_b + n_v - 2))
+        g = (mean_b - mean_v) / pooled * (1 - 3 / (4 * (n_b + n_v) - 9))
+    undefined = ~(se > 0)  # 0/0: identical constant samples
+    for a in (t, df, p, g):
+        a[undefined] = np.nan
+    return t, df, p, g
 
 
-def class_tstats(recall: pl.DataFrame, alpha: float) -> pl.DataFrame:
-    """`recall`: rows of the `class_recall` view. Returns rows of table `class_tstats`."""
-    out = []
-    for (dataset, experiment), group in recall.group_by(["dataset", "experiment"]):
-        dense = group.filter(pl.col("sparsity") == 0)
-        if dense.is_empty():
-            continue
-        variants = group.filter(pl.col("sparsity") > 0)
-        for (method, sparsity), variant in variants.group_by(["method", "sparsity"]):
-            classes = sorted(set(dense["class_id"].to_list()) & set(variant["class_id"].to_list()))
-            b_norm = recall_matrix(dense, "normalized_recall", classes)
-            v_norm = recall_matrix(variant, "normalized_recall", classes)
-            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-                # identical samples (a class every model gets right) give NaN: not significant
-                warnings.simplefilter("ignore", RuntimeWarning)
-                t, p = stats.ttest_ind(b_norm, v_norm, axis=0, equal_var=False)
-            t, p = np.atleast_1d(t), np.atleast_1d(p)
-            out.append(
-                pl.DataFrame(
-                    {
-                        "dataset": dataset,
-                        "experiment": experiment,
-                        "method": method,
-                        "sparsity": sparsity,
-                        "class_id": classes,
-                        "baseline_n": len(b_norm),
-                        "variant_n": len(v_norm),
-                        "baseline_mean_recall": recall_matrix(dense, "recall", classes).mean(0),
-                        "variant_mean_recall": recall_matrix(variant, "recall", classes).mean(0),
-                        "baseline_mean_normalized": b_norm.mean(0),
-                        "variant_mean_normalized": v_norm.mean(0),
-                        "delta_norm_recall": v_norm.mean(0) - b_norm.mean(0),
-                        "t_stat": t,
-                        "p_value": p,
-                        "q_value": benjamini_hochberg(p),
-                        "significant": np.isfinite(p) & (p <= alpha),
-                    },
-                    schema_overrides={
-                        "class_id": pl.Int32,
-                        "baseline_n": pl.Int32,
-                        "variant_n": pl.Int32,
-                    },
-                )
-            )
-    if not out:
+def class_tstats(stats: pl.DataFrame, alpha: float, significance_on: str = "p") -> pl.DataFrame:
+    """`stats`: rows of view `class_recall_stats`. Returns rows of table `class_tstats`."""
+    if significance_on not in SIGNIFICANCE_ON:
+        raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
+    if stats.is_empty():
         return pl.DataFrame()
-    return pl.concat(out).with_columns(
-        pl.col(c).fill_nan(None) for c in ("t_stat", "p_value", "q_value")
+    stats = stats.sort("dataset", "experiment", "method", "sparsity", "class_id")
+
+    def col(name: str) -> np.ndarray:
+        return stats[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+    t, df, p, g = welch(
+        col("baseline_mean_normalized"),
+        col("baseline_std_recall"),
+        col("baseline_n"),
+        col("variant_mean_normalized"),
+        col("variant_std_recall"),
+        col("variant_n"),
+    )
+    q = np.full(len(p), np.nan)
+    keys = ["dataset", "experiment", "method", "sparsity"]
+    for rows in stats.with_row_index("row").group_by(keys).agg("row")["row"]:
+        rows = rows.to_numpy()
+        q[rows] = benjamini_hochberg(p[rows])
+    tested = q if significance_on == "q" else p
+    with np.errstate(invalid="ignore"):
+        significant = np.isfinite(tested) & (tested <= alpha)
+    out = stats.with_columns(
+        pl.col("baseline_n", "variant_n", "class_id").cast(pl.Int32),
+        delta_norm_recall=pl.col("variant_mean_normalized") - pl.col("baseline_mean_normalized"),
+        t_stat=pl.Series(t),
+        welch_df=pl.Series(df),
+        p_value=pl.Series(p),
+        q_value=pl.Series(q),
+        hedges_g=pl.Series(g),
+        significant=pl.Series(significant),
+        significance_on=pl.lit(significance_on),
+        alpha=pl.lit(alpha, pl.Float64),
+    )
+    return out.with_columns(
+        pl.col(c).fill_nan(None) for c in ("t_stat", "welch_df", "p_value", "q_value", "hedges_g")
     )

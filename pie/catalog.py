@@ -22,10 +22,10 @@ import pyarrow as pa
 
 from pie import store
 from pie.errors import PieError
-from pie.shards import Written
 
-if TYPE_CHECKING:  # pie.checkpoints imports torch; the catalog itself does not need it
+if TYPE_CHECKING:  # pie.checkpoints and pie.shards (webdataset) import torch; the catalog doesn't
     from pie.checkpoints import Sidecar
+    from pie.shards import Written
 
 DATA = Path(__file__).resolve().parent / "data"
 

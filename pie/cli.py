@@ -59,12 +59,23 @@ def sql(
         int | None,
         typer.Option(help="Rows shown by --format table \\[default: 50]", show_default=False),
     ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop the query after SECONDS", show_default=False)
+    ] = None,
     root: options.Root = None,
 ) -> None:
     """One query over the predictions database (tables and views); writes no file but --out."""
     from pie import query
 
-    query.main(open_root(root, create=False), statement, fmt, out, max_rows)
+    query.main(open_root(root, create=False), statement, fmt, out, max_rows, timeout)
+
+
+@app.command()
+def tables(root: options.Root = None) -> None:
+    """Every table and view of the database: its grain (one row per ...) and row count."""
+    from pie import query
+
+    query.tables(open_root(root, create=False))
 
 
 def main() -> None:

@@ -11,6 +11,11 @@ Results print as a table (a rich table on a terminal, plain aligned text to a pi
 line per row, never folded), or as CSV / JSON (an array of records) / Parquet to stdout or
 `--out`. CSV and Parquet are written from the result by a separate in-memory DuckDB connection,
 so every column type DuckDB has comes out as DuckDB writes it.
+
+When `pie analyze` is up to date, the view names resolve to its materialised tables
+(pie.materialised); otherwise the views compute from the predictions (correct, slower) and a
+note on stderr says so. `--timeout SECONDS` interrupts a query running longer. A query naming
+a table that does not exist gets one line naming those that do.
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import re
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import duckdb
 from rich.table import Table
 
-from pie import console, store
+from pie import console, materialised, store
 from pie.errors import PieError
 from pie.paths import WorkRoot
 
@@ -50,10 +57,30 @@ def check_query(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         )
 
 
-def user_error(e: duckdb.Error) -> PieError:
+MISSING = re.compile(r"Table with name (\S+) does not exist")
+
+
+def relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(name, 'table' | 'view') of every relation a query can name (schema main)."""
+    return store.rows(
+        con,
+        "select table_name, case when table_type = 'VIEW' then 'view' else 'table' end"
+        " from information_schema.tables where table_schema = 'main' and table_catalog <> 'temp'"
+        " order by table_name",
+    )
+
+
+def user_error(e: duckdb.Error, con: duckdb.DuckDBPyConnection | None = None) -> PieError:
     message = str(e).splitlines()[0]
     if isinstance(e, duckdb.PermissionException):
         return PieError(f"refused: pie sql reads the database only ({message})")
+    missing = MISSING.search(message)
+    if missing and con is not None:
+        names = [name for name, _ in relations(con)]
+        return PieError(
+            f"{missing.group(1)} does not exist; tables and views: {', '.join(names)}"
+            " (pie tables describes them)"
+        )
     return PieError(message)
 
 
@@ -158,8 +185,11 @@ def main(
     fmt: str = "table",
     out: Path | None = None,
     max_rows: int | None = None,
+    timeout: float | None = None,
 ) -> None:
     """Run one query (see the module docstring) and print or write its result."""
+    if timeout is not None and timeout <= 0:
+        raise PieError(f"--timeout must be a positive number of seconds, got {timeout:g}")
     if fmt not in FORMATS:  # before running anything
         raise PieError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     if fmt == "parquet" and out is None:
@@ -173,10 +203,62 @@ def main(
     if out is not None:
         check_out(root, out)
     con = store.connect(root, read_only=True, sandbox=True)
+    timer = threading.Timer(timeout, con.interrupt) if timeout else None
     try:
         check_query(con, query)
+        fresh = materialised.attach(con)
+        if timer:
+            timer.start()
         write(con.sql(query), fmt, out, DEFAULT_MAX_ROWS if max_rows is None else max_rows)
+        if not fresh and re.search(rf"\b({'|'.join(materialised.RELATIONS)})\b", query):
+            console.err.print(
+                "note: the analysis is not materialised or out of date, so views computed from"
+                " the predictions (slower): run `pie analyze`",
+                markup=False,
+                soft_wrap=True,
+            )
+    except duckdb.InterruptException:
+        raise PieError(f"query stopped after {timeout:g} s (--timeout)") from None
     except duckdb.Error as e:
-        raise user_error(e) from None
+        raise user_error(e, con) from None
+    finally:
+        if timer:
+            timer.cancel()
+        con.close()
+
+
+def grain(name: str) -> str:
+    """The grain a relation's SQL file states in its header comment ('one row per ...')."""
+    for folder in ("schema", "views"):
+        path = store.SQL_DIR / folder / f"{name}.sql"
+        if path.exists():
+            header = []
+            for line in path.read_text().splitlines():
+                if not line.startswith("--"):
+                    break
+                header.append(line.removeprefix("--").strip())
+            text = " ".join(header)
+            found = re.search(r"(one row[^.:;]*?)(?=[.:;]|$)", text)
+            return found.group(1) if found else ""
+    return ""
+
+
+def tables(root: WorkRoot) -> list[tuple[str, str, int | None, str]]:
+    """Every table and view: (name, kind, rows, grain); views are counted only when the
+    analysis is materialised and fresh (rows then come from its tables), else rows is None."""
+    con = store.connect(root, read_only=True, sandbox=True)
+    try:
+        fresh = materialised.attach(con)
+        out = []
+        for name, kind in relations(con):
+            counted = kind == "table" or (fresh and name != "population_predictions")
+            n = store.rows(con, f'select count(*) from "{name}"')[0][0] if counted else None
+            out.append((name, kind, n, grain(name)))
     finally:
         con.close()
+    emit(plain_table(["name", "kind", "rows", "grain"], out, len(out)), None)
+    if not fresh:
+        console.err.print(
+            "note: views are counted once `pie analyze` has materialised them", markup=False
+        )
+    return out

@@ -30,15 +30,19 @@ SCHEMA_VERSION = "2"
 VIEWS = (
     "population_predictions",
     "label_votes",
+    "model_class_counts",
     "model_accuracy",
     "class_recall",
+    "class_recall_stats",
     "modal_labels",
     "pie",
     "pie_accuracy",
+    "pie_classes",
     "robustness",
     "corruption_error",
     "mean_corruption_error",
     "population_summary",
+    "analysis_inputs",
 )
 
 
@@ -169,3 +173,14 @@ def record_run(
         "insert into runs (stage, experiment, config, summary, started_at) values (?, ?, ?, ?, ?)",
         [stage, experiment, json.dumps(config, sort_keys=True), summary, started_at],
     )
+
+
+def configure(con: duckdb.DuckDBPyConnection, memory_limit: str, threads: int = 0) -> None:
+    """DuckDB's memory limit (e.g. '2GB'; instead of its default of 80 % of the machine's RAM)
+    and worker threads (0: one per core); a value DuckDB does not accept is refused in one line."""
+    try:
+        con.execute(f"set memory_limit = '{memory_limit}'")
+        if threads:
+            con.execute(f"set threads = {int(threads)}")
+    except duckdb.Error as e:
+        raise PieError(f"bad DuckDB setting ({str(e).splitlines()[0]})") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import add_dataset, add_model, add_predictions
 
-from analytics import summary
+from analytics import analyze, summary
 from analytics.config import AnalyzeConfig
 from pie import store
 
@@ -36,7 +36,9 @@ def test_summary_labels_a_partial_corruption_set_and_counts_tied_pies(root, caps
         add_predictions(con, m, "c-gn-1", rows(1))
     con.close()
 
-    df = summary.main(root, AnalyzeConfig(experiment="exp", dataset="c"))
+    cfg = AnalyzeConfig(experiment="exp", dataset="c")
+    analyze.main(root, cfg)
+    df = summary.main(root, cfg)
     out = capsys.readouterr().out
     v = df.filter(df["sparsity"] == 0.5).row(0, named=True)
     assert (v["n_pie"], v["n_pie_tie_decided"]) == (2, 1)

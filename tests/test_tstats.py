@@ -1,4 +1,5 @@
-"""class_tstats against scipy on hand-made recalls, and BH q-values against a hand computation."""
+"""class_tstats against scipy on hand-made recalls (summarised by view class_recall_stats), BH
+q-values against a hand computation and scipy, Hedges' g against its formula."""
 
 from __future__ import annotations
 
@@ -9,6 +10,16 @@ from conftest import add_model, add_predictions
 from scipy import stats
 
 from analytics.tstats import benjamini_hochberg, class_tstats
+from pie import store
+
+
+def tstats_of(recall: pl.DataFrame, alpha: float = 0.05, on: str = "p") -> pl.DataFrame:
+    """class_tstats of hand-made class_recall rows: the frame stands in for the view."""
+    con = store.memory()
+    con.register("class_recall", recall.to_arrow())
+    stats = store.frame(con, "select * from class_recall_stats")
+    con.close()
+    return class_tstats(stats, alpha, on)
 
 
 def test_benjamini_hochberg_by_hand():
@@ -47,7 +58,7 @@ def test_class_tstats_matches_scipy_welch_on_normalised_recall():
     variant = {"v1": {0: 0.5, 1: 0.8}, "v2": {0: 0.6, 1: 0.7}}
     variant_top1 = {"v1": 0.70, "v2": 0.66}
     df = pl.DataFrame(recall_rows(dense, 0.0, dense_top1) + recall_rows(variant, 0.9, variant_top1))
-    out = class_tstats(df, alpha=0.05).sort("class_id")
+    out = tstats_of(df).sort("class_id")
     assert out.height == 2
     for c in (0, 1):
         base = [dense[m][c] - np.mean(list(dense_top1.values())) for m in dense]
@@ -74,7 +85,7 @@ def test_a_class_that_loses_recall_has_positive_t_and_negative_delta():
         recall_rows(dense, 0.0, dict.fromkeys(dense, top1))
         + recall_rows(variant, 0.9, dict.fromkeys(variant, top1 - 0.1))
     )
-    out = class_tstats(df, 0.05).sort("class_id")
+    out = tstats_of(df).sort("class_id")
     lost, gained = out.row(0, named=True), out.row(1, named=True)
     # normalised: dense class 0 = .9 - .7 = .2, pruned .3 - .6 = -.3: a loss of .5
     assert lost["delta_norm_recall"] == pytest.approx(-0.5)
@@ -89,7 +100,7 @@ def test_identical_samples_give_null_not_significant():
         recall_rows(same, 0.0, {"m1": 1.0, "m2": 1.0})
         + recall_rows({"v1": {0: 1.0}, "v2": {0: 1.0}}, 0.5, {"v1": 1.0, "v2": 1.0})
     )
-    row = class_tstats(df, 0.05).row(0, named=True)
+    row = tstats_of(df).row(0, named=True)
     assert row["p_value"] is None and row["significant"] is False
 
 
@@ -101,10 +112,48 @@ def test_class_tstats_from_the_class_recall_view(con):
     for m, preds in {"v1": [1, 1, 1, 1], "v2": [0, 1, 1, 1]}.items():
         add_model(con, m, "magnitude", 0.5, experiment="e")
         add_predictions(con, m, "d", [(f"k{i}", i // 2, p) for i, p in enumerate(preds)])
-    recall = pl.from_arrow(con.sql("select * from class_recall").to_arrow_table())
-    out = class_tstats(recall, 0.05).sort("class_id")
+    out = class_tstats(store.frame(con, "select * from class_recall_stats"), 0.05).sort("class_id")
     # class 0 recalls: dense 1.0, .5 (top-1 1.0, .75 -> mean .875); pruned 0, .5 (.5, .75)
     base = [1.0 - 0.875, 0.5 - 0.875]
     var = [0.0 - 0.625, 0.5 - 0.625]
     t, p = stats.ttest_ind(base, var, equal_var=False)
     assert out["t_stat"][0] == pytest.approx(t) and out["p_value"][0] == pytest.approx(p)
+
+
+def test_bh_matches_scipy_and_hedges_g_its_formula():
+    rng = np.random.default_rng(1)
+    p = rng.random(50) ** 3
+    np.testing.assert_allclose(benjamini_hochberg(p), stats.false_discovery_control(p))
+    dense = {f"d{i}": {0: 0.8 + 0.05 * rng.standard_normal()} for i in range(5)}
+    variant = {f"v{i}": {0: 0.6 + 0.08 * rng.standard_normal()} for i in range(4)}
+    df = pl.DataFrame(
+        recall_rows(dense, 0.0, dict.fromkeys(dense, 0.7))
+        + recall_rows(variant, 0.5, dict.fromkeys(variant, 0.65))
+    )
+    row = tstats_of(df).row(0, named=True)
+    b = np.array([v[0] for v in dense.values()]) - 0.7
+    v = np.array([x[0] for x in variant.values()]) - 0.65
+    pooled = np.sqrt((4 * b.var(ddof=1) + 3 * v.var(ddof=1)) / 7)
+    assert row["hedges_g"] == pytest.approx((b.mean() - v.mean()) / pooled * (1 - 3 / (4 * 9 - 9)))
+    assert row["baseline_std_recall"] == pytest.approx(b.std(ddof=1))
+    welch = stats.ttest_ind(b, v, equal_var=False)
+    assert row["welch_df"] == pytest.approx(welch.df)
+
+
+def test_significance_on_q_is_stricter_than_on_p():
+    """Ten classes; class c's pruned recall falls by c/100: on p more classes pass than on q."""
+    rng = np.random.default_rng(2)
+    dense = {f"d{i}": {c: 0.8 + 0.05 * rng.standard_normal() for c in range(10)} for i in range(6)}
+    variant = {
+        f"v{i}": {c: 0.8 - c / 100 + 0.05 * rng.standard_normal() for c in range(10)}
+        for i in range(6)
+    }
+    df = pl.DataFrame(
+        recall_rows(dense, 0.0, dict.fromkeys(dense, 0.8))
+        + recall_rows(variant, 0.5, dict.fromkeys(variant, 0.8))
+    )
+    on_p, on_q = tstats_of(df, 0.05, "p"), tstats_of(df, 0.05, "q")
+    assert (on_p["significant"] == (on_p["p_value"] <= 0.05)).all()
+    assert (on_q["significant"] == (on_q["q_value"] <= 0.05)).all()
+    assert on_q["significant"].sum() < on_p["significant"].sum()
+    assert set(on_q["significance_on"]) == {"q"} and set(on_q["alpha"]) == {0.05}

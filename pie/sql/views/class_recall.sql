@@ -3,20 +3,9 @@
 -- recall: the model's top-1 recall on the images of that class. normalized_recall: recall minus
 -- the mean top-1 of the model's population on the dataset (REFERENCE.md, per-class impact);
 -- population = (experiment, method, sparsity).
-with preds as (
-    select model_id, dataset, label, pred
-    from predictions
-),
-
-per_class as (
-    select
-        model_id,
-        dataset,
-        label as class_id,
-        count(*) as n_images,
-        avg((pred = label)::double) as recall
-    from preds
-    group by model_id, dataset, label
+with per_class as (
+    select model_id, dataset, class_id, n_images, n_correct / n_images as recall
+    from model_class_counts
 ),
 
 accuracy as (

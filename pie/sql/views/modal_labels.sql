@@ -1,9 +1,11 @@
 -- modal_labels: one row per (dataset, population, image): the population's modal top-1 label.
 -- keys: (dataset, experiment, method, sparsity, key)
 -- A tied mode goes to the largest class id, the reference's rule; setting 'mode_tie_break' =
--- 'smallest' (analyze.mode_tie_break) gives it to the smallest instead.
+-- 'smallest' (analyze.tie_rule) gives it to the smallest instead; under 'exclude' the mode shown
+-- is the largest and the image is left out of the PIE sets (pie.is_pie is null).
 -- agreement: share of the population's models that voted for the mode. tied: two or more labels
--- share the top vote count, so the tie-break rule chose the mode.
+-- share the top vote count, so the tie-break rule chose the mode. fraction_correct and
+-- mean_p_label: over the population's models, of the true label.
 with tie_break as (
     select case when any_value(value) = 'smallest' then -1 else 1 end as direction
     from settings
@@ -38,11 +40,11 @@ population as (
         method,
         sparsity,
         key,
-        min(label) as label,
-        count(*) as n_models,
-        avg(correct) as fraction_correct,
-        avg(p_label) as mean_p_label
-    from population_predictions
+        any_value(label) as label,
+        sum(n_votes)::bigint as n_models,
+        coalesce(sum(n_votes) filter (where pred = label), 0) / sum(n_votes) as fraction_correct,
+        sum(sum_p_label) / sum(n_votes) as mean_p_label
+    from label_votes
     group by dataset, experiment, method, sparsity, key
 ),
 

@@ -2,20 +2,20 @@
 -- keys: (model_id, dataset)
 -- top1 / top5: fraction of the dataset's images whose true label is the prediction / is among
 -- the five best; error = 1 - top1.
-with preds as (
-    select model_id, dataset, label, pred, top5
-    from predictions
+with counts as (
+    select model_id, dataset, n_images, n_correct, n_top5
+    from model_class_counts
 ),
 
 per_model as (
     select
         model_id,
         dataset,
-        count(*) as n_images,
-        count(*) filter (where pred = label) as n_correct,
-        avg((pred = label)::double) as top1,
-        avg(list_contains(top5, label)::double) as top5
-    from preds
+        sum(n_images)::bigint as n_images,
+        sum(n_correct)::bigint as n_correct,
+        sum(n_correct) / sum(n_images) as top1,
+        sum(n_top5) / sum(n_images) as top5
+    from counts
     group by model_id, dataset
 ),
 

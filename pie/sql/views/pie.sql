@@ -6,8 +6,17 @@
 -- between the two populations' distributions of predicted labels, in [0, 2] (the CIE ranking of
 -- Hooker et al. 2020), computed as 2 - 2 * sum over classes of min(share_variant, share_dense).
 -- tie_decided: the dense or the variant population's mode was chosen by the tie-break rule (two or
--- more labels shared its top vote count; modal_labels.tied), so is_pie hangs on that rule.
-with modes as (
+-- more labels shared its top vote count; modal_labels.tied), so is_pie hangs on that rule; under
+-- the rule 'exclude' (setting mode_tie_break) such an image is neither PIE nor non-PIE: is_pie is
+-- null. cie_rank: 1 for the image whose label distributions differ most (largest l1_distance,
+-- ties by key) within its (dataset, population): the CIE ranking, any compression method.
+with tie_rule as (
+    select coalesce(any_value(value), 'largest') as rule
+    from settings
+    where name = 'mode_tie_break'
+),
+
+modes as (
     select *
     from modal_labels
 ),
@@ -40,7 +49,7 @@ overlap as (
     group by v.dataset, v.experiment, v.method, v.sparsity, v.key
 ),
 
-final as (
+joined as (
     select
         v.dataset,
         v.experiment,
@@ -50,7 +59,10 @@ final as (
         v.label,
         d.mode as baseline_mode,
         v.mode as variant_mode,
-        d.mode <> v.mode as is_pie,
+        case
+            when t.rule = 'exclude' and (d.tied or v.tied) then null
+            else d.mode <> v.mode
+        end as is_pie,
         d.n_models as baseline_n,
         v.n_models as variant_n,
         d.mode_votes as baseline_votes,
@@ -68,6 +80,17 @@ final as (
     left join overlap as o
         on o.dataset = v.dataset and o.experiment = v.experiment and o.method = v.method
         and o.sparsity = v.sparsity and o.key = v.key
+    cross join tie_rule as t
+),
+
+final as (
+    select
+        *,
+        row_number() over (
+            partition by dataset, experiment, method, sparsity
+            order by l1_distance desc, key
+        ) as cie_rank
+    from joined
 )
 
 select * from final

@@ -1,56 +1,79 @@
--- pie_accuracy: one row per (dataset, variant population, subset), subset = PIEs or the rest:
--- how many images, and the mean top-1 of the dense and of the variant population on them
--- (mean over models and images).
+-- pie_accuracy: one row per (dataset evaluated, variant population, subset), subset = the PIEs
+-- of the clean dataset or the rest: how many images, and the mean top-1 of the dense and of the
+-- variant population on them (mean over models and images).
 -- keys: (dataset, experiment, method, sparsity, is_pie)
+-- pie_dataset: the clean dataset whose PIE sets define the subsets. An image's PIE status follows
+-- its key into the corrupted variants of pie_dataset, so those get rows too (dataset = the
+-- variant, with its corruption and severity; the variant's own PIE sets do not enter here); for
+-- the other rows dataset = pie_dataset. Images
+-- excluded by the tie rule 'exclude' (is_pie null) are in neither subset.
 with membership as (
-    select dataset, experiment, method, sparsity, key, is_pie
+    select dataset as pie_dataset, experiment, method, sparsity, key, is_pie
     from pie
+    where is_pie is not null
 ),
 
-correct as (
-    select dataset, experiment, method, sparsity, key, correct
-    from population_predictions
-),
-
-baseline as (
-    select s.dataset, s.experiment, s.method, s.sparsity, s.is_pie,
-        avg(c.correct) as baseline_top1
-    from membership as s
-    inner join correct as c
-        on c.dataset = s.dataset and c.experiment = s.experiment and c.key = s.key
-        and c.sparsity = 0
-    group by s.dataset, s.experiment, s.method, s.sparsity, s.is_pie
-),
-
-variant as (
-    select s.dataset, s.experiment, s.method, s.sparsity, s.is_pie,
-        avg(c.correct) as variant_top1
-    from membership as s
-    inner join correct as c
-        on c.dataset = s.dataset and c.experiment = s.experiment and c.key = s.key
-        and c.method = s.method and c.sparsity = s.sparsity
-    group by s.dataset, s.experiment, s.method, s.sparsity, s.is_pie
-),
-
-counts as (
-    select dataset, experiment, method, sparsity, is_pie, count(*) as n_images
+clean as (
+    select distinct pie_dataset
     from membership
-    group by dataset, experiment, method, sparsity, is_pie
+    where pie_dataset not in (select name from datasets where kind = 'corrupted')
+),
+
+targets as (
+    select pie_dataset as dataset, pie_dataset, null::varchar as corruption,
+        null::integer as severity
+    from clean
+    union all
+    select d.name as dataset, c.pie_dataset, d.corruption, d.severity
+    from datasets as d
+    inner join clean as c on d.parent = c.pie_dataset
+    where d.kind = 'corrupted'
+),
+
+modes as (
+    select dataset, experiment, method, sparsity, key, n_models, fraction_correct
+    from modal_labels
+),
+
+evaluated as (
+    select
+        t.dataset,
+        t.pie_dataset,
+        t.corruption,
+        t.severity,
+        m.experiment,
+        m.method,
+        m.sparsity,
+        m.is_pie,
+        b.n_models * b.fraction_correct as baseline_correct,
+        b.n_models as baseline_n,
+        v.n_models * v.fraction_correct as variant_correct,
+        v.n_models as variant_n
+    from membership as m
+    inner join targets as t on t.pie_dataset = m.pie_dataset
+    inner join modes as b
+        on b.dataset = t.dataset and b.experiment = m.experiment and b.key = m.key
+        and b.sparsity = 0
+    inner join modes as v
+        on v.dataset = t.dataset and v.experiment = m.experiment and v.key = m.key
+        and v.method = m.method and v.sparsity = m.sparsity
 ),
 
 final as (
     select
-        n.dataset,
-        n.experiment,
-        n.method,
-        n.sparsity,
-        n.is_pie,
-        n.n_images,
-        b.baseline_top1,
-        v.variant_top1
-    from counts as n
-    inner join baseline as b using (dataset, experiment, method, sparsity, is_pie)
-    inner join variant as v using (dataset, experiment, method, sparsity, is_pie)
+        dataset,
+        experiment,
+        method,
+        sparsity,
+        is_pie,
+        any_value(pie_dataset) as pie_dataset,
+        any_value(corruption) as corruption,
+        any_value(severity) as severity,
+        count(*) as n_images,
+        sum(baseline_correct) / sum(baseline_n) as baseline_top1,
+        sum(variant_correct) / sum(variant_n) as variant_top1
+    from evaluated
+    group by dataset, experiment, method, sparsity, is_pie
 )
 
 select * from final

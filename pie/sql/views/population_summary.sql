@@ -1,7 +1,8 @@
 -- population_summary: one row per (dataset, population): the headline numbers of the study.
 -- keys: (dataset, experiment, method, sparsity)
 -- mean/std top-1 over the population's models; classes significantly impacted (class_tstats,
--- as of the last `pie analyze`); PIE count, how many of them a tied mode decided (pie.tie_decided)
+-- as of the last `pie analyze`); PIE count (pie_fraction over the images decided: the tie rule
+-- 'exclude' leaves tied ones out), how many of them a tied mode decided (pie.tie_decided)
 -- and the dense population's top-1 on PIEs and on the rest; per origin of the corrupted variants
 -- of this (clean) dataset (released | generated, never mixed; mean_corruption_error): benchmark
 -- corruptions present, mCE vs dense (null unless all 15 at all 5 severities), CE vs dense
@@ -32,7 +33,7 @@ pies as (
         sparsity,
         count(*) filter (where is_pie) as n_pie,
         count(*) filter (where is_pie and tie_decided) as n_pie_tie_decided,
-        count(*) as n_images
+        count(is_pie) as n_images
     from pie
     group by dataset, experiment, method, sparsity
 ),

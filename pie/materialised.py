@@ -1,0 +1,87 @@
+"""Materialised analysis: the heavy views computed once by `pie analyze`, read by everyone after.
+
+Each view in RELATIONS keeps its one definition in `pie/sql/views/<name>.sql`. `build` creates the
+table `materialised.<name>` from that view, in dependency order, and points the connection's
+name at it (a temporary view, which shadows the stored one), so each relation is computed from
+the materialised ones before it: the predictions are scanned twice in all (model_class_counts
+and label_votes). The fingerprint of the inputs (view `analysis_inputs`: predictions, inference
+runs, models, datasets, analysis settings) is stored with every table in `materialisations`.
+
+Staleness: `attach` points a reader's connection at the materialised tables only when the stored
+fingerprint equals the current one; otherwise the names keep resolving to the views, which
+compute from the predictions (correct, slower), and `is_fresh` tells readers such as
+`pie summary` to ask for `pie analyze`. Nothing written to the database file changes how its
+views resolve, so a stale table is never read under a view's name.
+"""
+
+from __future__ import annotations
+
+import time
+
+import duckdb
+
+from pie import store
+
+SCHEMA = "materialised"
+# In dependency order (a relation may read the ones before it).
+RELATIONS = (
+    "model_class_counts",
+    "model_accuracy",
+    "class_recall",
+    "class_recall_stats",
+    "label_votes",
+    "modal_labels",
+    "pie",
+    "pie_accuracy",
+    "pie_classes",
+    "robustness",
+)
+
+
+def fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    return store.rows(con, "select fingerprint from analysis_inputs")[0][0]
+
+
+def stored(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Materialised relation -> the fingerprint it was built at (empty before any analyze)."""
+    return dict(store.rows(con, "select name, fingerprint from materialisations"))
+
+
+def is_fresh(con: duckdb.DuckDBPyConnection) -> bool:
+    """Every relation is materialised, from the inputs as they are now."""
+    built = stored(con)
+    current = fingerprint(con)
+    return all(built.get(name) == current for name in RELATIONS)
+
+
+def shadow(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    con.execute(f"create or replace temp view {name} as select * from {SCHEMA}.{name}")
+
+
+def attach(con: duckdb.DuckDBPyConnection) -> bool:
+    """Point this connection's view names at the materialised tables if they are fresh;
+    returns whether it did (else the views compute from the predictions)."""
+    if not is_fresh(con):
+        return False
+    for name in RELATIONS:
+        shadow(con, name)
+    return True
+
+
+def build(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Materialise every relation (a writable connection, inside the caller's transaction);
+    returns rows per relation. The connection reads the new tables afterwards."""
+    current = fingerprint(con)
+    con.execute(f"create schema if not exists {SCHEMA}")
+    counts = {}
+    for name in RELATIONS:
+        start = time.perf_counter()
+        con.execute(f"create or replace table {SCHEMA}.{name} as select * from {name}")
+        shadow(con, name)
+        counts[name] = store.rows(con, f"select count(*) from {SCHEMA}.{name}")[0][0]
+        con.execute(
+            "insert or replace into materialisations (name, fingerprint, n_rows, seconds)"
+            " values (?, ?, ?, ?)",
+            [name, current, counts[name], time.perf_counter() - start],
+        )
+    return counts

@@ -1,0 +1,12 @@
+-- materialisations: one row per relation `pie analyze` materialised into schema `materialised`
+-- (a table of the same name, built from the view of that name).
+-- key: name
+-- fingerprint: view analysis_inputs when it was built; the table is read in place of the view
+-- only while the current fingerprint is the same (pie.materialised).
+create table if not exists materialisations (
+    name varchar primary key,
+    fingerprint varchar not null,
+    n_rows bigint not null,
+    seconds double not null,
+    built_at timestamp default current_timestamp
+);
