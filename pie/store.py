@@ -25,7 +25,7 @@ from pie.paths import WorkRoot
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Bumped whenever a table of pie/sql/schema changes shape; stored in `settings`. A database of
 # another version is refused in one line rather than failing later in the middle of a stage.
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 # Views in dependency order (a view may read the ones before it).
 VIEWS = (
     "population_predictions",
