@@ -76,18 +76,44 @@ def mine(items: Sequence[Chunk], rank: int, world_size: int) -> list[Chunk]:
 
 @functools.lru_cache(maxsize=4)
 def members(shard: str) -> list[tuple[str, dict[str, tuple[int, int]]]]:
-    """(key, {extension: (data offset, size)}) of every sample of a tar shard, in order."""
+    """(key, {extension: (data offset, size)}) of every sample of a tar shard, in order, from
+    its 512-byte headers alone (sample data is skipped). Shards written by pie.shards hold plain
+    ustar members; anything else (pax or GNU long-name headers) is left to `tarfile`."""
+    samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
+    with open(shard, "rb") as f:
+        offset = 0
+        while True:
+            f.seek(offset)
+            header = f.read(512)
+            if len(header) < 512 or header.count(0) == 512:
+                break
+            if header[156:157] not in (b"0", b"\0", b"5") or header[124] & 0x80:
+                return members_by_tarfile(shard)
+            size = int(header[124:136].split(b"\0")[0].strip() or b"0", 8)
+            name = header[:100].split(b"\0")[0].decode()
+            if header[257:262] == b"ustar" and header[345] != 0:
+                name = header[345:500].split(b"\0")[0].decode() + "/" + name
+            match = MEMBER.match(name) if header[156:157] != b"5" else None
+            if match is not None:
+                add(samples, *match.groups(), offset + 512, size)
+            offset += 512 + (size + 511) // 512 * 512
+    return samples
+
+
+def members_by_tarfile(shard: str) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
     with tarfile.open(shard, "r:") as tar:  # seekable: headers only, data skipped
         for info in tar:
             match = MEMBER.match(info.name) if info.isfile() else None
-            if match is None:
-                continue
-            key, ext = match.groups()
-            if not samples or samples[-1][0] != key:
-                samples.append((key, {}))
-            samples[-1][1][ext] = (info.offset_data, info.size)
+            if match is not None:
+                add(samples, *match.groups(), info.offset_data, info.size)
     return samples
+
+
+def add(samples: list, key: str, ext: str, offset: int, size: int) -> None:
+    if not samples or samples[-1][0] != key:
+        samples.append((key, {}))
+    samples[-1][1][ext] = (offset, size)
 
 
 def read_chunk(chunk: Chunk) -> Batch:
