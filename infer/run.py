@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -262,6 +263,18 @@ def evaluate(
     models: dict[str, torch.nn.Module] = {}
     written = Written()
     loads: list[Future[int]] = []
+    failed = threading.Event()
+
+    def load(group: Group) -> int:
+        """Load a group unless an earlier load failed (the run stops at the first failure)."""
+        if failed.is_set():
+            return 0
+        try:
+            return load_group(root, group, world.size)
+        except BaseException:
+            failed.set()
+            raise
+
     with (
         ThreadPoolExecutor(1, thread_name_prefix="pie-load") as loader,
         progress_bar(world.is_main) as bar,
@@ -318,7 +331,7 @@ def evaluate(
                     w.close(closing_meta(time.time() - started, errors))
             distributed.barrier(world)  # every rank's parts of the group are there
             if world.is_main:
-                loads.append(loader.submit(load_group, root, group, world.size))
+                loads.append(loader.submit(load, group))
                 for f in loads:
                     if f.done():
                         f.result()  # a failed load stops the run now

@@ -125,12 +125,9 @@ def test_pie_sql_works_while_infer_runs(world, monkeypatch):
     def read_and_query(chunk):
         if chunk.group == 2 and chunk.start == 0 and not seen:
             sql = "select count(distinct dataset) from inference_runs"
-            seen.append(
-                subprocess.run(
-                    [sys.executable, *pie_cmd(root, "sql", sql, "--format", "csv")],
-                    cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120,
-                )  # fmt: skip
-            )
+            cmd = [sys.executable, *pie_cmd(root, "sql", sql, "--format", "csv")]
+            kw = dict(cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+            seen.append(subprocess.run(cmd, **kw))
         return real(chunk)
 
     monkeypatch.setattr(stream, "read_chunk", read_and_query)
