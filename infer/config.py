@@ -15,7 +15,7 @@ class InferConfig:
     batch_size: int = 1000  # images decoded together and sent through every model
     device: str = "auto"
     threads: int = 0  # torch threads for the forward passes; 0: torch's default (one per core)
-    workers: int = 2  # DataLoader processes decoding batches; 0: decode in this process
+    workers: int = 2  # DataLoader processes decoding batches (on CPU, scoring them too); 0: none
     precision: str = "fp32"  # bf16: autocast on CUDA, probabilities still in float32
     channels_last: bool = False  # CUDA only
 

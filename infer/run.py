@@ -29,6 +29,7 @@ since. Kill it at any point and rerun: finished pairs stay, nothing is duplicate
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import threading
 import time
@@ -248,12 +249,18 @@ def evaluate(
     root: WorkRoot, cfg: InferConfig, plan: Plan, world: distributed.World, device: torch.device
 ) -> Written:
     """Stream every group through its models into parts; rank 0 loads them group by group."""
+    in_workers = device.type == "cpu" and cfg.workers > 0  # processes, not threads, on CPU
     shares = [
-        stream.mine(
-            stream.chunks(root.shards(g.dataset), cfg.batch_size, i, g.pre, g.crop_only),
-            world.rank,
-            world.size,
-        )
+        [
+            dataclasses.replace(c, models=worker_models(root, g), class_subset=g.class_subset)
+            if in_workers
+            else c
+            for c in stream.mine(
+                stream.chunks(root.shards(g.dataset), cfg.batch_size, i, g.pre, g.crop_only),
+                world.rank,
+                world.size,
+            )
+        ]
         for i, g in enumerate(plan.groups)
     ]
     batches = iter(
@@ -281,12 +288,13 @@ def evaluate(
     ):
         for group, share in zip(plan.groups, shares, strict=True):
             started = time.time()
-            for m in group.members:
+            for m in () if in_workers else group.members:
                 if m.model_id not in models:
                     models[m.model_id], _ = checkpoints.load(root.checkpoint(m.model_id), device)
             scorers = {
                 m.model_id: Scorer(models[m.model_id], m.pre, group.class_subset, device, precision)
                 for m in group.members
+                if not in_workers
             }
             fingerprint = Fingerprint(None, group.dataset_hash)
             writers = {
@@ -312,7 +320,11 @@ def evaluate(
             for _ in share:
                 batch = next(batches)
                 errors.extend(batch.errors)
-                if batch.keys:
+                if batch.keys and batch.outputs is not None:
+                    labels = batch.labels.numpy()
+                    for model_id, out in batch.outputs.items():
+                        writers[model_id].add(rows(batch.keys, labels, out))
+                elif batch.keys:
                     x = batch.pixels.to(device, non_blocking=True)
                     y = batch.labels.to(device, non_blocking=True)
                     labels = batch.labels.numpy()
@@ -337,6 +349,10 @@ def evaluate(
                         f.result()  # a failed load stops the run now
         written.rows = sum(f.result() for f in loads)
     return written
+
+
+def worker_models(root: WorkRoot, group: Group) -> tuple[tuple[str, str, Preprocess], ...]:
+    return tuple((m.model_id, str(root.checkpoint(m.model_id)), m.pre) for m in group.members)
 
 
 def load_group(root: WorkRoot, group: Group, world_size: int) -> int:

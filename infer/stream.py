@@ -20,16 +20,19 @@ import re
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pie import checkpoints
 from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, decode
 from pie.parallel import die_with_parent
 from pie.shards import IMAGE_EXTS, shard_urls
 
+WORKER_MODELS: dict = {}  # model_id -> loaded model, in a loader worker that scores (CPU)
 # webdataset's rule: the key is the member name up to the first dot of its last component
 MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
@@ -44,6 +47,10 @@ class Chunk:
     group: int  # the index of the (dataset, preprocessing) group in the run's plan
     pre: Preprocess
     crop_only: bool
+    # set on CPU with loader workers: the worker also runs these models on the batch
+    # ((model_id, checkpoint directory, Preprocess), ...) among `class_subset`
+    models: tuple[tuple[str, str, Preprocess], ...] = ()
+    class_subset: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -53,11 +60,11 @@ class Batch:
     labels: torch.Tensor  # int64 (n,)
     pixels: torch.Tensor  # uint8 (n, C, H, W)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (key, why) left out
+    outputs: dict[str, dict[str, np.ndarray]] | None = None  # per model, if the worker scored
 
     def pin_memory(self) -> Batch:
-        return Batch(
-            self.group, self.keys, self.labels.pin_memory(), self.pixels.pin_memory(), self.errors
-        )
+        pixels, labels = self.pixels.pin_memory(), self.labels.pin_memory()
+        return Batch(self.group, self.keys, labels, pixels, self.errors, self.outputs)
 
 
 def chunks(directory, batch_size: int, group: int, pre: Preprocess, crop_only: bool) -> list[Chunk]:
@@ -160,7 +167,29 @@ class Chunks(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> Batch:
-        return read_chunk(self.items[i])
+        chunk = self.items[i]
+        batch = read_chunk(chunk)
+        if chunk.models:
+            batch = score_in_worker(batch, chunk)
+        return batch
+
+
+@torch.inference_mode()
+def score_in_worker(batch: Batch, chunk: Chunk) -> Batch:
+    """A CPU loader worker runs the models too (one thread each: processes in parallel, as the
+    workers are), so the main process only writes; the pixels are not sent back."""
+    from infer.predict import Scorer
+
+    outputs = {}
+    if batch.keys:
+        for model_id, directory, pre in chunk.models:
+            if model_id not in WORKER_MODELS:
+                WORKER_MODELS[model_id] = checkpoints.load(Path(directory))[0]
+            scorer = Scorer(WORKER_MODELS[model_id], pre, chunk.class_subset, torch.device("cpu"))
+            outputs[model_id] = {
+                k: v.numpy() for k, v in scorer(batch.pixels, batch.labels).items()
+            }
+    return Batch(batch.group, batch.keys, batch.labels, batch.pixels[:0], batch.errors, outputs)
 
 
 def loader(items: Sequence[Chunk], workers: int, pin_memory: bool) -> DataLoader:
