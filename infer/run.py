@@ -12,8 +12,11 @@ The pending pairs are grouped by dataset and preprocessing geometry (pie.images:
 crop fraction, and the dataset's rule, resize-then-crop or center crop only). A group's shards
 are streamed by DataLoader workers (infer.stream), each batch decoded once and sent through every
 model of the group (each normalising with its own mean and std) before the next one; each model
-streams its rows into a Parquet part (infer.predict). When a group is done its parts are loaded
-by a background thread, one short write connection per group, while the next group is evaluated.
+streams its rows into a Parquet part (infer.predict). On CPU with loader workers, the workers
+run the models too (processes in parallel, one thread each; the main process only writes), as
+intra-op threads of one process scale worse on a few shared cores. When a group is done its
+parts are loaded by a background thread, one short write connection per group, while the next
+group is evaluated.
 An image that cannot be decoded is skipped and recorded in `decode_errors`.
 
 The run holds the work root's writer lock (pie.store.writer_lock) throughout, so a second writer
