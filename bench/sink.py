@@ -15,8 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from infer.predict import part_path
-from infer.sink import load_part
+from infer.sink import Fingerprint, closing_meta, load_pair, part_meta, part_path, read_part_info
 from pie import store
 from pie.paths import WorkRoot
 
@@ -46,12 +45,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = WorkRoot(Path(tmp))
         con = store.connect(root)
-        table = frame("bulk", args.rows, rng)
+        table = frame("bulk", args.rows, rng).drop_columns(["model_id", "dataset"])
         path = part_path(root, "bulk", "bench")
         path.parent.mkdir(parents=True)
+        meta = part_meta("bulk", "bench", "e", Fingerprint("sha", "hash"), 0, 1, "{}")
+        meta.update(closing_meta(0.0, []))
         start = time.perf_counter()
-        pq.write_table(table, path)
-        load_part(con, path)
+        pq.write_table(table.replace_schema_metadata(meta), path)
+        load_pair(con, [read_part_info(path)])
         bulk = args.rows / (time.perf_counter() - start)
 
         rows = frame("loop", args.baseline_rows, rng).to_pylist()

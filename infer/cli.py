@@ -19,13 +19,19 @@ def infer(
         list[str] | None,
         typer.Option("--dataset", "-d", help="Datasets to evaluate [default: every eval set]"),
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader processes decoding")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, or bf16 autocast (CUDA)")] = None,
+    channels_last: Annotated[
+        bool | None, typer.Option("--channels-last/--no-channels-last", help="CUDA only")
+    ] = None,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
-    """Evaluate every model on every dataset it has not seen; resumable, never duplicates."""
+    """Evaluate every model on every dataset it has not seen; resumable, never duplicates.
+
+    `torchrun --nproc_per_node=N -m pie infer` splits the batches across N processes."""
     from infer import run
 
     cfg = config.load(
@@ -37,6 +43,8 @@ def infer(
             workers=workers,
             batch_size=batch_size,
             device=device,
+            precision=precision,
+            channels_last=channels_last,
         ),
     )
     run.main(open_root(root), cfg)

@@ -6,17 +6,23 @@ from dataclasses import dataclass
 
 from pie.config import DEVICES
 
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class InferConfig:
     datasets: tuple[str, ...] = ()  # empty: every evaluation dataset (not training sets, exports)
-    batch_size: int = 1000
+    batch_size: int = 1000  # images decoded together and sent through every model
     device: str = "auto"
-    threads: int = 1  # torch threads per worker
-    workers: int = 2  # worker processes, each evaluating one (model, dataset) pair at a time
+    threads: int = 0  # torch threads for the forward passes; 0: torch's default (one per core)
+    workers: int = 2  # DataLoader processes decoding batches (on CPU, scoring them too); 0: none
+    precision: str = "fp32"  # bf16: autocast on CUDA, probabilities still in float32
+    channels_last: bool = False  # CUDA only
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.threads < 1 or self.workers < 1:
-            raise ValueError("infer.batch_size, threads and workers must be >= 1")
+        if self.batch_size < 1 or self.threads < 0 or self.workers < 0:
+            raise ValueError("infer.batch_size must be >= 1, threads and workers >= 0")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"infer.precision must be one of {', '.join(PRECISIONS)}")

@@ -1,130 +1,160 @@
-"""Run one checkpoint over one decoded dataset and stage its predictions as a Parquet part.
+"""One model's predictions on a decoded batch, and the Parquet part they stream into.
 
-Runs in a worker process, never touches the database: `infer.sink.write_part` writes the part
-as `.tmp` and renames it, so a part on disk is complete, and stamps it with what it was made
-from (the checkpoint's verified sha256, the dataset hash of the decoded pixels).
+`Scorer` normalises the batch with the model's own mean and std, runs the forward pass (bf16
+autocast and channels_last when asked, on CUDA only; a batch that does not fit in GPU memory is
+split in halves until it does, and the smaller size is kept) and takes top-1, top-5 and the
+probabilities in float32. With a class subset (ImageNet-A/R) the logits of the other classes are
+masked out, so the argmax and the softmax are taken among the subset only (REFERENCE.md).
+
+`PartWriter` appends each batch's rows to `<model>__<dataset>.<rank>-of-<world>.parquet.tmp`,
+a row group every `ROW_GROUP` rows, and renames it when the rank's share of the dataset is done
+(infer.sink reads it back).
 """
 
 from __future__ import annotations
 
-import functools
-import time
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
-from infer.sink import Fingerprint, write_part
-from pie import checkpoints
-from pie.errors import PieError
-from pie.images import Cached, Preprocess, load_cached, normalize
-from pie.models import resolve_device
-from pie.paths import WorkRoot
-from pie.shards import dataset_hash
+from pie.images import Preprocess, normalize
+
+ROW_GROUP = 32_768
+SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("label", pa.int32()),
+        ("pred", pa.int32()),
+        ("top5", pa.list_(pa.int32())),
+        ("p_label", pa.float32()),
+        ("p_pred", pa.float32()),
+    ]
+)
 
 
-def part_path(root: WorkRoot, model_id: str, dataset: str) -> Path:
-    return root.parts("predictions") / f"{model_id}__{dataset}.parquet"
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass runs: bf16 autocast and channels_last are CUDA-only options."""
+
+    bf16: bool = False
+    channels_last: bool = False
 
 
-def cached(root: WorkRoot, dataset: str, pre: Preprocess, center_crop_only: bool) -> Cached:
-    """The decoded dataset (images that cannot be decoded left out; the caller records them),
-    kept in memory per worker for the pairs that follow, as long as the shards do not change."""
-    return _cached(root, dataset, pre, center_crop_only, dataset_hash(root.shards(dataset)))
+class Scorer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        pre: Preprocess,
+        class_subset: list[int] | tuple[int, ...] | None,
+        device: torch.device,
+        precision: Precision = Precision(),
+        micro_batch: int | None = None,
+    ) -> None:
+        self.model = model.to(device).eval()
+        if precision.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.pre = pre
+        self.subset = list(class_subset) if class_subset else None
+        self.device = device
+        self.precision = precision
+        self.micro_batch = micro_batch  # None: the whole batch at once
 
+    @torch.inference_mode()
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """float32 logits of a uint8 batch already on the device."""
+        x = normalize(pixels, self.pre)
+        if self.precision.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        while True:
+            size = self.micro_batch or len(x)
+            try:
+                return torch.cat([self.forward(x[i : i + size]) for i in range(0, len(x), size)])
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                self.micro_batch = size // 2
+                torch.cuda.empty_cache()
 
-@functools.lru_cache(maxsize=4)
-def _cached(
-    root: WorkRoot, dataset: str, pre: Preprocess, center_crop_only: bool, content: str
-) -> Cached:
-    return load_cached(root, dataset, pre, center_crop_only=center_crop_only, strict=False)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", torch.bfloat16, enabled=self.precision.bf16):
+            return self.model(x).float()
 
-
-@torch.inference_mode()
-def predict(
-    model: torch.nn.Module,
-    data: Cached,
-    pre: Preprocess,
-    class_subset: list[int] | None,
-    batch_size: int,
-    device: torch.device,
-) -> dict[str, np.ndarray]:
-    """Top-1, top-5 and the probabilities of the prediction and of the true label.
-
-    With a class subset (ImageNet-A/R) the logits of the other classes are masked out, so the
-    argmax and the softmax are taken among the subset only (REFERENCE.md).
-    """
-    n_classes = None
-    preds, top5s, p_labels, p_preds = [], [], [], []
-    for start in range(0, len(data), batch_size):
-        x = torch.from_numpy(np.array(data.pixels[start : start + batch_size])).to(device)
-        labels = torch.from_numpy(data.labels[start : start + batch_size]).to(device)
-        logits = model(normalize(x, pre)).float()
-        if n_classes is None:
-            n_classes = logits.shape[1]
-            allowed = torch.zeros(n_classes, dtype=torch.bool, device=device)
-            allowed[class_subset if class_subset else slice(None)] = True
-            k = min(5, int(allowed.sum()))
-        logits = logits.masked_fill(~allowed, float("-inf"))
+    @torch.inference_mode()
+    def __call__(self, pixels: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """pred, top5 (k = min(5, classes allowed)), p_label and p_pred of each image."""
+        logits = self.logits(pixels)
+        if self.subset is not None:
+            allowed = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+            allowed[self.subset] = True
+            logits = logits.masked_fill(~allowed, float("-inf"))
         probs = logits.softmax(dim=1)
-        top5 = probs.topk(k, dim=1).indices
-        preds.append(top5[:, 0])
-        top5s.append(top5)
-        p_preds.append(probs.gather(1, top5[:, :1]).squeeze(1))
-        p_labels.append(probs.gather(1, labels.view(-1, 1)).squeeze(1))
-    return {
-        "pred": torch.cat(preds).cpu().numpy().astype(np.int32),
-        "top5": torch.cat(top5s).cpu().numpy().astype(np.int32),
-        "p_label": torch.cat(p_labels).cpu().numpy().astype(np.float32),
-        "p_pred": torch.cat(p_preds).cpu().numpy().astype(np.float32),
-    }
-
-
-def run_pair(
-    root: WorkRoot,
-    model_id: str,
-    experiment: str,
-    checkpoint_sha256: str,
-    dataset: str,
-    center_crop_only: bool,
-    class_subset: list[int] | None,
-    batch_size: int,
-    device_name: str,
-    threads: int,
-) -> Path:
-    """Worker: evaluate one (model, dataset) pair into a complete Parquet part.
-
-    `checkpoint_sha256` is the models row's: a checkpoint on disk that differs from it (trained
-    again but not registered) is refused rather than evaluated under the wrong sha.
-    """
-    started = time.time()
-    torch.set_num_threads(threads)
-    device = resolve_device(device_name)
-    model, sidecar = checkpoints.load(root.checkpoint(model_id), device)
-    if sidecar.sha256 != checkpoint_sha256:
-        raise PieError(
-            f"checkpoint {root.checkpoint(model_id)} has sha256 {sidecar.sha256[:12]}, its"
-            f" models row {checkpoint_sha256[:12]}: run `pie train` to register it again"
-        )
-    pre = Preprocess.from_dict(sidecar.preprocess)
-    data = cached(root, dataset, pre, center_crop_only)
-    out = predict(model, data, pre, class_subset, batch_size, device)
-    n = len(data)
-    table = pa.table(
-        {
-            "model_id": pa.array([model_id] * n, pa.string()),
-            "dataset": pa.array([dataset] * n, pa.string()),
-            "key": pa.array(data.keys.tolist(), pa.string()),
-            "label": pa.array(data.labels.astype(np.int32)),
-            "pred": pa.array(out["pred"]),
-            "top5": pa.FixedSizeListArray.from_arrays(
-                pa.array(out["top5"].reshape(-1)), out["top5"].shape[1]
-            ).cast(pa.list_(pa.int32())),
-            "p_label": pa.array(out["p_label"]),
-            "p_pred": pa.array(out["p_pred"]),
+        top5 = probs.topk(min(5, len(self.subset or range(logits.shape[1]))), dim=1).indices
+        return {
+            "pred": top5[:, 0],
+            "top5": top5,
+            "p_label": probs.gather(1, labels.view(-1, 1)).squeeze(1),
+            "p_pred": probs.gather(1, top5[:, :1]).squeeze(1),
         }
+
+
+def rows(keys: list[str], labels: np.ndarray, out: dict[str, np.ndarray]) -> pa.Table:
+    top5 = out["top5"].astype(np.int32)
+    return pa.table(
+        {
+            "key": pa.array(keys, pa.string()),
+            "label": pa.array(labels.astype(np.int32)),
+            "pred": pa.array(out["pred"].astype(np.int32)),
+            "top5": pa.FixedSizeListArray.from_arrays(
+                pa.array(top5.reshape(-1)), top5.shape[1]
+            ).cast(pa.list_(pa.int32())),
+            "p_label": pa.array(out["p_label"].astype(np.float32)),
+            "p_pred": pa.array(out["p_pred"].astype(np.float32)),
+        },
+        schema=SCHEMA,
     )
-    fingerprint = Fingerprint(sidecar.sha256, data.dataset_hash)
-    path = part_path(root, model_id, dataset)
-    return write_part(path, table, experiment, fingerprint, time.time() - started)
+
+
+class PartWriter:
+    """One pair's rows from one rank, streamed into a `.tmp` Parquet file."""
+
+    def __init__(self, path: Path, meta: dict[str, str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.writer = pq.ParquetWriter(self.tmp, SCHEMA.with_metadata(meta))
+        self.pending: list[pa.Table] = []
+        self.buffered = 0
+        self.n = 0
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.buffered += table.num_rows
+        self.n += table.num_rows
+        if self.buffered >= ROW_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending))
+        self.pending, self.buffered = [], 0
+
+    def close(self, extra: dict[str, str]) -> Path:
+        """Finish the file (`extra`: metadata known only now) and rename it into place."""
+        self.flush()
+        self.writer.add_key_value_metadata(extra)
+        self.writer.close()
+        self.tmp.rename(self.path)
+        return self.path
+
+    def abandon(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def errors_json(errors: list[tuple[str, str]]) -> str:
+    return json.dumps(errors)

@@ -1,5 +1,5 @@
 """`pie infer`: evaluate every model on every evaluation dataset whose predictions are missing
-or stale.
+or stale, decoding each dataset once for all of them.
 
 A pair's predictions are pinned to a fingerprint (`inference_runs.checkpoint_sha256`, the
 models row's sha256, and `inference_runs.dataset_hash`, pie.shards.dataset_hash of its shards).
@@ -8,42 +8,154 @@ is pending; evaluating it again replaces its rows in one transaction (infer.sink
 deletes the `class_tstats` rows of the model's experiment on that dataset: they described the
 old predictions, and `pie analyze` must be run again to get them back.
 
-Each dataset is decoded once per preprocessing spec and rule (pie.images cache; the rule,
-resize-then-crop or center crop only, comes from the dataset's row) in this process; an image
-that cannot be decoded is skipped and recorded in `decode_errors`. Worker processes evaluate
-pairs into Parquet parts, and this process, the only database writer, loads them. At the start
-of a run, `.tmp` parts (a worker killed mid-write) are removed, complete leftover parts are
-loaded, or dropped if their pair's checkpoint or dataset has changed since. Interrupt it at any
-point and rerun: finished pairs stay, nothing is duplicated.
+The pending pairs are grouped by dataset and preprocessing geometry (pie.images: size, channels,
+crop fraction, and the dataset's rule, resize-then-crop or center crop only). A group's shards
+are streamed by DataLoader workers (infer.stream), each batch decoded once and sent through every
+model of the group (each normalising with its own mean and std) before the next one; each model
+streams its rows into a Parquet part (infer.predict). On CPU with loader workers, the workers
+run the models too (processes in parallel, one thread each; the main process only writes), as
+intra-op threads of one process scale worse on a few shared cores. When a group is done its
+parts are loaded by a background thread, one short write connection per group, while the next
+group is evaluated.
+An image that cannot be decoded is skipped and recorded in `decode_errors`.
+
+The run holds the work root's writer lock (pie.store.writer_lock) throughout, so a second writer
+stops at once, but the database only for the planning step and each load step: `pie sql` and
+`pie summary` work meanwhile (a reader meeting a load step waits and retries).
+
+Under torchrun every rank evaluates its share of each group's batches into its own parts; rank 0
+plans, holds the lock and loads. At the start of a run, `.tmp` parts (a run killed mid-write) are
+removed, complete leftover pairs are loaded, or dropped if their checkpoint or dataset changed
+since. Kill it at any point and rerun: finished pairs stay, nothing is duplicated or partial.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
-import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
+from infer import stream
 from infer.config import InferConfig
-from infer.predict import run_pair
-from infer.sink import Fingerprint, load_part, read_part_info
-from pie import catalog, checkpoints, console, store
+from infer.predict import PartWriter, Precision, Scorer, rows
+from infer.sink import (
+    Fingerprint,
+    closing_meta,
+    complete_pairs,
+    load_pair,
+    part_meta,
+    part_path,
+    read_part_info,
+)
+from pie import catalog, checkpoints, console, distributed, store
 from pie.config import to_dict
 from pie.errors import PieError
-from pie.images import Preprocess, center_crop_only, load_cached
-from pie.parallel import run_tasks
+from pie.images import Preprocess, center_crop_only
+from pie.models import resolve_device
 from pie.paths import WorkRoot
 from pie.shards import INDEX, dataset_hash
 
 
+@dataclass(frozen=True)
+class Member:
+    """A pending pair of a group: the model and how its inputs are made."""
+
+    model_id: str
+    experiment: str
+    sha256: str
+    pre: Preprocess
+
+
+@dataclass(frozen=True)
+class Group:
+    """Pending pairs of one dataset sharing one decoding (geometry and rule)."""
+
+    dataset: str
+    dataset_hash: str
+    crop_only: bool
+    class_subset: tuple[int, ...] | None
+    pre: Preprocess  # the decoding geometry (the first member's spec)
+    members: tuple[Member, ...]
+    first_of_dataset: bool  # its load replaces the dataset's decode_errors
+
+
+@dataclass(frozen=True)
+class Plan:
+    groups: tuple[Group, ...]
+    done: int  # pairs already stored from the current checkpoint and dataset
+    stale: int  # pending pairs stored from another checkpoint or dataset
+    leftover_rows: int  # rows loaded from complete parts of an interrupted run
+    dropped: int  # leftover parts dropped (stale or incomplete)
+
+    @property
+    def pairs(self) -> int:
+        return sum(len(g.members) for g in self.groups)
+
+
 def main(root: WorkRoot, cfg: InferConfig) -> int:
     """Returns the number of (model, dataset) pairs evaluated."""
-    started = datetime.now()
-    t0 = time.time()
+    started, t0 = datetime.now(), time.time()
+    device = resolve_device(cfg.device)
+    if device.type != "cuda" and (cfg.precision != "fp32" or cfg.channels_last):
+        raise PieError(
+            f"infer.precision = {cfg.precision} and channels_last = {cfg.channels_last}:"
+            " bf16 and channels_last need a CUDA device, this run is on cpu"
+        )
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    world = distributed.init(device)
+    device = distributed.device_of(world, device)
+    try:
+        with contextlib.ExitStack() as lock:
+            failure, plan = None, None
+            if world.is_main:
+                try:
+                    command = "pie infer" + (
+                        f" (torchrun, {world.size} ranks)" if world.distributed else ""
+                    )
+                    lock.enter_context(store.writer_lock(root, command))
+                    plan = prepare(root, cfg)
+                except Exception as e:
+                    failure = e
+            message, plan = distributed.broadcast_object(
+                world, (str(failure) if failure else None, plan)
+            )
+            if failure is not None:
+                raise failure
+            if message is not None:
+                raise PieError(message)
+            written = evaluate(root, cfg, plan, world, device)
+            if world.is_main:
+                finish(root, cfg, plan, written, started, time.time() - t0)
+        distributed.barrier(world)
+    finally:
+        distributed.shutdown(world)
+    return plan.pairs
+
+
+def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
+    """Clean up after an interrupted run and list what is pending (one short write step)."""
     with store.connect(root) as con:
         staging = root.parts("predictions")
-        for tmp in staging.glob("*.tmp"):  # a worker killed mid-write: never complete
+        for tmp in staging.glob("*.tmp"):  # a run killed mid-write: never complete
             tmp.unlink()
         models = {m.model_id: m for m in catalog.model_rows(con)}
 
@@ -54,16 +166,20 @@ def main(root: WorkRoot, cfg: InferConfig) -> int:
                 return None
             return Fingerprint(models[model_id].sha256, dataset_hash(shards))
 
-        # complete parts left by an interrupted run: load them if still current
-        rows, dropped = 0, 0
-        leftovers = sorted(staging.glob("*.parquet"))
-        for part in leftovers:
-            info = read_part_info(part)
-            if info.fingerprint == current(info.model_id, info.dataset):
-                rows += load_part(con, part)
+        leftover_rows, dropped = 0, 0
+        complete, incomplete = complete_pairs(
+            [read_part_info(p) for p in sorted(staging.glob("*.parquet"))]
+        )
+        for parts in complete:
+            if parts[0].fingerprint == current(parts[0].model_id, parts[0].dataset):
+                leftover_rows += load_pair(con, parts)
             else:
-                part.unlink()
-                dropped += 1
+                for p in parts:
+                    p.path.unlink()
+                dropped += len(parts)
+        for info in incomplete:
+            info.path.unlink()
+            dropped += 1
 
         if not models:
             raise PieError("no models yet: run `pie train` first")
@@ -78,100 +194,248 @@ def main(root: WorkRoot, cfg: InferConfig) -> int:
                 con, "select model_id, dataset, checkpoint_sha256, dataset_hash from inference_runs"
             )
         }
-        pending, done, stale = [], 0, 0
-        for d in datasets:
-            content = dataset_hash(root.shards(d["name"]))
-            for m in models.values():
-                if m.label_space != d["label_space"]:
-                    continue
-                now = Fingerprint(m.sha256, content)
-                if stored.get((m.model_id, d["name"])) == now:
-                    done += 1
-                    continue
-                stale += int((m.model_id, d["name"]) in stored)
-                pending.append((m, d, now))
-
-        # decode each dataset once per preprocessing spec and rule, before the workers map it
-        specs = {
-            m.model_id: Preprocess.from_dict(
-                checkpoints.read_sidecar(root.checkpoint(m.model_id)).preprocess
-            )
-            for m in {m.model_id: m for m, _, _ in pending}.values()
-        }
-        needed = {(d["name"], specs[m.model_id], center_crop_only(d)) for m, d, _ in pending}
-        errors: dict[str, dict[str, str]] = {}
-        with console.progress("decoding datasets", None) as advance:
-            for name, pre, crop_only in sorted(needed, key=lambda x: (x[0], x[1].spec, x[2])):
-                data = load_cached(
-                    root, name, pre, advance, center_crop_only=crop_only, strict=False
-                )
-                if not len(data):
-                    key, error = data.errors[0]
+    specs: dict[str, Preprocess] = {}
+    groups: list[Group] = []
+    done, stale = 0, 0
+    for d in datasets:
+        content = dataset_hash(root.shards(d["name"]))
+        by_geometry: dict[str, list[Member]] = {}
+        for m in models.values():
+            if m.label_space != d["label_space"]:
+                continue
+            if stored.get((m.model_id, d["name"])) == Fingerprint(m.sha256, content):
+                done += 1
+                continue
+            stale += int((m.model_id, d["name"]) in stored)
+            if m.model_id not in specs:
+                sidecar = checkpoints.read_sidecar(root.checkpoint(m.model_id))
+                if sidecar.sha256 != m.sha256:
                     raise PieError(
-                        f"dataset {name}: no image can be decoded (first: {key}: {error})"
+                        f"checkpoint {root.checkpoint(m.model_id)} has sha256"
+                        f" {sidecar.sha256[:12]}, its models row {m.sha256[:12]}: run `pie train`"
+                        " to register it again"
                     )
-                for key, error in data.errors:
-                    errors.setdefault(name, {}).setdefault(key, error)
-        record_decode_errors(con, {name for name, _, _ in needed}, errors)
-
-        tasks = [
-            (
-                root,
-                m.model_id,
-                m.experiment,
-                m.sha256,
-                d["name"],
-                center_crop_only(d),
-                d["class_subset"],
-                cfg.batch_size,
-                cfg.device,
-                cfg.threads,
+                specs[m.model_id] = Preprocess.from_dict(sidecar.preprocess)
+            member = Member(m.model_id, m.experiment, m.sha256, specs[m.model_id])
+            by_geometry.setdefault(member.pre.spec, []).append(member)
+        for i, spec in enumerate(sorted(by_geometry)):
+            members = by_geometry[spec]
+            subset = d["class_subset"]
+            groups.append(
+                Group(
+                    d["name"],
+                    content,
+                    center_crop_only(d),
+                    tuple(subset) if subset else None,
+                    members[0].pre,
+                    tuple(members),
+                    first_of_dataset=i == 0,
+                )
             )
-            for m, d, _ in pending
-        ]
-        expected = {(m.model_id, d["name"]): now for m, d, now in pending}
-        with console.progress(f"evaluating {len(pending)} pairs", len(pending)) as advance:
-            for part in run_tasks(run_pair, tasks, cfg.workers):
-                info = read_part_info(part)
-                if info.fingerprint == expected[(info.model_id, info.dataset)]:
-                    rows += load_part(con, part)
-                else:  # the dataset was re-packed while this run decoded it: next run
-                    part.unlink()
-                    dropped += 1
-                advance(1)
+    return Plan(tuple(groups), done, stale, leftover_rows, dropped)
 
-        summary = (
-            f"infer: {len(pending)} (model, dataset) pairs evaluated ({stale} again: checkpoint"
-            f" or dataset changed), {rows} predictions written in {time.time() - t0:.0f}s;"
-            f" {done} pairs were already done"
+
+def preprocess_json(pre: Preprocess, crop_only: bool) -> str:
+    rule = "center_crop_only" if crop_only else "resize_then_crop"
+    return json.dumps({**pre.to_dict(), "rule": rule}, sort_keys=True)
+
+
+@dataclass
+class Written:
+    rows: int = 0
+    images: int = 0  # images decoded and evaluated by this process (each through every model)
+    skipped: int = 0  # images that could not be decoded
+    changed: int = 0  # groups whose dataset was re-packed while they were evaluated
+
+
+def evaluate(
+    root: WorkRoot, cfg: InferConfig, plan: Plan, world: distributed.World, device: torch.device
+) -> Written:
+    """Stream every group through its models into parts; rank 0 loads them group by group."""
+    in_workers = device.type == "cpu" and cfg.workers > 0  # processes, not threads, on CPU
+    shares = [
+        [
+            dataclasses.replace(c, models=worker_models(root, g), class_subset=g.class_subset)
+            if in_workers
+            else c
+            for c in stream.mine(
+                stream.chunks(root.shards(g.dataset), cfg.batch_size, i, g.pre, g.crop_only),
+                world.rank,
+                world.size,
+            )
+        ]
+        for i, g in enumerate(plan.groups)
+    ]
+    batches = iter(
+        stream.loader([c for s in shares for c in s], cfg.workers, device.type == "cuda")
+    )
+    precision = Precision(cfg.precision == "bf16", cfg.channels_last)
+    models: dict[str, torch.nn.Module] = {}
+    written = Written()
+    loads: list[Future[int]] = []
+    failed = threading.Event()
+
+    def load(group: Group) -> int:
+        """Load a group unless an earlier load failed (the run stops at the first failure)."""
+        if failed.is_set():
+            return 0
+        try:
+            return load_group(root, group, world.size)
+        except BaseException:
+            failed.set()
+            raise
+
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="pie-load") as loader,
+        progress_bar(world.is_main) as bar,
+    ):
+        for group, share in zip(plan.groups, shares, strict=True):
+            started = time.time()
+            for m in () if in_workers else group.members:
+                if m.model_id not in models:
+                    models[m.model_id], _ = checkpoints.load(root.checkpoint(m.model_id), device)
+            scorers = {
+                m.model_id: Scorer(models[m.model_id], m.pre, group.class_subset, device, precision)
+                for m in group.members
+                if not in_workers
+            }
+            fingerprint = Fingerprint(None, group.dataset_hash)
+            writers = {
+                m.model_id: PartWriter(
+                    part_path(root, m.model_id, group.dataset, world.rank, world.size),
+                    part_meta(
+                        m.model_id,
+                        group.dataset,
+                        m.experiment,
+                        Fingerprint(m.sha256, fingerprint.dataset_hash),
+                        world.rank,
+                        world.size,
+                        preprocess_json(m.pre, group.crop_only),
+                    ),
+                )
+                for m in group.members
+            }
+            task = bar.add_task(
+                f"{group.dataset} x {len(group.members)} models",
+                total=sum(c.stop - c.start for c in share),
+            )
+            errors: list[tuple[str, str]] = []
+            for _ in share:
+                batch = next(batches)
+                errors.extend(batch.errors)
+                if batch.keys and batch.outputs is not None:
+                    labels = batch.labels.numpy()
+                    for model_id, out in batch.outputs.items():
+                        writers[model_id].add(rows(batch.keys, labels, out))
+                elif batch.keys:
+                    x = batch.pixels.to(device, non_blocking=True)
+                    y = batch.labels.to(device, non_blocking=True)
+                    labels = batch.labels.numpy()
+                    for model_id, scorer in scorers.items():
+                        out = {k: v.cpu().numpy() for k, v in scorer(x, y).items()}
+                        writers[model_id].add(rows(batch.keys, labels, out))
+                written.images += len(batch.keys)
+                bar.advance(task, len(batch.keys) + len(batch.errors))
+            written.skipped += len(errors)
+            if dataset_hash(root.shards(group.dataset)) != group.dataset_hash:
+                for w in writers.values():  # re-packed meanwhile: the next run evaluates it
+                    w.abandon()
+                written.changed += 1
+            else:
+                for w in writers.values():
+                    w.close(closing_meta(time.time() - started, errors))
+            distributed.barrier(world)  # every rank's parts of the group are there
+            if world.is_main:
+                loads.append(loader.submit(load, group))
+                for f in loads:
+                    if f.done():
+                        f.result()  # a failed load stops the run now
+        written.rows = sum(f.result() for f in loads)
+    return written
+
+
+def worker_models(root: WorkRoot, group: Group) -> tuple[tuple[str, str, Preprocess], ...]:
+    return tuple((m.model_id, str(root.checkpoint(m.model_id)), m.pre) for m in group.members)
+
+
+def load_group(root: WorkRoot, group: Group, world_size: int) -> int:
+    """Load a group's complete pairs in one short write step; returns the rows loaded."""
+    infos = [
+        [
+            read_part_info(part_path(root, m.model_id, group.dataset, r, world_size))
+            for r in range(world_size)
+        ]
+        for m in group.members
+        if all(
+            part_path(root, m.model_id, group.dataset, r, world_size).exists()
+            for r in range(world_size)
         )
-        skipped = sum(len(keys) for keys in errors.values())
-        if skipped:
-            summary += f"; {skipped} images skipped (cannot be decoded: see table decode_errors)"
-        if dropped:
-            summary += f"; {dropped} stale staged parts dropped"
-        if pending or leftovers:
+    ]
+    if not infos:
+        return 0
+    n_images = sum(pq.read_metadata(p.path).num_rows for p in infos[0])
+    if n_images == 0:
+        errors = [e for p in infos[0] for e in p.errors]
+        for parts in infos:
+            for p in parts:
+                p.path.unlink()
+        key, why = errors[0] if errors else ("-", "no images")
+        raise PieError(f"dataset {group.dataset}: no image can be decoded (first: {key}: {why})")
+    n = 0
+    with store.connect(root) as con:
+        for i, parts in enumerate(infos):
+            n += load_pair(con, parts, replace_errors=group.first_of_dataset and i == 0)
+    return n
+
+
+def finish(
+    root: WorkRoot,
+    cfg: InferConfig,
+    plan: Plan,
+    written: Written,
+    started: datetime,
+    seconds: float,
+) -> None:
+    """The closing line (and its `runs` row, when anything was written)."""
+    rows_total = written.rows + plan.leftover_rows
+    rate = written.images / seconds if seconds else 0.0
+    summary = (
+        f"infer: {plan.pairs} (model, dataset) pairs evaluated ({plan.stale} again: checkpoint"
+        f" or dataset changed), {rows_total} predictions written in {seconds:.0f}s"
+        f" ({rate:,.0f} images/s, each through every pending model); {plan.done} pairs were"
+        f" already done; rows in {root.db}, table predictions"
+    )
+    if written.skipped:
+        summary += (
+            f"; {written.skipped} images skipped (cannot be decoded: see table decode_errors)"
+        )
+    if plan.dropped:
+        summary += f"; {plan.dropped} stale staged parts dropped"
+    if written.changed:
+        summary += f"; {written.changed} datasets re-packed while evaluated: run again"
+    if plan.pairs or plan.leftover_rows or plan.dropped:
+        with store.connect(root) as con:
             store.record_run(con, "infer", None, to_dict(cfg), summary, started)
     console.say(summary)
-    return len(pending)
 
 
-def record_decode_errors(
-    con: duckdb.DuckDBPyConnection, datasets: set[str], errors: dict[str, dict[str, str]]
-) -> None:
-    """Replace the `decode_errors` rows of the datasets decoded in this run."""
-    found = [(name, key, error) for name in sorted(errors) for key, error in errors[name].items()]
-    with store.transaction(con):
-        for name in sorted(datasets):
-            con.execute("delete from decode_errors where dataset = ?", [name])
-        store.append(
-            con,
-            "decode_errors",
-            pa.table(
-                {
-                    "dataset": pa.array([f[0] for f in found], pa.string()),
-                    "key": pa.array([f[1] for f in found], pa.string()),
-                    "error": pa.array([f[2] for f in found], pa.string()),
-                }
-            ),
-        )
+class Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} img/s")
+
+
+@contextlib.contextmanager
+def progress_bar(shown: bool):
+    """One bar per group: images done, images per second, time left (stderr, terminals)."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console.err,
+        disable=not (shown and console.err.is_terminal),
+    )
+    with bar:
+        yield bar

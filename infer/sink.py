@@ -1,16 +1,22 @@
-"""The prediction sink: Parquet parts staged by workers, loaded by the one writing process.
+"""The prediction sink: Parquet parts written by the ranks, loaded by rank 0, briefly.
 
-A part holds one (model, dataset) pair's predictions; its schema metadata says what they were
-made from (`Fingerprint`: the checkpoint's sha256 and the dataset's content hash), the model's
-experiment and the seconds taken. Workers write it as `.tmp` and rename it, so a `.parquet` part
-is complete. `load_part` replaces the pair in one transaction: its old predictions are deleted,
-the new ones inserted, the `class_tstats` rows of (experiment, dataset) deleted (they described
-the old predictions: rerun `pie analyze`), and its `inference_runs` row replaced. A pair is
-therefore complete or absent, never mixed, and an interrupted load is redone by the next run.
+A part holds one rank's share of one (model, dataset) pair: `<model>__<dataset>.<rank>-of-
+<world>.parquet`, written as `.tmp` and renamed when complete. Its metadata says which pair and
+what it was made from (`Fingerprint`: the checkpoint's sha256 and the dataset's content hash),
+the model's experiment, the preprocessing, the seconds taken and the images that could not be
+decoded. A pair is loadable when the parts of every rank are there with the same fingerprint.
+
+`load_pair` replaces the pair in one transaction: its old predictions are deleted, the new ones
+inserted, the `class_tstats` rows of (experiment, dataset) deleted (they described the old
+predictions: rerun `pie analyze`), its `inference_runs` row replaced and its decode errors
+recorded. A pair is therefore complete or absent, never mixed; the parts are deleted after the
+commit, and a part whose pair is already stored from the same fingerprint is simply dropped.
 """
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pie import store
+from pie.paths import WorkRoot
+
+ERROR_COLUMNS = ("dataset", "key", "error")
 
 
 @dataclass(frozen=True)
@@ -31,49 +40,84 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class PartInfo:
+    path: Path
     model_id: str
     dataset: str
-    experiment: str | None  # None: a part that does not say (its dataset's rows, every experiment)
+    experiment: str | None  # None: unknown (its dataset's class_tstats rows, every experiment)
     fingerprint: Fingerprint
+    rank: int
+    world: int
+    preprocess: str | None  # JSON: the Preprocess and the rule
     seconds: float
+    errors: list[tuple[str, str]]  # (key, why) of the images of this share left out
 
 
-def write_part(
-    path: Path, table: pa.Table, experiment: str, fingerprint: Fingerprint, seconds: float
-) -> Path:
-    """Stage one pair's predictions: `.tmp` first, renamed when complete."""
-    meta = {
+def part_path(root: WorkRoot, model_id: str, dataset: str, rank: int = 0, world: int = 1) -> Path:
+    return root.parts("predictions") / f"{model_id}__{dataset}.{rank}-of-{world}.parquet"
+
+
+def part_meta(
+    model_id: str,
+    dataset: str,
+    experiment: str,
+    fingerprint: Fingerprint,
+    rank: int,
+    world: int,
+    preprocess: str,
+) -> dict[str, str]:
+    return {
+        "model_id": model_id,
+        "dataset": dataset,
         "experiment": experiment,
         "checkpoint_sha256": fingerprint.checkpoint_sha256 or "",
         "dataset_hash": fingerprint.dataset_hash or "",
-        "seconds": f"{seconds:.3f}",
+        "rank": str(rank),
+        "world": str(world),
+        "preprocess": preprocess,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table.replace_schema_metadata(meta), tmp)
-    tmp.rename(path)
-    return path
+
+
+def closing_meta(seconds: float, errors: list[tuple[str, str]]) -> dict[str, str]:
+    return {"seconds": f"{seconds:.3f}", "errors": json.dumps(errors)}
 
 
 def read_part_info(path: Path) -> PartInfo:
-    meta = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
-    pairs = pq.read_table(path, columns=["model_id", "dataset"]).group_by(["model_id", "dataset"])
-    pair = pairs.aggregate([]).to_pylist()
-    if len(pair) != 1:
-        raise ValueError(f"part {path} must hold exactly one (model, dataset) pair")
+    meta = {k.decode(): v.decode() for k, v in (pq.read_metadata(path).metadata or {}).items()}
     return PartInfo(
-        pair[0]["model_id"],
-        pair[0]["dataset"],
+        path,
+        meta["model_id"],
+        meta["dataset"],
         meta.get("experiment") or None,
         Fingerprint(meta.get("checkpoint_sha256") or None, meta.get("dataset_hash") or None),
+        int(meta.get("rank", "0")),
+        int(meta.get("world", "1")),
+        meta.get("preprocess") or None,
         float(meta.get("seconds", "nan")),
+        [tuple(e) for e in json.loads(meta.get("errors", "[]"))],
     )
 
 
-def load_part(con: duckdb.DuckDBPyConnection, path: Path) -> int:
-    """Load a part and delete it; returns the rows loaded (0 if its pair is already stored from
-    the same fingerprint). The caller drops parts made from a stale checkpoint or dataset."""
-    info = read_part_info(path)
+def complete_pairs(parts: list[PartInfo]) -> tuple[list[list[PartInfo]], list[PartInfo]]:
+    """Leftover parts as (complete pairs: every rank's part, one fingerprint; the rest)."""
+    by_pair: dict[tuple, list[PartInfo]] = defaultdict(list)
+    for info in parts:
+        by_pair[(info.model_id, info.dataset, info.world, info.fingerprint)].append(info)
+    complete, rest = [], []
+    for infos in by_pair.values():
+        if sorted(i.rank for i in infos) == list(range(infos[0].world)):
+            complete.append(sorted(infos, key=lambda i: i.rank))
+        else:
+            rest.extend(infos)
+    return complete, rest
+
+
+def load_pair(
+    con: duckdb.DuckDBPyConnection, parts: list[PartInfo], replace_errors: bool = False
+) -> int:
+    """Load one pair from its parts (one per rank) and delete them; returns the rows loaded (0
+    if the pair is already stored from the same fingerprint). replace_errors: the dataset was
+    decoded again in this run, so its old `decode_errors` rows go in the same transaction."""
+    info = parts[0]
     pair = [info.model_id, info.dataset]
     stored = store.rows(
         con,
@@ -81,12 +125,16 @@ def load_part(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         " where model_id = ? and dataset = ?",
         pair,
     )
+    paths = [str(p.path) for p in parts]
+    errors = [(info.dataset, key, why) for p in parts for key, why in p.errors]
     n = 0
     if not stored or Fingerprint(*stored[0]) != info.fingerprint:
         with store.transaction(con):
             con.execute("delete from predictions where model_id = ? and dataset = ?", pair)
             con.execute(
-                "insert into predictions by name select * from read_parquet(?)", [str(path)]
+                "insert into predictions by name select ? as model_id, ? as dataset, *"
+                " from read_parquet(?)",
+                [*pair, paths],
             )
             if info.experiment is None:
                 con.execute("delete from class_tstats where dataset = ?", [info.dataset])
@@ -99,15 +147,28 @@ def load_part(con: duckdb.DuckDBPyConnection, path: Path) -> int:
             n = store.rows(
                 con,
                 "insert into inference_runs (model_id, dataset, n_images, status,"
-                " checkpoint_sha256, dataset_hash, top1, seconds)"
-                " select any_value(model_id), any_value(dataset), count(*), 'done', ?, ?,"
-                " avg((pred = label)::double), ? from read_parquet(?) returning n_images",
+                " checkpoint_sha256, dataset_hash, top1, seconds, preprocess)"
+                " select ?, ?, count(*), 'done', ?, ?, avg((pred = label)::double), ?, ?"
+                " from read_parquet(?) returning n_images",
                 [
+                    *pair,
                     info.fingerprint.checkpoint_sha256,
                     info.fingerprint.dataset_hash,
-                    info.seconds,
-                    str(path),
+                    max(p.seconds for p in parts),
+                    info.preprocess,
+                    paths,
                 ],
             )[0][0]
-    path.unlink()
+            if replace_errors:
+                con.execute("delete from decode_errors where dataset = ?", [info.dataset])
+            if errors:
+                frame = pa.table({c: [e[i] for e in errors] for i, c in enumerate(ERROR_COLUMNS)})
+                con.register("_decode_errors", frame)
+                con.execute(
+                    "insert or replace into decode_errors (dataset, key, error)"
+                    " select dataset, key, error from _decode_errors"
+                )
+                con.unregister("_decode_errors")
+    for p in parts:
+        p.path.unlink()
     return n

@@ -1,14 +1,19 @@
 """The DuckDB store: schema, views, bulk appends and transactions.
 
-One process writes (DuckDB allows a single writing process); parallel workers stage Parquet
-parts under `parts/` that the writer loads. Analysis and `pie sql` open the file read-only.
+One process writes (DuckDB allows a single writing process), and only in short steps; parallel
+workers stage Parquet parts under `parts/` that the writer loads. Analysis and `pie sql` open the
+file read-only. A writing stage holds `writer_lock` for its whole run, the database only briefly.
 Tables live in `pie/sql/schema/*.sql`, views in `pie/sql/views/<name>.sql` (one relation per file,
 a plain `select`, wrapped here in `create or replace view`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,7 +30,11 @@ from pie.paths import WorkRoot
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Bumped whenever a table of pie/sql/schema changes shape; stored in `settings`. A database of
 # another version is refused in one line rather than failing later in the middle of a stage.
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
+# How long a connection retries while another process holds the database file (seconds).
+READ_WAIT = 30.0
+WRITE_WAIT = 120.0
+LOCK_FILE = ".lock"  # `writer_lock`: the one writing stage of a work root
 # Views in dependency order (a view may read the ones before it).
 VIEWS = (
     "population_predictions",
@@ -47,9 +56,14 @@ VIEWS = (
 
 
 def connect(
-    root: WorkRoot, read_only: bool = False, *, sandbox: bool = False
+    root: WorkRoot, read_only: bool = False, *, sandbox: bool = False, wait: float | None = None
 ) -> duckdb.DuckDBPyConnection:
     """Open the work root's database; a writable connection creates or updates schema and views.
+
+    DuckDB lets one process open the file for writing or many for reading, not both: a writer
+    (`pie infer` connects, loads, closes for each short load step) and a reader therefore meet
+    now and then. Either one retries with a short backoff for `wait` seconds (READ_WAIT for a
+    reader, WRITE_WAIT for a writer) before it gives up with one line naming the holder.
 
     sandbox=True (`pie sql`): read-only, DuckDB's external access off (no file other than the
     database is read or written, no extension installed or loaded) and the configuration locked.
@@ -58,12 +72,23 @@ def connect(
     if read_only and not root.db.exists():
         raise PieError(f"no database at {root.db}: run `pie ingest` first")
     settings = {"enable_external_access": False, "lock_configuration": True} if sandbox else {}
-    try:
-        con = duckdb.connect(str(root.db), read_only=read_only, config=settings)
-    except duckdb.IOException as e:
-        if "lock" in str(e).lower():
-            raise PieError(f"database {root.db} is in use by another process") from None
-        raise PieError(f"cannot open database {root.db}: {e}") from None
+    deadline = time.monotonic() + (
+        wait if wait is not None else READ_WAIT if read_only else WRITE_WAIT
+    )
+    pause = 0.02
+    while True:
+        try:
+            con = duckdb.connect(str(root.db), read_only=read_only, config=settings)
+            break
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower():
+                raise PieError(f"cannot open database {root.db}: {e}") from None
+            if time.monotonic() >= deadline:
+                holder = re.search(r"PID (\d+)", str(e))
+                by = f" by process {holder.group(1)}" if holder else " by another process"
+                raise PieError(f"database {root.db} is locked{by}: try again later") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
     try:
         check_version(con, root.db)
     except PieError:
@@ -72,6 +97,36 @@ def connect(
     if not read_only:
         create_schema(con)
     return con
+
+
+@contextmanager
+def writer_lock(root: WorkRoot, command: str) -> Iterator[None]:
+    """Be the work root's one writing stage for the duration of the block.
+
+    `<root>/.lock` is held with `fcntl.flock` (released by the kernel however the process ends,
+    SIGKILL included) and holds `pid <pid>: <command>`; a second writer stops at once with one
+    line naming the first. Readers never take it: they only meet the short load steps.
+    """
+    path = root.path / LOCK_FILE
+    f = path.open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise PieError(f"{root.path} is being written by {holder}: wait for it to end") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}: {command}\n")
+        f.flush()
+        yield
+    finally:
+        f.seek(0)
+        f.truncate()
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:

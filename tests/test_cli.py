@@ -173,15 +173,15 @@ def test_interrupted_infer_then_rerun_leaves_no_duplicate(run, monkeypatch):
     con.close()
     import infer.run
 
-    real, calls = infer.run.load_part, []
+    real, calls = infer.run.load_pair, []
 
-    def interrupted(con, part):
-        calls.append(part)
+    def interrupted(con, parts, replace_errors=False):
+        calls.append(parts)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(con, part)
+        return real(con, parts, replace_errors)
 
-    monkeypatch.setattr(infer.run, "load_part", interrupted)
+    monkeypatch.setattr(infer.run, "load_pair", interrupted)
     result = pie("infer", *args, ok=False)
     assert result.exit_code == 130 and "interrupted" in result.stderr
     monkeypatch.undo()

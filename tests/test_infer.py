@@ -16,9 +16,11 @@ import torch
 from conftest import write_idx
 from PIL import Image
 
+from infer import run as infer_run
 from infer.config import InferConfig
-from infer.predict import part_path, run_pair
+from infer.predict import PartWriter
 from infer.run import main as infer
+from infer.sink import Fingerprint, closing_meta, part_meta, part_path
 from ingest import pack, sources
 from ingest.config import IngestConfig
 from pie import catalog, checkpoints, store
@@ -38,7 +40,7 @@ TINY = TrainConfig(
     prune_frequency=1,
     device="cpu",
 )
-CFG = InferConfig(workers=1, device="cpu", batch_size=7)
+CFG = InferConfig(workers=0, device="cpu", batch_size=7)
 JOBS = [make_job("t", "dense", 0.0, seed) for seed in (0, 1)]
 
 
@@ -104,6 +106,11 @@ def assert_same(got: dict, want: dict) -> None:
         assert got[k][0] == want[k][0] and got[k][1] == pytest.approx(want[k][1], abs=1e-5), k
 
 
+def said(capsys) -> str:
+    """stdout with rich's line wrapping undone."""
+    return " ".join(capsys.readouterr().out.split())
+
+
 def add_tstats(root, dataset: str, experiment: str) -> None:
     with store.connect(root) as con:
         con.execute(
@@ -126,7 +133,7 @@ def test_retrained_checkpoint_is_evaluated_again_and_its_rows_replaced(world, ca
     assert new_sha != old_sha
     capsys.readouterr()
     assert infer(root, CFG) == 1
-    assert "1 (model, dataset) pairs evaluated (1 again" in capsys.readouterr().out
+    assert "1 (model, dataset) pairs evaluated (1 again" in said(capsys)
 
     runs = dict(query(root, "select model_id, checkpoint_sha256 from inference_runs"))
     m1_sha = query(root, "select sha256 from models where model_id = ?", [m1])[0][0]
@@ -169,28 +176,29 @@ def test_repacked_dataset_is_evaluated_again(world, tmp_path):
         assert_same(stored(root, m, "fmnist-test"), expected(root, m, keys, pixels))
 
 
-def test_leftover_parts_tmp_removed_stale_dropped_current_loaded(world, capsys):
+def test_leftover_parts_tmp_removed_stale_dropped_current_loaded(world, capsys, monkeypatch):
+    """A run killed after its parts were complete but before they were loaded: the next run
+    loads the current ones, drops the stale and incomplete ones, removes the `.tmp`."""
     root = world
     m0, m1 = (j.model_id for j in JOBS)
+    monkeypatch.setattr(infer_run, "load_group", lambda *a: 0)  # the parts stay on disk
     assert infer(root, CFG) == 2
-    old_sha = query(root, "select sha256 from models where model_id = ?", [m0])[0][0]
+    monkeypatch.undo()
+    assert query(root, "select count(*) from inference_runs") == [(0,)]
+    stale, current = part_path(root, m0, "fmnist-test"), part_path(root, m1, "fmnist-test")
+    assert stale.exists() and current.exists()
+    new_sha = train(root, JOBS[0], replace(TINY, epochs=3))  # m0's part is now stale
     m1_sha = query(root, "select sha256 from models where model_id = ?", [m1])[0][0]
-    # a complete part of m0 made from its old checkpoint, then m0 is trained again
-    stale = run_pair(root, m0, "t", old_sha, "fmnist-test", False, None, 7, "cpu", 1)
-    new_sha = train(root, JOBS[0], replace(TINY, epochs=3))
-    # a complete, current part of m1 whose load was interrupted (rows not there yet)
-    with store.connect(root) as con:
-        con.execute("delete from predictions where model_id = ?", [m1])
-        con.execute("delete from inference_runs where model_id = ?", [m1])
-    current = run_pair(root, m1, "t", m1_sha, "fmnist-test", False, None, 7, "cpu", 1)
-    tmp = root.parts("predictions") / "killed__mid-write.tmp"
+    lone = part_path(root, m1, "fmnist-test", 0, 2)  # rank 0 of 2 without rank 1: dropped
+    meta = part_meta(m1, "fmnist-test", "t", Fingerprint(m1_sha, None), 0, 2, "{}")
+    PartWriter(lone, meta).close(closing_meta(0.0, []))
+    tmp = root.parts("predictions") / "killed__mid-write.0-of-1.parquet.tmp"
     tmp.write_bytes(b"PAR1 half a part")
-    assert stale == part_path(root, m0, "fmnist-test") and current.exists()
 
     capsys.readouterr()
     assert infer(root, CFG) == 1  # m0 again; m1 came from its leftover part
-    assert "1 stale staged parts dropped" in capsys.readouterr().out
-    assert not tmp.exists() and not stale.exists() and not current.exists()
+    assert "2 stale staged parts dropped" in said(capsys)
+    assert not any(p.exists() for p in (tmp, stale, current, lone))
     runs = dict(query(root, "select model_id, checkpoint_sha256 from inference_runs"))
     assert runs == {m0: new_sha, m1: m1_sha}
     keys, pixels = images(root, "fmnist-test")
@@ -232,7 +240,7 @@ def test_truncated_png_is_skipped_and_recorded(world, capsys):
 
     capsys.readouterr()
     assert infer(root, replace(CFG, datasets=("broken",))) == 2
-    assert "1 images skipped (cannot be decoded" in capsys.readouterr().out
+    assert "1 images skipped (cannot be decoded" in said(capsys)
     errors = query(root, "select dataset, key, error from decode_errors")
     assert [(d, k) for d, k, _ in errors] == [("broken", "k3")]
     assert "cannot decode" in errors[0][2]

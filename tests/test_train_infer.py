@@ -6,16 +6,14 @@ import json
 import math
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import TINY_TRAIN as TINY
 
-from infer.predict import part_path, predict
-from infer.sink import load_part
+from infer.predict import PartWriter, Scorer, rows
+from infer.sink import Fingerprint, closing_meta, load_pair, part_meta, part_path, read_part_info
 from pie import checkpoints, store
-from pie.images import Cached, Preprocess
+from pie.images import Preprocess
 from pie.models import create
 from train.trainer import make_job, train_one
 
@@ -70,48 +68,52 @@ class FixedLogits(torch.nn.Module):
 
 
 def test_class_subset_restricts_argmax_and_softmax():
-    data = Cached(np.array(["k0", "k1"]), np.array([4, 2]), np.zeros((2, 1, 2, 2), np.uint8))
+    pixels = torch.zeros((2, 1, 2, 2), dtype=torch.uint8)
+    labels = torch.tensor([4, 2])
     pre = Preprocess(2, 1, (0.5,), (0.5,))
-    full = predict(FixedLogits(), data, pre, None, 8, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    full = Scorer(FixedLogits(), pre, None, cpu)(pixels, labels)
     assert full["pred"].tolist() == [0, 0] and full["top5"][0].tolist() == [0, 1, 2, 3, 4]
-    sub = predict(FixedLogits(), data, pre, [2, 4], 8, torch.device("cpu"))
+    sub = Scorer(FixedLogits(), pre, [2, 4], cpu)(pixels, labels)
     assert sub["pred"].tolist() == [2, 2]
     assert sub["top5"].tolist() == [[2, 4], [2, 4]]
     z = math.exp(3) + math.exp(1)
-    assert sub["p_pred"][0] == pytest.approx(math.exp(3) / z)
+    assert sub["p_pred"][0].item() == pytest.approx(math.exp(3) / z)
     assert sub["p_label"].tolist() == pytest.approx([math.exp(1) / z, math.exp(3) / z])
 
 
-def write_part(root, model_id="m", dataset="d", n=3):
-    table = pa.table(
-        {
-            "model_id": [model_id] * n,
-            "dataset": [dataset] * n,
-            "key": [f"k{i}" for i in range(n)],
-            "label": pa.array([0] * n, pa.int32()),
-            "pred": pa.array([0, 1, 0][:n], pa.int32()),
-            "top5": pa.array([[0, 1]] * n, pa.list_(pa.int32())),
-            "p_label": pa.array([0.5] * n, pa.float32()),
-            "p_pred": pa.array([0.5] * n, pa.float32()),
+def write_parts(root, world=1, n=3, model_id="m", dataset="d"):
+    """A pair's parts, rank by rank: key k<i> of n goes to rank i % world; pred 1 on k1."""
+    infos = []
+    for rank in range(world):
+        meta = part_meta(model_id, dataset, "e", Fingerprint("sha", "hash"), rank, world, "{}")
+        writer = PartWriter(part_path(root, model_id, dataset, rank, world), meta)
+        mine = [i for i in range(n) if i % world == rank]
+        out = {
+            "pred": np.array([int(i == 1) for i in mine]),
+            "top5": np.array([[int(i == 1), 1 - int(i == 1)] for i in mine]).reshape(-1, 2),
+            "p_label": np.full(len(mine), 0.5),
+            "p_pred": np.full(len(mine), 0.5),
         }
-    )
-    path = part_path(root, model_id, dataset)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-    return path
+        writer.add(rows([f"k{i}" for i in mine], np.zeros(len(mine)), out))
+        infos.append(read_part_info(writer.close(closing_meta(1.0, [(f"bad{rank}", "why")]))))
+    return infos
 
 
-def test_sink_loads_a_pair_once(root, con):
-    assert load_part(con, write_part(root)) == 3
-    assert load_part(con, write_part(root)) == 0  # the pair is done: the part is dropped
-    assert con.execute("select count(*) from predictions").fetchall() == [(3,)]
+def test_sink_loads_a_pair_once_from_every_ranks_part(root, con):
+    assert load_pair(con, write_parts(root, world=2)) == 3
+    assert load_pair(con, write_parts(root, world=2)) == 0  # the pair is done: parts dropped
+    got = con.execute("select key, pred, top5 from predictions order by key").fetchall()
+    assert got == [("k0", 0, [0, 1]), ("k1", 1, [1, 0]), ("k2", 0, [0, 1])]
     runs = con.execute("select n_images, status, top1 from inference_runs").fetchall()
     assert runs == [(3, "done", pytest.approx(2 / 3))]
-    assert not part_path(root, "m", "d").exists()
+    errors = con.execute("select dataset, key from decode_errors order by key").fetchall()
+    assert errors == [("d", "bad0"), ("d", "bad1")]
+    assert not list(root.parts("predictions").iterdir())
 
 
 def test_sink_failure_leaves_no_partial_pair(root, con, monkeypatch):
-    path = write_part(root)
+    parts = write_parts(root)
     real_rows = store.rows
 
     def dies_on_the_run_row(c, sql, params=()):
@@ -121,8 +123,8 @@ def test_sink_failure_leaves_no_partial_pair(root, con, monkeypatch):
 
     monkeypatch.setattr(store, "rows", dies_on_the_run_row)
     with pytest.raises(KeyboardInterrupt):
-        load_part(con, path)
+        load_pair(con, parts)
     monkeypatch.undo()
     assert con.execute("select count(*) from predictions").fetchall() == [(0,)]
-    assert path.exists()  # kept for the next run, which loads it
-    assert load_part(con, path) == 3
+    assert parts[0].path.exists()  # kept for the next run, which loads it
+    assert load_pair(con, parts) == 3

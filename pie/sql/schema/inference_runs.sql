@@ -12,6 +12,7 @@ create table if not exists inference_runs (
     checkpoint_sha256 varchar,
     dataset_hash varchar,
     top1 double,
+    preprocess json,  -- the checkpoint's Preprocess and the rule (resize_then_crop, center_crop_only)
     seconds double,
     finished_at timestamp default current_timestamp,
     primary key (model_id, dataset)
