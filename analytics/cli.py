@@ -55,18 +55,29 @@ def export(
     method: Annotated[str | None, typer.Option(help="Variant population's method")] = None,
     dataset: Dataset = None,
     non_pie: Annotated[bool, typer.Option("--non-pie", help="Export the complement")] = False,
+    manifest: Annotated[
+        str | None, typer.Option(help="Manifest beside the shards: parquet or csv")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rewrite an existing export")] = False,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
-    """Write a population's PIEs (or --non-pie, the rest) as WebDataset shards."""
+    """Write a population's PIEs (or --non-pie, the rest) of any dataset as WebDataset shards
+    with the reference's fields in each JSON, plus a manifest; registered as a dataset (kind
+    export). A corrupted variant exports the corrupted images of its clean parent's PIEs."""
     from analytics import export as export_stage
 
     cfg = config.load(
         ExportConfig,
         cfg_path,
         "export",
-        dict(sparsity=sparsity, method=method, dataset=dataset, non_pie=non_pie or None),
+        dict(
+            sparsity=sparsity,
+            method=method,
+            dataset=dataset,
+            non_pie=non_pie or None,
+            manifest=manifest,
+        ),
     )
     export_stage.main(open_root(root), cfg, force)
 
