@@ -1,4 +1,4 @@
-"""`pie analyze`, `pie export`, `pie summary`."""
+"""`pie analyze`, `pie export`, `pie summary`, `pie robustness`."""
 
 from __future__ import annotations
 
@@ -93,3 +93,18 @@ def summary(
 
     cfg = config.load(AnalyzeConfig, cfg_path, "analyze", dict(dataset=dataset))
     summary_stage.main(open_root(root, create=False), cfg)  # reads only
+
+
+@app.command()
+def robustness(
+    dataset: Dataset = None,
+    sparsity: Annotated[float | None, typer.Option(help="Only this variant sparsity")] = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """Pruned vs dense top-1 per corruption and severity (wide, as papers print it), on the
+    clean set and on ImageNet-A/R, with Welch tests (table robustness_tstats)."""
+    from analytics import robustness as robustness_stage
+
+    cfg = config.load(AnalyzeConfig, cfg_path, "analyze", dict(dataset=dataset))
+    robustness_stage.main(open_root(root, create=False), cfg.experiment, cfg.dataset, sparsity)
