@@ -10,6 +10,7 @@ from scipy import stats
 from analytics import analyze, robustness
 from analytics.config import AnalyzeConfig
 from pie import store
+from pie.errors import PieError
 
 # correct answers out of 4 images, per model (dense d1..d3, pruned v1..v3 at 0.5)
 CORRECT = {
@@ -79,3 +80,9 @@ def test_pie_robustness_prints_corruption_by_severity(analysed, capsys):
     assert cells[2] == "16.7 (-41.7" + ("*" if sig[2] else "") + ")"
     assert cells[3] == "25.0 / 62.5"  # means over severities, pruned / dense
     assert "natural_adversarial" in out
+
+
+def test_pie_robustness_refuses_a_sparsity_without_rows(analysed):
+    assert len(robustness.main(analysed, "exp", "c", 0.5)) == len(CORRECT)
+    with pytest.raises(PieError, match=r"no robustness rows for exp on c at sparsity 0\.9"):
+        robustness.main(analysed, "exp", "c", 0.9)
