@@ -9,8 +9,9 @@ The images are streamed from the dataset's shards and written byte for byte. Eac
 keeps the source JSON and adds the reference's fields (REFERENCE.md, the PIE record):
 `true_class_label`, `baseline_mode_label`, `variant_mode_label`, `pruning_fraction`,
 `baseline_n`, `variant_n`, `baseline_mean_probability`, `variant_mean_probability`, plus
-`is_pie`, `variant_mode_correct` and, under `pie`, the rest of the record (votes, agreement,
-L1 distance, tie_decided, class names, population). A manifest (`manifest.parquet` or
+`is_pie`, `variant_mode_correct` and, under `pie`, the whole record under the `pie` view's
+column names (modes, votes, agreement, L1 distance, cie_rank, tie_decided, ...), the class
+names, the population and the dataset's corruption and severity. A manifest (`manifest.parquet` or
 `manifest.csv`) beside the shards has one row per exported image: key, shard and the same
 fields. The export is registered as a dataset of kind 'export' (parent: the dataset exported
 from), so `pie infer --dataset <name>` can evaluate models on it.
@@ -82,7 +83,7 @@ def records(con, cfg: ExportConfig, pie_dataset: str, label_space: str) -> dict[
     for row in rows:
         fields = {REFERENCE_FIELDS[c]: row[c] for c in REFERENCE_FIELDS}
         fields["pie"] = {
-            **{c: row[c] for c in DETAILS},
+            **{c: v for c, v in row.items() if c != "key"},
             "class_name": classes.get(row["label"]),
             "baseline_mode_name": classes.get(row["baseline_mode"]),
             "variant_mode_name": classes.get(row["variant_mode"]),
@@ -104,10 +105,15 @@ def n_decided(con, cfg: ExportConfig, pie_dataset: str) -> int:
 
 
 def write_manifest(path: Path, rows: list[dict]) -> None:
-    """One row per exported image (nested details flattened), as Parquet or CSV by suffix."""
+    """One row per exported image, as Parquet or CSV by suffix: the reference's fields, then the
+    rest of the record (what `pie` repeats under the view's names is left out)."""
     import polars as pl
 
-    frame = pl.DataFrame([{k: v for k, v in r.items() if k != "pie"} | r["pie"] for r in rows])
+    def flat(row: dict) -> dict:
+        rest = {k: v for k, v in row["pie"].items() if k not in REFERENCE_FIELDS}
+        return {k: v for k, v in row.items() if k != "pie"} | rest
+
+    frame = pl.DataFrame([flat(r) for r in rows])
     partial = path.with_name(path.name + ".partial")
     frame.write_parquet(partial) if path.suffix == ".parquet" else frame.write_csv(partial)
     partial.replace(path)
