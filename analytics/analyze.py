@@ -3,8 +3,9 @@
 1. The analysis settings (tie rule, alpha, significance on p or q) go into `settings`, where the
    views read them.
 2. When the inputs (view `analysis_inputs`) changed since the last run, or `force`: the heavy
-   relations are materialised (pie.materialised) and `class_tstats` is rewritten from view
-   `class_recall_stats` (scipy gives the p-values), all in one transaction. Otherwise nothing is
+   relations are materialised (pie.materialised), `class_tstats` is rewritten from view
+   `class_recall_stats` and `robustness_tstats` from view `robustness` (scipy gives the
+   p-values), all in one transaction. Otherwise nothing is
    recomputed.
 
 `pie infer` deletes the `class_tstats` rows of what it re-evaluated in its load transaction and
@@ -16,6 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from analytics.config import AnalyzeConfig
+from analytics.robustness import robustness_tstats
 from analytics.tstats import class_tstats
 from pie import console, store
 from pie import materialised as materialise
@@ -58,12 +60,16 @@ def main(root: WorkRoot, cfg: AnalyzeConfig, force: bool = False) -> bool:
             )
             con.execute("delete from class_tstats")
             store.append(con, "class_tstats", tstats)
+            robust = robustness_tstats(con, cfg.alpha, cfg.significance_on)
+            con.execute("delete from robustness_tstats")
+            store.append(con, "robustness_tstats", robust)
         n_pop = tstats.select("dataset", "method", "sparsity").n_unique() if len(tstats) else 0
         n_sig = int(tstats["significant"].sum()) if len(tstats) else 0
         summary = (
             f"analyze: {counts['pie']:,} PIE rows, {counts['model_accuracy']:,} (model, dataset)"
             f" pairs, class_tstats for {n_pop} (dataset, population) pairs with {n_sig}"
-            f" significant class rows at {cfg.significance_on} <= {cfg.alpha:g}"
+            f" significant class rows at {cfg.significance_on} <= {cfg.alpha:g},"
+            f" robustness_tstats for {len(robust)} (dataset, population) pairs"
             f" (ties: {cfg.mode_tie_break})"
         )
         store.record_run(con, "analyze", cfg.experiment, to_dict(cfg), summary, started)

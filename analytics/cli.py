@@ -1,4 +1,4 @@
-"""`pie analyze`, `pie export`, `pie summary`."""
+"""`pie analyze`, `pie export`, `pie summary`, `pie robustness`."""
 
 from __future__ import annotations
 
@@ -55,18 +55,29 @@ def export(
     method: Annotated[str | None, typer.Option(help="Variant population's method")] = None,
     dataset: Dataset = None,
     non_pie: Annotated[bool, typer.Option("--non-pie", help="Export the complement")] = False,
+    manifest: Annotated[
+        str | None, typer.Option(help="Manifest beside the shards: parquet or csv")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rewrite an existing export")] = False,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
-    """Write a population's PIEs (or --non-pie, the rest) as WebDataset shards."""
+    """Write a population's PIEs (or --non-pie, the rest) of any dataset as WebDataset shards
+    with the reference's fields in each JSON, plus a manifest; registered as a dataset (kind
+    export). A corrupted variant exports the corrupted images of its clean parent's PIEs."""
     from analytics import export as export_stage
 
     cfg = config.load(
         ExportConfig,
         cfg_path,
         "export",
-        dict(sparsity=sparsity, method=method, dataset=dataset, non_pie=non_pie or None),
+        dict(
+            sparsity=sparsity,
+            method=method,
+            dataset=dataset,
+            non_pie=non_pie or None,
+            manifest=manifest,
+        ),
     )
     export_stage.main(open_root(root), cfg, force)
 
@@ -82,3 +93,18 @@ def summary(
 
     cfg = config.load(AnalyzeConfig, cfg_path, "analyze", dict(dataset=dataset))
     summary_stage.main(open_root(root, create=False), cfg)  # reads only
+
+
+@app.command()
+def robustness(
+    dataset: Dataset = None,
+    sparsity: Annotated[float | None, typer.Option(help="Only this variant sparsity")] = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """Pruned vs dense top-1 per corruption and severity (wide, as papers print it), on the
+    clean set and on ImageNet-A/R, with Welch tests (table robustness_tstats)."""
+    from analytics import robustness as robustness_stage
+
+    cfg = config.load(AnalyzeConfig, cfg_path, "analyze", dict(dataset=dataset))
+    robustness_stage.main(open_root(root, create=False), cfg.experiment, cfg.dataset, sparsity)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 TIE_BREAKS = ("largest", "smallest", "exclude")
 SIGNIFICANCE_ON = ("p", "q")
+MANIFESTS = ("parquet", "csv")
 MEMORY = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 
 
@@ -46,8 +47,11 @@ class ExportConfig:
     method: str = "magnitude"
     sparsity: float = 0.9
     non_pie: bool = False  # export the complement (images whose modes agree)
+    manifest: str = "parquet"  # the manifest beside the shards: parquet or csv
     shard_max_count: int = 10_000
 
     def __post_init__(self) -> None:
         if not 0 < self.sparsity < 1:
             raise ValueError(f"export.sparsity must be in (0, 1), got {self.sparsity}")
+        if self.manifest not in MANIFESTS:
+            raise ValueError(f"export.manifest must be parquet or csv, got {self.manifest!r}")

@@ -1,9 +1,20 @@
-"""`pie export`: a population's PIEs (or the complement) as WebDataset shards.
+"""`pie export`: the PIEs of a population (or the rest) as WebDataset shards and a manifest.
 
-Membership and metadata come from the `pie` view; the images are streamed from the parent's
-shards and written byte for byte, each with JSON metadata that adds the PIE record (true
-label, dense and pruned modes, vote counts, agreement, L1 distance, tie_decided). The export is
-also registered as a dataset of kind 'export', so it can be queried like any other.
+Which images: the rows of view `pie` for the dataset's membership set, the clean dataset's own
+PIE sets, or for a corrupted variant its clean parent's (an image's PIE status follows its key
+into the variants, as in `pie_accuracy`): the corrupted versions of the clean PIEs. Images that
+the tie rule 'exclude' leaves undecided (is_pie null) are in neither subset.
+
+The images are streamed from the dataset's shards and written byte for byte. Each sample's JSON
+keeps the source JSON and adds the reference's fields (REFERENCE.md, the PIE record):
+`true_class_label`, `baseline_mode_label`, `variant_mode_label`, `pruning_fraction`,
+`baseline_n`, `variant_n`, `baseline_mean_probability`, `variant_mean_probability`, plus
+`is_pie`, `variant_mode_correct` and, under `pie`, the whole record under the `pie` view's
+column names (modes, votes, agreement, L1 distance, cie_rank, tie_decided, ...), the class
+names, the population and the dataset's corruption and severity. A manifest (`manifest.parquet` or
+`manifest.csv`) beside the shards has one row per exported image: key, shard and the same
+fields. The export is registered as a dataset of kind 'export' (parent: the dataset exported
+from), so `pie infer --dataset <name>` can evaluate models on it.
 """
 
 from __future__ import annotations
@@ -20,20 +31,26 @@ from pie.errors import PieError
 from pie.paths import WorkRoot, format_sparsity
 from pie.shards import Sample, image_field, read_shards, write_shards
 
-PIE_COLUMNS = (
-    "label",
-    "baseline_mode",
-    "variant_mode",
-    "is_pie",
-    "baseline_n",
-    "variant_n",
+# view `pie` column -> the reference's field name
+REFERENCE_FIELDS = {
+    "label": "true_class_label",
+    "baseline_mode": "baseline_mode_label",
+    "variant_mode": "variant_mode_label",
+    "sparsity": "pruning_fraction",
+    "baseline_n": "baseline_n",
+    "variant_n": "variant_n",
+    "baseline_mean_p_label": "baseline_mean_probability",
+    "variant_mean_p_label": "variant_mean_probability",
+    "is_pie": "is_pie",
+    "variant_correct": "variant_mode_correct",
+}
+DETAILS = (
     "baseline_votes",
     "variant_votes",
     "baseline_agreement",
     "variant_agreement",
-    "baseline_mean_p_label",
-    "variant_mean_p_label",
     "l1_distance",
+    "cie_rank",
     "tie_decided",
 )
 
@@ -43,79 +60,131 @@ def export_name(cfg: ExportConfig) -> str:
     return f"{cfg.dataset}-{cfg.method}-{format_sparsity(cfg.sparsity)}-{subset}"
 
 
+def membership_dataset(source: dict) -> str:
+    """Whose PIE sets decide: a corrupted variant's clean parent, else the dataset itself."""
+    corrupted = source["kind"] == "corrupted" and source["parent"]
+    return source["parent"] if corrupted else source["name"]
+
+
+def records(con, cfg: ExportConfig, pie_dataset: str, label_space: str) -> dict[str, dict]:
+    """key -> the JSON fields of every image of the chosen subset."""
+    columns = ", ".join(["key", *REFERENCE_FIELDS, *DETAILS])
+    result = con.execute(
+        f"select {columns} from pie where dataset = ? and experiment = ? and method = ?"
+        " and sparsity = ? and is_pie = ?",
+        [pie_dataset, cfg.experiment, cfg.method, cfg.sparsity, not cfg.non_pie],
+    )
+    names = [d[0] for d in result.description]
+    rows = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+    classes = dict(
+        store.rows(con, "select class_id, name from classes where label_space = ?", [label_space])
+    )
+    out = {}
+    for row in rows:
+        fields = {REFERENCE_FIELDS[c]: row[c] for c in REFERENCE_FIELDS}
+        fields["pie"] = {
+            **{c: v for c, v in row.items() if c != "key"},
+            "class_name": classes.get(row["label"]),
+            "baseline_mode_name": classes.get(row["baseline_mode"]),
+            "variant_mode_name": classes.get(row["variant_mode"]),
+            "pie_dataset": pie_dataset,
+            "experiment": cfg.experiment,
+            "method": cfg.method,
+        }
+        out[row["key"]] = fields
+    return out
+
+
+def n_decided(con, cfg: ExportConfig, pie_dataset: str) -> int:
+    return store.rows(
+        con,
+        "select count(is_pie) from pie where dataset = ? and experiment = ? and method = ?"
+        " and sparsity = ?",
+        [pie_dataset, cfg.experiment, cfg.method, cfg.sparsity],
+    )[0][0]
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    """One row per exported image, as Parquet or CSV by suffix: the reference's fields, then the
+    rest of the record (what `pie` repeats under the view's names is left out)."""
+    import polars as pl
+
+    def flat(row: dict) -> dict:
+        rest = {k: v for k, v in row["pie"].items() if k not in REFERENCE_FIELDS}
+        return {k: v for k, v in row.items() if k != "pie"} | rest
+
+    frame = pl.DataFrame([flat(r) for r in rows])
+    partial = path.with_name(path.name + ".partial")
+    frame.write_parquet(partial) if path.suffix == ".parquet" else frame.write_csv(partial)
+    partial.replace(path)
+
+
 def main(root: WorkRoot, cfg: ExportConfig, force: bool = False) -> Path:
     """Write the export (skipped when it exists, unless `force`); returns its directory."""
     started = datetime.now()
     subset = "nonpie" if cfg.non_pie else "pie"
+    what = "non-PIE" if cfg.non_pie else "PIE"
     name = export_name(cfg)
     directory = root.export(cfg.dataset, cfg.sparsity, cfg.method) / subset
 
     with store.connect(root, read_only=True) as con:
-        parent = catalog.dataset(con, cfg.dataset)
+        source = catalog.dataset(con, cfg.dataset)
+        if source["kind"] == "export":
+            raise PieError(f"{cfg.dataset} is an export already: export from {source['parent']}")
+        pie_dataset = membership_dataset(source)
         exists = is_recorded(con, name, str(directory))
-        membership = store.frame(
-            con,
-            f"select key, {', '.join(PIE_COLUMNS)} from pie where dataset = ? and experiment = ?"
-            " and method = ? and sparsity = ?",
-            [cfg.dataset, cfg.experiment, cfg.method, cfg.sparsity],
-        )
-        classes = dict(
-            store.rows(
-                con,
-                "select class_id, name from classes where label_space = ?",
-                [parent["label_space"]],
-            )
-        )
+        decided = n_decided(con, cfg, pie_dataset)
+        chosen = records(con, cfg, pie_dataset, source["label_space"])
     if exists and not force:
         console.say(f"export: {name} already there, in {directory} (--force rewrites it)")
         return directory
-    if membership.is_empty():
+    if not decided:
         raise PieError(
-            f"no PIE data for {cfg.dataset} / {cfg.experiment} / {cfg.method} at sparsity "
+            f"no PIE data for {pie_dataset} / {cfg.experiment} / {cfg.method} at sparsity "
             f"{cfg.sparsity:g}: train dense and pruned models and run `pie infer` first"
         )
-    chosen = membership.filter(membership["is_pie"] != cfg.non_pie)
-    records = {row["key"]: row for row in chosen.iter_rows(named=True)}
+    if not chosen:
+        raise PieError(f"no {what} images to export for {name}")
+    context = {
+        "dataset": cfg.dataset,
+        "corruption": source["corruption"],
+        "severity": source["severity"],
+    }
+    manifest: list[dict] = []
 
     def samples(advance: Callable[[int], None]) -> Iterator[Sample]:
-        for raw in read_shards(root.shards(cfg.dataset)):
-            record = records.get(raw["__key__"])
-            if record is None:
+        for raw in read_shards(root.path / source["path"]):
+            fields = chosen.get(raw["__key__"])
+            if fields is None:
                 continue
             ext, data = image_field(raw)
-            record = {k: v for k, v in record.items() if k != "key"}
-            pie = {
-                **record,
-                "class_name": classes.get(record["label"]),
-                "baseline_mode_name": classes.get(record["baseline_mode"]),
-                "variant_mode_name": classes.get(record["variant_mode"]),
-                "dataset": cfg.dataset,
-                "experiment": cfg.experiment,
-                "method": cfg.method,
-                "sparsity": cfg.sparsity,
-            }
-            yield Sample(raw["__key__"], raw["cls"], data, ext, {**raw["json"], "pie": pie})
+            manifest.append({"key": raw["__key__"], **context, **fields})
+            meta = {**raw["json"], **fields, "pie": {**fields["pie"], **context}}
+            yield Sample(raw["__key__"], raw["cls"], data, ext, meta)
             advance(1)
 
-    if not records:
-        raise PieError(f"no {'non-PIE' if cfg.non_pie else 'PIE'} images to export for {name}")
-    with console.progress(f"exporting {name}", len(records)) as advance:
+    with console.progress(f"exporting {name}", len(chosen)) as advance:
         written = write_shards(samples(advance), directory, subset, cfg.shard_max_count)
+    for row, shard in zip(manifest, written.shards, strict=True):
+        row["shard"] = shard
+    write_manifest(directory / f"manifest.{cfg.manifest}", manifest)
     with store.connect(root) as con:
         spec = DatasetSpec(
             name,
-            parent["label_space"],
+            source["label_space"],
             "export",
             "eval",
-            f"pie export of {cfg.experiment}/{cfg.method}@{cfg.sparsity:g}",
+            f"pie export of {cfg.experiment}/{cfg.method}@{cfg.sparsity:g} ({what})",
             parent=cfg.dataset,
-            class_subset=parent["class_subset"] and tuple(parent["class_subset"]),
+            corruption=source["corruption"],
+            severity=source["severity"],
+            class_subset=source["class_subset"] and tuple(source["class_subset"]),
             origin="export",
         )
         record_dataset(con, spec, directory, written)
         summary = (
-            f"export: {len(written.keys)} {'non-PIE' if cfg.non_pie else 'PIE'} images of "
-            f"{cfg.dataset} ({len(membership)} in all) -> {directory}"
+            f"export: {len(written.keys)} {what} images of {cfg.dataset} (PIE sets of"
+            f" {pie_dataset}: {decided} images decided) -> {directory}, manifest.{cfg.manifest}"
         )
         store.record_run(con, "export", cfg.experiment, to_dict(cfg), summary, started)
     console.say(summary)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import polars as pl
+import duckdb
 from rich.table import Table
 
 from analytics.config import AnalyzeConfig
@@ -94,9 +94,16 @@ def corruption_table(title: str, rows: list[dict]) -> Table:
     return table
 
 
-def main(root: WorkRoot, cfg: AnalyzeConfig) -> pl.DataFrame:
+def records(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[dict]:
+    result = con.execute(sql, params)
+    columns = [d[0] for d in result.description]
+    return [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
+
+
+def main(root: WorkRoot, cfg: AnalyzeConfig) -> list[dict]:
     """Print the headline table (`population_summary`) and, when the dataset has corrupted
-    variants, their corruption errors (`mean_corruption_error`); returns the headline rows."""
+    variants, their corruption errors (`mean_corruption_error`); returns the headline rows
+    (one dict per population). Reads the materialised tables only (no polars: starts fast)."""
     with store.connect(root, read_only=True) as con:
         store.configure(con, cfg.memory_limit, cfg.threads)
         catalog.dataset(con, cfg.dataset)
@@ -105,13 +112,13 @@ def main(root: WorkRoot, cfg: AnalyzeConfig) -> pl.DataFrame:
                 "the analysis is out of date (predictions, models or analysis settings changed"
                 " since the last `pie analyze`, or it never ran): run `pie analyze`"
             )
-        df = store.frame(
+        headline = records(
             con,
             "select * from population_summary where dataset = ? and experiment = ?"
             " order by sparsity, method",
             [cfg.dataset, cfg.experiment],
         )
-        corruption = store.frame(
+        corruption = records(
             con,
             "select * from mean_corruption_error where parent = ? and experiment = ?"
             " and n_corruptions > 0 order by origin, sparsity, method",
@@ -122,20 +129,16 @@ def main(root: WorkRoot, cfg: AnalyzeConfig) -> pl.DataFrame:
             "select path from datasets where kind = 'export' and parent = ? order by name",
             [cfg.dataset],
         )
-    if df.is_empty():
+    if not headline:
         raise PieError(
             f"no results for {cfg.dataset} / {cfg.experiment}: run train, infer and analyze first"
         )
-    console.out.print(
-        headline_table(f"{cfg.experiment} on {cfg.dataset} (top-1 in %)", df.to_dicts())
-    )
-    if not corruption.is_empty():
+    console.out.print(headline_table(f"{cfg.experiment} on {cfg.dataset} (top-1 in %)", headline))
+    if corruption:
         console.out.print(
-            corruption_table(
-                f"{cfg.experiment}: corrupted variants of {cfg.dataset}", corruption.to_dicts()
-            )
+            corruption_table(f"{cfg.experiment}: corrupted variants of {cfg.dataset}", corruption)
         )
-        if not corruption["complete"].all():
+        if not all(r["complete"] for r in corruption):
             console.say(
                 f"mCE needs all {N_BENCHMARK} benchmark corruptions at severities 1-5; "
                 "a mean over fewer is not an mCE"
@@ -145,4 +148,4 @@ def main(root: WorkRoot, cfg: AnalyzeConfig) -> pl.DataFrame:
     console.say(f"models:   {root.checkpoints}")
     for (path,) in exports:
         console.say(f"export:   {path}")
-    return df
+    return headline

@@ -7,8 +7,8 @@ magnitude at 0.1 ... 0.9) x 30 models x 50,000 images x 1,000 classes (9 M rows)
 differ in difficulty and in how much pruning hurts them, so that PIEs exist. Then, timing each
 as a separate process, start-up included:
 
-1. `pie analyze --force` (materialises votes, modes, PIEs, class recall, robustness and
-   writes class_tstats),
+1. `pie analyze --force` (materialises votes, modes, PIEs, PIE accuracy and classes, class
+   recall, robustness, and writes class_tstats and robustness_tstats),
 2. pandas: load the predictions from Parquet, modal labels (ties to the largest class id), PIE
    sets, per-class Welch t-tests of normalised recall (scipy.stats.ttest_ind),
 

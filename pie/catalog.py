@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 
 from pie import store
 from pie.errors import PieError
@@ -86,6 +85,8 @@ BUILTIN_SPACES = {"imagenet1k": imagenet1k, "fashion-mnist": lambda: FASHION_MNI
 
 def ensure_label_space(con: duckdb.DuckDBPyConnection, space: LabelSpace) -> None:
     """Register a label space and its classes once; a clash with a stored one is an error."""
+    import pyarrow as pa
+
     stored = store.rows(
         con, "select n_classes from label_spaces where label_space = ?", [space.name]
     )
@@ -182,6 +183,8 @@ def record_dataset(
 ) -> None:
     """Rows for shards packed under `path` (stored relative to the work root); `rejected`:
     (source, error) of inputs left out."""
+    import pyarrow as pa
+
     n = len(written.keys)
     with store.transaction(con):
         for table, column in (

@@ -18,14 +18,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
-import pyarrow as pa
 
 from pie.errors import PieError
 from pie.paths import WorkRoot
+
+if TYPE_CHECKING:  # polars and pyarrow are imported where used: `pie sql` starts without them
+    import polars as pl
+    import pyarrow as pa
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Bumped whenever a table of pie/sql/schema changes shape; stored in `settings`. A database of
@@ -180,6 +182,8 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 def append(con: duckdb.DuckDBPyConnection, table: str, frame: pa.Table | pl.DataFrame) -> int:
     """Bulk-insert a frame by column name; returns the number of rows."""
+    import polars as pl
+
     if isinstance(frame, pl.DataFrame):
         frame = frame.to_arrow()
     if frame.num_rows == 0:
@@ -198,6 +202,8 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -
 
 
 def frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+    import polars as pl
+
     return pl.from_arrow(con.sql(sql, params=list(params) or None).to_arrow_table())
 
 

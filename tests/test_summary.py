@@ -40,7 +40,7 @@ def test_summary_labels_a_partial_corruption_set_and_counts_tied_pies(root, caps
     analyze.main(root, cfg)
     df = summary.main(root, cfg)
     out = capsys.readouterr().out
-    v = df.filter(df["sparsity"] == 0.5).row(0, named=True)
+    v = next(r for r in df if r["sparsity"] == 0.5)
     assert (v["n_pie"], v["n_pie_tie_decided"]) == (2, 1)
     # errors .75 vs .5 on the one generated corruption present: not an mCE
     assert v["generated_mce_vs_dense"] is None

@@ -5,67 +5,67 @@
 -- is the largest and the image is left out of the PIE sets (pie.is_pie is null).
 -- agreement: share of the population's models that voted for the mode. tied: two or more labels
 -- share the top vote count, so the tie-break rule chose the mode. fraction_correct and
--- mean_p_label: over the population's models, of the true label.
+-- mean_p_label: over the population's models, of the true label. population_id: as in
+-- label_votes. One aggregate over label_votes: the mode is the label with the most votes, ties
+-- ordered by the class id (a vote count and a class id packed into one sort key).
 with tie_break as (
     select case when any_value(value) = 'smallest' then -1 else 1 end as direction
     from settings
     where name = 'mode_tie_break'
 ),
 
-ranked as (
+votes as (
     select
         v.dataset,
-        v.experiment,
-        v.method,
-        v.sparsity,
+        v.population_id,
         v.key,
+        v.label,
         v.pred,
         v.n_votes,
-        v.share,
-        row_number() over (
-            partition by v.dataset, v.experiment, v.method, v.sparsity, v.key
-            order by v.n_votes desc, v.pred * t.direction desc
-        ) as vote_rank,
-        count(*) over (
-            partition by v.dataset, v.experiment, v.method, v.sparsity, v.key, v.n_votes
-        ) as n_labels_with_these_votes
+        v.sum_p_label,
+        v.n_votes * 4294967296 + v.pred * t.direction as rank_key
     from label_votes as v
     cross join tie_break as t
 ),
 
-population as (
+per_image as (
     select
         dataset,
-        experiment,
-        method,
-        sparsity,
+        population_id,
         key,
         any_value(label) as label,
+        arg_max(pred, rank_key) as mode,
+        max(n_votes, 2) as top_votes,
         sum(n_votes)::bigint as n_models,
-        coalesce(sum(n_votes) filter (where pred = label), 0) / sum(n_votes) as fraction_correct,
-        sum(sum_p_label) / sum(n_votes) as mean_p_label
+        coalesce(sum(n_votes) filter (where pred = label), 0) as n_correct,
+        sum(sum_p_label) as sum_p_label
+    from votes
+    group by dataset, population_id, key
+),
+
+names as (
+    select distinct population_id, experiment, method, sparsity
     from label_votes
-    group by dataset, experiment, method, sparsity, key
 ),
 
 final as (
     select
         p.dataset,
-        p.experiment,
-        p.method,
-        p.sparsity,
+        n.experiment,
+        n.method,
+        n.sparsity,
         p.key,
         p.label,
-        r.pred as mode,
-        r.n_votes as mode_votes,
+        p.mode,
+        p.top_votes[1] as mode_votes,
         p.n_models,
-        r.share as agreement,
-        r.n_labels_with_these_votes > 1 as tied,
-        p.fraction_correct,
-        p.mean_p_label
-    from population as p
-    inner join ranked as r using (dataset, experiment, method, sparsity, key)
-    where r.vote_rank = 1
+        p.top_votes[1] / p.n_models as agreement,
+        len(p.top_votes) = 2 and p.top_votes[2] = p.top_votes[1] as tied,
+        p.n_correct / p.n_models as fraction_correct,
+        p.sum_p_label / p.n_models as mean_p_label,
+        p.population_id
+    from per_image as p
+    inner join names as n using (population_id)
 )
 
 select * from final

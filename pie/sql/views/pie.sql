@@ -36,17 +36,16 @@ dense_shares as (
 ),
 
 variant_shares as (
-    select dataset, experiment, method, sparsity, key, pred, share
+    select dataset, experiment, population_id, key, pred, share
     from label_votes
     where sparsity > 0
 ),
 
 overlap as (
-    select v.dataset, v.experiment, v.method, v.sparsity, v.key,
-        sum(least(v.share, d.share)) as overlap
+    select v.dataset, v.population_id, v.key, sum(least(v.share, d.share)) as overlap
     from variant_shares as v
     inner join dense_shares as d using (dataset, experiment, key, pred)
-    group by v.dataset, v.experiment, v.method, v.sparsity, v.key
+    group by v.dataset, v.population_id, v.key
 ),
 
 joined as (
@@ -74,21 +73,20 @@ joined as (
         d.mode = v.label as baseline_correct,
         v.mode = v.label as variant_correct,
         2 - 2 * coalesce(o.overlap, 0) as l1_distance,
-        d.tied or v.tied as tie_decided
+        d.tied or v.tied as tie_decided,
+        v.population_id
     from variant as v
     inner join dense as d using (dataset, experiment, key)
     left join overlap as o
-        on o.dataset = v.dataset and o.experiment = v.experiment and o.method = v.method
-        and o.sparsity = v.sparsity and o.key = v.key
+        on o.dataset = v.dataset and o.population_id = v.population_id and o.key = v.key
     cross join tie_rule as t
 ),
 
 final as (
     select
-        *,
+        * exclude (population_id),
         row_number() over (
-            partition by dataset, experiment, method, sparsity
-            order by l1_distance desc, key
+            partition by dataset, population_id order by l1_distance desc, key
         ) as cie_rank
     from joined
 )

@@ -1,0 +1,197 @@
+"""Robustness of pruned populations: per dataset (clean, each corruption at each severity,
+ImageNet-A/R), the dense and the pruned population's top-1 (mean and standard deviation over
+the models) and a Welch t-test between them (table `robustness_tstats`, written by
+`pie analyze`); `pie robustness` prints the corruption x severity table in wide form.
+
+ImageNet-A/R rows are as `pie infer` scored them: among the logits of the dataset's class subset
+(the subset protocol), so their top-1 is the published one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+from analytics.tstats import SIGNIFICANCE_ON
+from pie import catalog, console, store
+from pie import materialised as materialise
+from pie.errors import PieError
+from pie.paths import WorkRoot
+
+if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
+
+# variant population rows of view robustness beside the dense population's on the same dataset
+STATS = """
+select
+    v.dataset, v.experiment, v.method, v.sparsity, v.kind, v.origin, v.parent, v.corruption,
+    v.severity, b.n_models as baseline_n, v.n_models as variant_n,
+    b.mean_top1 as baseline_mean_top1, v.mean_top1 as variant_mean_top1,
+    b.std_top1 as baseline_std_top1, v.std_top1 as variant_std_top1
+from robustness as v
+inner join robustness as b
+    on b.dataset = v.dataset and b.experiment = v.experiment and b.sparsity = 0
+where v.sparsity > 0
+order by v.dataset, v.experiment, v.method, v.sparsity
+"""
+BENCHMARK_ORDER = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
+    "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
+    "elastic_transform", "pixelate", "jpeg_compression",
+    "speckle_noise", "gaussian_blur", "spatter", "saturate",
+)  # fmt: skip
+
+
+def robustness_tstats(
+    con: duckdb.DuckDBPyConnection, alpha: float, significance_on: str = "p"
+) -> pl.DataFrame:
+    """Rows of table `robustness_tstats` from view `robustness` (q over each population's
+    datasets)."""
+    import numpy as np
+    import polars as pl
+
+    from analytics.tstats import benjamini_hochberg, welch
+
+    if significance_on not in SIGNIFICANCE_ON:
+        raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
+    stats = store.frame(con, STATS)
+    if stats.is_empty():
+        return stats
+
+    def col(name: str) -> np.ndarray:
+        return stats[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+    t, df, p, g = welch(
+        col("baseline_mean_top1"),
+        col("baseline_std_top1"),
+        col("baseline_n"),
+        col("variant_mean_top1"),
+        col("variant_std_top1"),
+        col("variant_n"),
+    )
+    q = np.full(len(p), np.nan)
+    for rows in (
+        stats.with_row_index("row").group_by("experiment", "method", "sparsity").agg("row")["row"]
+    ):
+        rows = rows.to_numpy()
+        q[rows] = benjamini_hochberg(p[rows])
+    tested = q if significance_on == "q" else p
+    with np.errstate(invalid="ignore"):
+        significant = np.isfinite(tested) & (tested <= alpha)
+    out = stats.with_columns(
+        pl.col("baseline_n", "variant_n").cast(pl.Int32),
+        delta_top1=pl.col("variant_mean_top1") - pl.col("baseline_mean_top1"),
+        t_stat=pl.Series(t),
+        welch_df=pl.Series(df),
+        p_value=pl.Series(p),
+        q_value=pl.Series(q),
+        hedges_g=pl.Series(g),
+        significant=pl.Series(significant),
+        significance_on=pl.lit(significance_on),
+        alpha=pl.lit(alpha, pl.Float64),
+    )
+    return out.with_columns(
+        pl.col(c).fill_nan(None) for c in ("t_stat", "welch_df", "p_value", "q_value", "hedges_g")
+    )
+
+
+def records(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[dict]:
+    result = con.execute(sql, params)
+    columns = [d[0] for d in result.description]
+    return [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
+
+
+def cell(row: dict | None) -> str:
+    """Pruned top-1 in %, the change vs dense in points, * when significant."""
+    if row is None:
+        return "-"
+    mark = "*" if row["significant"] else ""
+    return f"{100 * row['variant_mean_top1']:.1f} ({100 * row['delta_top1']:+.1f}{mark})"
+
+
+def corruption_order(name: str) -> tuple[int, str]:
+    return (BENCHMARK_ORDER.index(name) if name in BENCHMARK_ORDER else len(BENCHMARK_ORDER), name)
+
+
+def wide_table(title: str, rows: list[dict]) -> Table:
+    """Rows: corruptions; columns: severities, then the mean over them (pruned and dense)."""
+    severities = sorted({r["severity"] for r in rows})
+    table = Table(title=title)
+    table.add_column("corruption")
+    for s in severities:
+        table.add_column(f"s{s}", justify="right")
+    table.add_column("mean pruned / dense", justify="right")
+    for corruption in sorted({r["corruption"] for r in rows}, key=corruption_order):
+        mine = {r["severity"]: r for r in rows if r["corruption"] == corruption}
+        pruned = sum(r["variant_mean_top1"] for r in mine.values()) / len(mine)
+        dense = sum(r["baseline_mean_top1"] for r in mine.values()) / len(mine)
+        table.add_row(
+            corruption,
+            *(cell(mine.get(s)) for s in severities),
+            f"{100 * pruned:.1f} / {100 * dense:.1f}",
+        )
+    return table
+
+
+def other_table(title: str, rows: list[dict]) -> Table:
+    table = Table(title=title)
+    for column in ("dataset", "kind", "dense top-1", "pruned top-1", "change", "t", "p"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        t, p = r["t_stat"], r["p_value"]
+        table.add_row(
+            r["dataset"],
+            r["kind"],
+            f"{100 * r['baseline_mean_top1']:.2f} ± {100 * (r['baseline_std_top1'] or 0):.2f}",
+            f"{100 * r['variant_mean_top1']:.2f} ± {100 * (r['variant_std_top1'] or 0):.2f}",
+            f"{100 * r['delta_top1']:+.2f}{'*' if r['significant'] else ''}",
+            "-" if t is None else f"{t:.2f}",
+            "-" if p is None else f"{p:.2g}",
+        )
+    return table
+
+
+def main(
+    root: WorkRoot, experiment: str, dataset: str, sparsity: float | None = None
+) -> list[dict]:
+    """Print, per variant population, the corruption x severity table of the corrupted variants
+    of `dataset` (one per origin), and the other datasets' rows (the clean set, ImageNet-A/R);
+    returns the rows printed."""
+    with store.connect(root, read_only=True) as con:
+        catalog.dataset(con, dataset)
+        if not materialise.attach(con):
+            raise PieError("the analysis is out of date (or never ran): run `pie analyze` first")
+        rows = records(
+            con,
+            "select * from robustness_tstats where experiment = ?"
+            " and (dataset = ? or parent = ? or kind in ('natural_adversarial', 'rendition'))"
+            " and (? is null or sparsity = ?) order by method, sparsity, dataset",
+            [experiment, dataset, dataset, sparsity, sparsity],
+        )
+    if not rows:
+        raise PieError(
+            f"no robustness rows for {experiment} on {dataset}"
+            + (f" at sparsity {sparsity:g}" if sparsity is not None else "")
+            + ": evaluate dense and pruned models on it (pie infer) and run `pie analyze`"
+        )
+    populations = sorted({(r["method"], r["sparsity"]) for r in rows}, key=lambda x: (x[1], x[0]))
+    for method, s in populations:
+        mine = [r for r in rows if (r["method"], r["sparsity"]) == (method, s)]
+        alpha, on = mine[0]["alpha"], mine[0]["significance_on"]
+        for origin in sorted({r["origin"] for r in mine if r["kind"] == "corrupted"}):
+            corrupted = [r for r in mine if r["kind"] == "corrupted" and r["origin"] == origin]
+            console.out.print(
+                wide_table(
+                    f"{experiment}: {method} at sparsity {s:g} on {origin} corruptions of"
+                    f" {dataset}: pruned top-1 % (change vs dense, * {on} <= {alpha:g})",
+                    corrupted,
+                )
+            )
+        others = [r for r in mine if r["kind"] != "corrupted"]
+        if others:
+            console.out.print(
+                other_table(f"{experiment}: {method} at sparsity {s:g}, top-1 %", others)
+            )
+    return rows
