@@ -39,6 +39,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
@@ -89,6 +90,7 @@ class Group:
     """Pending pairs of one dataset sharing one decoding (geometry and rule)."""
 
     dataset: str
+    directory: Path  # its shards (`datasets.path`: under shards/, or exports/ for an export)
     dataset_hash: str
     crop_only: bool
     class_subset: tuple[int, ...] | None
@@ -158,10 +160,11 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
         for tmp in staging.glob("*.tmp"):  # a run killed mid-write: never complete
             tmp.unlink()
         models = {m.model_id: m for m in catalog.model_rows(con)}
+        dirs = catalog.shard_dirs(con, root.path)
 
         def current(model_id: str, dataset: str) -> Fingerprint | None:
             """The pair's fingerprint now; None if the model or the dataset is gone."""
-            shards = root.shards(dataset)
+            shards = dirs.get(dataset, root.shards(dataset))
             if model_id not in models or not (shards / INDEX).exists():
                 return None
             return Fingerprint(models[model_id].sha256, dataset_hash(shards))
@@ -198,7 +201,7 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
     groups: list[Group] = []
     done, stale = 0, 0
     for d in datasets:
-        content = dataset_hash(root.shards(d["name"]))
+        content = dataset_hash(dirs[d["name"]])
         by_geometry: dict[str, list[Member]] = {}
         for m in models.values():
             if m.label_space != d["label_space"]:
@@ -224,6 +227,7 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
             groups.append(
                 Group(
                     d["name"],
+                    dirs[d["name"]],
                     content,
                     center_crop_only(d),
                     tuple(subset) if subset else None,
@@ -259,7 +263,7 @@ def evaluate(
             if in_workers
             else c
             for c in stream.mine(
-                stream.chunks(root.shards(g.dataset), cfg.batch_size, i, g.pre, g.crop_only),
+                stream.chunks(g.directory, cfg.batch_size, i, g.pre, g.crop_only),
                 world.rank,
                 world.size,
             )
@@ -337,7 +341,7 @@ def evaluate(
                 written.images += len(batch.keys)
                 bar.advance(task, len(batch.keys) + len(batch.errors))
             written.skipped += len(errors)
-            if dataset_hash(root.shards(group.dataset)) != group.dataset_hash:
+            if dataset_hash(group.directory) != group.dataset_hash:
                 for w in writers.values():  # re-packed meanwhile: the next run evaluates it
                     w.abandon()
                 written.changed += 1

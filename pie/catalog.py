@@ -166,6 +166,12 @@ def dataset(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, Any]:
     return dict(zip(columns, found[0], strict=True))
 
 
+def shard_dirs(con: duckdb.DuckDBPyConnection, root: Path) -> dict[str, Path]:
+    """Every dataset's shard directory (`datasets.path`, relative to the work root `root`):
+    packed sets under `shards/`, exports under `exports/`."""
+    return {name: root / path for name, path in store.rows(con, "select name, path from datasets")}
+
+
 def eval_datasets(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Every evaluation dataset (not training sets, not exports), by name."""
     names = store.rows(

@@ -156,6 +156,24 @@ def test_export_holds_exactly_the_pies_with_metadata(run):
     ) == [("export", "fmnist-test", N - len(pies)), ("export", "fmnist-test", len(pies))]
 
 
+def test_an_export_is_a_dataset_models_can_be_evaluated_on(run):
+    root, args = run
+    (name, n), *_ = query(
+        root, "select name, n_images from datasets where kind = 'export' and n_images > 0"
+    )
+    pie("infer", "--dataset", name, *args)
+    assert query(
+        root,
+        f"select count(distinct model_id), count(*) from predictions where dataset = '{name}'",
+    ) == [(4, 4 * n)]
+    # each export image is scored as its parent's image was: same keys, same predictions
+    assert query(
+        root,
+        "select count(*) from predictions as e join predictions as p using (model_id, key)"
+        f" where e.dataset = '{name}' and p.dataset = 'fmnist-test' and e.pred <> p.pred",
+    ) == [(0,)]
+
+
 def test_reruns_do_nothing_new(run):
     root, args = run
     before = query(root, "select count(*) from predictions")
