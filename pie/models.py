@@ -8,8 +8,9 @@ every dense layer except the final classifier.
 
 from __future__ import annotations
 
+import fnmatch
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -83,13 +84,32 @@ def create(arch: str, num_classes: int, in_channels: int, image_size: int) -> nn
     return ARCHS[arch](num_classes, in_channels, image_size)
 
 
-def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Conv and dense weights by state_dict name, in module order, minus the last dense layer."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+def prunable_weights(
+    model: nn.Module, layers: str = "reference", keep: Sequence[str] = ()
+) -> dict[str, nn.Parameter]:
+    """Conv and dense weights by state_dict name, in module order.
+
+    layers: "reference" (every conv, the stem included, and every dense layer but the last),
+    "convs" (convolutions only) or "all" (every conv and dense layer); `keep` lists fnmatch
+    patterns of weight names left out (e.g. "conv1.weight" to spare the stem).
+    """
+    if layers not in ("reference", "convs", "all"):
+        raise PieError(f"unknown layer set {layers!r} (known: reference, convs, all)")
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     last_linear = max(
-        (i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Linear)), default=None
+        (i for i, (_, m) in enumerate(found) if isinstance(m, nn.Linear)), default=None
     )
-    return {f"{n}.weight": m.weight for i, (n, m) in enumerate(layers) if i != last_linear}
+    out = {}
+    for i, (name, module) in enumerate(found):
+        weight = f"{name}.weight"
+        if layers == "reference" and i == last_linear:
+            continue
+        if layers == "convs" and not isinstance(module, nn.Conv2d):
+            continue
+        if any(fnmatch.fnmatchcase(weight, pattern) for pattern in keep):
+            continue
+        out[weight] = module.weight
+    return out
 
 
 def resolve_device(name: str) -> torch.device:
