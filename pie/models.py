@@ -78,6 +78,16 @@ for _name in ("resnet18", "resnet34", "resnet50", "resnet101"):
     register(_name)(torchvision_resnet(_name))
 
 
+@register("resnet18_cifar")
+def resnet18_cifar(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """torchvision's ResNet-18 for 32 px inputs (the usual CIFAR variant): a 3x3 stride-1 stem
+    and no max-pooling; same module names as resnet18, so its state_dict loads the same way."""
+    model = torchvision_resnet("resnet18")(num_classes, in_channels, image_size)
+    model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
 def create(arch: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     if arch not in ARCHS:
         raise PieError(f"unknown arch {arch!r} (known: {', '.join(sorted(ARCHS))})")

@@ -14,9 +14,9 @@ One epoch, both paths, whatever the number of processes or loader workers:
   seen exactly once;
 - under torchrun, rank r of R takes the r-th of R equal slices of every global batch, so the
   global batch is the same as in one process;
-- augmentation draws come from (seed, epoch, position in the epoch's order) when streaming,
-  from (seed, epoch, step) for the whole global batch in memory, so they do not depend on R or
-  on the loader workers either, and a resumed job can start at any step.
+- augmentation draws come from (seed, epoch, position in the epoch's order) (`uniforms`, a
+  counter-based generator), so they do not depend on R or on the loader workers either, a
+  resumed job can start at any step, and the two paths augment alike.
 Streaming reads samples by position: each loader worker scans the tar headers of a shard the
 first time it needs it and keeps the offsets (about 20 bytes per image: an index, not pixels).
 
@@ -149,16 +149,34 @@ class EpochSampler(torch.utils.data.Sampler):
 # -- augmentation ---------------------------------------------------------------------------
 
 
-def resized_crop_box(width: int, height: int, rng: np.random.Generator) -> tuple[int, ...]:
-    """torchvision's RandomResizedCrop box (left, top, w, h): 10 tries at a random area in
-    SCALE and log-uniform aspect in RATIO, else the center crop at the nearest allowed aspect."""
+DRAWS = 25  # uniforms per sample: flip, crop row and column, 10 x (area, aspect), left, top
+
+
+def uniforms(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+    """(len(positions), DRAWS) uniforms in [0, 1): a counter-based generator (splitmix64 of
+    (seed, epoch) and the position), so any sample's draws are found without the others'."""
+    with np.errstate(over="ignore"):
+        counter = np.asarray(positions, np.uint64)[:, None] * np.uint64(DRAWS)
+        z = counter + np.arange(DRAWS, dtype=np.uint64) + np.uint64(mix(seed, epoch))
+        z = z * np.uint64(0x9E3779B97F4A7C15) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def resized_crop_box(width: int, height: int, u: np.ndarray) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop box (left, top, w, h) from one sample's draws: 10 tries
+    at a random area in SCALE and log-uniform aspect in RATIO, else the center crop at the
+    nearest allowed aspect."""
     area = width * height
-    for _ in range(10):
-        target = area * rng.uniform(*SCALE)
-        aspect = math.exp(rng.uniform(math.log(RATIO[0]), math.log(RATIO[1])))
+    log_ratio = (math.log(RATIO[0]), math.log(RATIO[1]))
+    for t in range(10):
+        target = area * (SCALE[0] + (SCALE[1] - SCALE[0]) * u[3 + 2 * t])
+        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[4 + 2 * t])
         w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
-            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+            return int(u[23] * (width - w + 1)), int(u[24] * (height - h + 1)), w, h
     ratio = width / height
     if ratio < RATIO[0]:
         w, h = width, round(width / RATIO[0])
@@ -169,14 +187,19 @@ def resized_crop_box(width: int, height: int, rng: np.random.Generator) -> tuple
     return (width - w) // 2, (height - h) // 2, w, h
 
 
-def augment_sample(data: bytes, pre: Preprocess, policy: str, rng: np.random.Generator):
-    """Encoded image -> augmented uint8 array (C, size, size)."""
+def crop_offsets(u: np.ndarray) -> tuple[int, int]:
+    """crop_flip's (row, column) offset into the padded image from one sample's draws."""
+    return int(u[1] * (2 * PAD + 1)), int(u[2] * (2 * PAD + 1))
+
+
+def augment_sample(data: bytes, pre: Preprocess, policy: str, u: np.ndarray) -> np.ndarray:
+    """Encoded image -> augmented uint8 array (C, size, size), from one sample's draws."""
     if policy == "resized_crop_flip":
         try:
             im = Image.open(io.BytesIO(data)).convert("L" if pre.channels == 1 else "RGB")
         except Exception as e:  # PIL raises many types for corrupt files
             raise DecodeError(f"cannot decode image: {e}") from None
-        left, top, w, h = resized_crop_box(*im.size, rng)
+        left, top, w, h = resized_crop_box(*im.size, u)
         im = im.resize(
             (pre.size, pre.size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h)
         )
@@ -186,26 +209,26 @@ def augment_sample(data: bytes, pre: Preprocess, policy: str, rng: np.random.Gen
         pixels = decode(data, pre)
         if policy == "crop_flip":
             padded = np.pad(pixels, ((0, 0), (PAD, PAD), (PAD, PAD)))
-            dy, dx = rng.integers(0, 2 * PAD + 1, 2)
+            dy, dx = crop_offsets(u)
             pixels = padded[:, dy : dy + pre.size, dx : dx + pre.size]
-    if policy != "none" and rng.random() < 0.5:
+    if policy != "none" and u[0] < 0.5:
         pixels = pixels[:, :, ::-1]
     return np.ascontiguousarray(pixels)
 
 
 def augment_batch(
-    x: torch.Tensor, policy: str, seed: int, epoch: int, step: int, rank: int, batch: int
+    x: torch.Tensor, policy: str, seed: int, epoch: int, positions: range
 ) -> torch.Tensor:
-    """The memory path's augmentation of rank `rank`'s share of global batch `step` (stored
-    uint8 crops (n, C, S, S)): the draws for the whole global batch come from (seed, epoch,
-    step) and each rank takes its slice, so they do not depend on the number of processes."""
+    """The memory path's augmentation of stored uint8 crops (n, C, S, S) at `positions` of the
+    epoch's order: the same draws as `augment_sample` gives those samples, so flip and
+    crop_flip match the streaming path pixel for pixel (resized crops are cut from the stored
+    center crop here, from the full image there)."""
     if policy == "none":
         return x
     n, size = len(x), x.shape[-1]
-    rng = np.random.default_rng([seed, epoch, step])
-    mine = slice(rank * n, (rank + 1) * n)
+    u = uniforms(seed, epoch, np.arange(positions.start, positions.stop))
     if policy == "crop_flip":
-        dy, dx = (torch.from_numpy(v[mine]) for v in rng.integers(0, 2 * PAD + 1, (2, batch)))
+        dy, dx = (torch.tensor(v) for v in zip(*(crop_offsets(row) for row in u), strict=True))
         padded = F.pad(x, (PAD, PAD, PAD, PAD))
         span = torch.arange(size)
         rows = (dy[:, None] + span)[:, None, :, None]
@@ -213,14 +236,14 @@ def augment_batch(
         sample, channel = torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])
         x = padded[sample, channel[:, None, None], rows, cols]
     elif policy == "resized_crop_flip":
-        boxes = [resized_crop_box(size, size, rng) for _ in range(batch)][mine]
         crops = []
-        for image, (left, top, w, h) in zip(x, boxes, strict=True):
+        for image, row in zip(x, u, strict=True):
+            left, top, w, h = resized_crop_box(size, size, row)
             crop = image[None, :, top : top + h, left : left + w].float()
             crop = F.interpolate(crop, (size, size), mode="bilinear", align_corners=False)[0]
             crops.append(crop.round().clamp(0, 255).to(torch.uint8))
         x = torch.stack(crops)
-    flip = torch.from_numpy(rng.random(batch)[mine] < 0.5)
+    flip = torch.from_numpy(u[:, 0] < 0.5)
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
@@ -347,11 +370,11 @@ class ShardSamples(torch.utils.data.Dataset):
             if self.policy is None:
                 pixels = decode(data, self.pre, self.center_crop_only)
             else:
-                rng = np.random.default_rng([self.seed, epoch, position])
-                pixels = augment_sample(data, self.pre, self.policy, rng)
+                u = uniforms(self.seed, epoch, np.array([position]))[0]
+                pixels = augment_sample(data, self.pre, self.policy, u)
         except DecodeError as e:
             raise PieError(f"dataset {self.shards.name}: image {i}: {e}") from None
-        return torch.from_numpy(pixels), label
+        return torch.from_numpy(pixels.copy() if not pixels.flags.writeable else pixels), label
 
     def __del__(self):
         for fd in self.files.values():

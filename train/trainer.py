@@ -182,7 +182,7 @@ def feed(
                 positions = data.rank_positions(s, cfg.batch_size, world.rank, world.size)
                 idx = order[positions.start : positions.stop].numpy()
                 x = torch.from_numpy(pixels[idx])
-                x = data.augment_batch(x, policy, seed, epoch, s, world.rank, cfg.batch_size)
+                x = data.augment_batch(x, policy, seed, epoch, positions)
                 yield x, torch.from_numpy(labels[idx])
         else:
             sampler = data.EpochSampler(
