@@ -44,7 +44,7 @@ from PIL import Image
 
 from pie.errors import PieError
 from pie.images import SMALL_INPUT, DecodeError, Preprocess, decode
-from pie.shards import IMAGE_EXTS, dataset_hash, image_field, read_index, read_shards
+from pie.shards import IMAGE_EXTS, dataset_hash, read_index
 
 MEMORY_LIMIT = 2 * 1024**3  # decoded bytes below which "auto" holds a set in memory
 PAD = 4  # crop_flip: zero padding on each side before the random crop
@@ -263,23 +263,11 @@ def in_memory(
     key = (str(directory), dataset_hash(directory), pre.spec, center_crop_only)
     if key not in _DECODED:
         pixels = np.empty((shards.n_images, pre.channels, pre.size, pre.size), np.uint8)
+        samples = ShardSamples(shards, pre, None, center_crop_only=center_crop_only)
         labels = np.empty(shards.n_images, np.int64)
-        seen = 0
-        try:
-            for seen, sample in enumerate(read_shards(directory), start=1):
-                if seen > shards.n_images:
-                    break
-                try:
-                    pixels[seen - 1] = decode(image_field(sample)[1], pre, center_crop_only)
-                except DecodeError as e:
-                    raise PieError(f"dataset {name}: image {sample['__key__']}: {e}") from None
-                labels[seen - 1] = sample["cls"]
-        except (OSError, ValueError, tarfile.TarError) as e:
-            raise PieError(f"dataset {name}: cannot read its shards ({e})") from None
-        if seen != shards.n_images:
-            raise PieError(
-                f"dataset {name}: index lists {shards.n_images} images, shards hold {seen}"
-            )
+        for i in range(shards.n_images):  # in shard order: each shard is read once, in order
+            image, labels[i] = samples[i, 0, 0]
+            pixels[i] = image.numpy()
         while len(_DECODED) >= KEEP_DECODED:
             _DECODED.pop(next(iter(_DECODED)))
         _DECODED[key] = (pixels, labels)
