@@ -172,7 +172,7 @@ def test_a_shard_cut_short_inside_is_refused(packed, tmp_path):
     shard = sorted(packed.shards("fmnist-train").glob("*.tar"))[0]
     cut = tmp_path / "cut.tar"
     cut.write_bytes(shard.read_bytes()[:10240])  # inside a member
-    with pytest.raises(PieError, match="cannot be read .*: pack the dataset again"):
+    with pytest.raises(PieError, match=r"cannot be read .*: pack the dataset again"):
         data.scan_shard(str(cut), 64)
     with tarfile.open(shard) as source, tarfile.open(cut, "w") as short:
         for member in source.getmembers()[:9]:  # 3 whole samples
@@ -260,7 +260,7 @@ def test_torchrun_two_cpu_ranks_train_one_checkpoint(packed, tmp_path):
     done = torchrun(tmp_path, packed.path, toml)
     assert done.returncode == 0, done.stderr[-3000:]
     model_id = "t-magnitude-s0.5-seed0"
-    model, sidecar = checkpoints.load(packed.checkpoint(model_id))  # checks the sha256
+    _, sidecar = checkpoints.load(packed.checkpoint(model_id))  # checks the sha256
     assert sidecar.world_size == 2 and sidecar.data == "memory"
     assert sidecar.achieved_sparsity == pytest.approx(0.5, abs=0.005)
     state = torch.load(packed.checkpoint(model_id) / "model.pt", weights_only=True)
