@@ -245,11 +245,21 @@ def test_the_reference_recipe_is_the_papers():
 # -- torchrun ---------------------------------------------------------------------------------
 
 
-def torchrun(tmp_path: Path, root: Path, toml: Path) -> subprocess.CompletedProcess:
+def torchrun(root: Path, toml: Path) -> tuple[int, str]:
+    """(exit code, stderr) of a 2-process CPU torchrun of `pie train`; on a timeout the whole
+    process group (torchrun and its workers) is killed."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    command += ["--master_port=0", "-m", "pie", "train", "-c", str(toml), "--root", str(root)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", "-m", "pie", "train", "-c", str(toml), "--root", str(root)]
+    run = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        _, err = run.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        _, err = run.communicate()
+    return run.returncode, err.decode()
 
 
 @pytest.mark.slow
@@ -257,8 +267,8 @@ def test_torchrun_two_cpu_ranks_train_one_checkpoint(packed, tmp_path):
     """Two gloo ranks, global batch 16 (8 each): sparsity on target, a verified sha256, top-1
     within 0.15 (3 of the 20 test images) of the one-process model."""
     toml = tiny_toml(tmp_path)
-    done = torchrun(tmp_path, packed.path, toml)
-    assert done.returncode == 0, done.stderr[-3000:]
+    code, err = torchrun(packed.path, toml)
+    assert code == 0, err[-3000:]
     model_id = "t-magnitude-s0.5-seed0"
     _, sidecar = checkpoints.load(packed.checkpoint(model_id))  # checks the sha256
     assert sidecar.world_size == 2 and sidecar.data == "memory"
