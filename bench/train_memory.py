@@ -112,7 +112,7 @@ def main() -> None:
             env = {**os.environ, "PYTHONPATH": str(REPO)}
             command = [sys.executable, "-m", "pie", "train", "-c", str(config), "--root", str(root)]
             results[n] = peak_of(command, env)
-    (small, t_small), (big, t_big) = results[args.n], results[4 * args.n]
+    small, big = results[args.n][0], results[4 * args.n][0]
     print(f"{'images':>8}{'peak PSS MiB':>14}{'seconds':>9}")
     for n, (peak, seconds) in results.items():
         print(f"{n:>8}{peak / 2**20:>14.0f}{seconds:>9.1f}")
