@@ -81,11 +81,22 @@ def n_pruned(numel: int, sparsity: float) -> int:
 
 
 def smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """A flat keep-mask that drops the k smallest scores (ties: lower index dropped first)."""
-    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
-    if k > 0:
-        order = torch.sort(scores.flatten(), stable=True).indices
-        keep[order[:k]] = False
+    """A flat keep-mask that drops the k smallest scores (ties: lower index dropped first).
+
+    Selection, not a sort: the k-th smallest value is the threshold, everything below it is
+    dropped, and of the values equal to it the lowest-index ones make up the count (what a
+    stable sort would drop)."""
+    flat = scores.flatten()
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k <= 0:
+        return keep
+    if k >= flat.numel():
+        return ~keep
+    threshold = flat.kthvalue(k).values
+    below = flat < threshold
+    tied = torch.nonzero(flat == threshold).flatten()
+    keep[below] = False
+    keep[tied[: k - int(below.sum())]] = False
     return keep
 
 
