@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,8 @@ class Sidecar:
     preprocess             `pie.images.Preprocess.to_dict()`: what inference must repeat
     config                 the resolved train config (`pie.config.to_dict`)
     torch_version, device, seconds  where and how long it trained
+    world_size             processes that trained it together (torchrun), 1 without
+    data                   the input path it took: 'memory' or 'stream' ('' before these fields)
     sha256                 of `model.pt`; `load` refuses weights that do not match
     path                   the checkpoint directory relative to the work root
                            (`checkpoints/<model_id>`): resolve it with `directory(root)`
@@ -89,6 +91,8 @@ class Sidecar:
     seconds: float
     sha256: str = ""  # filled in by `save`
     path: str = ""  # filled in by `save`
+    world_size: int = 1
+    data: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -102,7 +106,8 @@ class Sidecar:
         if not isinstance(data, dict):
             raise PieError(f"{where} is not a checkpoint sidecar")
         names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(data) - {"sha256", "path"})
+        optional = {f.name for f in fields(cls) if f.default is not MISSING}
+        missing = sorted(names - set(data) - optional)
         if missing:
             raise PieError(f"{where} is not a checkpoint sidecar (missing {', '.join(missing)})")
         return cls(**{k: v for k, v in data.items() if k in names})

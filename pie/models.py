@@ -8,8 +8,9 @@ every dense layer except the final classifier.
 
 from __future__ import annotations
 
+import fnmatch
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -77,19 +78,48 @@ for _name in ("resnet18", "resnet34", "resnet50", "resnet101"):
     register(_name)(torchvision_resnet(_name))
 
 
+@register("resnet18_cifar")
+def resnet18_cifar(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """torchvision's ResNet-18 for 32 px inputs (the usual CIFAR variant): a 3x3 stride-1 stem
+    and no max-pooling; same module names as resnet18, so its state_dict loads the same way."""
+    model = torchvision_resnet("resnet18")(num_classes, in_channels, image_size)
+    model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
 def create(arch: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     if arch not in ARCHS:
         raise PieError(f"unknown arch {arch!r} (known: {', '.join(sorted(ARCHS))})")
     return ARCHS[arch](num_classes, in_channels, image_size)
 
 
-def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Conv and dense weights by state_dict name, in module order, minus the last dense layer."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+def prunable_weights(
+    model: nn.Module, layers: str = "reference", keep: Sequence[str] = ()
+) -> dict[str, nn.Parameter]:
+    """Conv and dense weights by state_dict name, in module order.
+
+    layers: "reference" (every conv, the stem included, and every dense layer but the last),
+    "convs" (convolutions only) or "all" (every conv and dense layer); `keep` lists fnmatch
+    patterns of weight names left out (e.g. "conv1.weight" to spare the stem).
+    """
+    if layers not in ("reference", "convs", "all"):
+        raise PieError(f"unknown layer set {layers!r} (known: reference, convs, all)")
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     last_linear = max(
-        (i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Linear)), default=None
+        (i for i, (_, m) in enumerate(found) if isinstance(m, nn.Linear)), default=None
     )
-    return {f"{n}.weight": m.weight for i, (n, m) in enumerate(layers) if i != last_linear}
+    out = {}
+    for i, (name, module) in enumerate(found):
+        weight = f"{name}.weight"
+        if layers == "reference" and i == last_linear:
+            continue
+        if layers == "convs" and not isinstance(module, nn.Conv2d):
+            continue
+        if any(fnmatch.fnmatchcase(weight, pattern) for pattern in keep):
+            continue
+        out[weight] = module.weight
+    return out
 
 
 def resolve_device(name: str) -> torch.device:

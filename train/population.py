@@ -2,32 +2,50 @@
 
 Jobs are (method, sparsity, seed); sparsity 0 is the dense population (method 'dense'),
 trained once and shared by every method. Before anything trains:
-- what killed runs left in `checkpoints/` (`.partial`, `.old`) is cleared;
+- what killed runs left in `checkpoints/` (`.partial`, `.old`) and `resume/` is cleared;
+- the training and evaluation shards are checked against their index (missing or truncated
+  shards are refused), GPU-only options on a CPU run are refused, the global batch must divide
+  by the number of processes, and `init_from` must hold weights of this arch and class count;
 - a config whose pruning schedule ends after the last step is refused (its pruned models
   would end below target);
 - a job whose checkpoint is on disk is not trained again, but only if that checkpoint was
   made with the same settings: any difference in the resolved config, besides how the run
   executes (`EXECUTION`) and which jobs exist (`POPULATION`), is refused with one line.
   A checkpoint without a `models` row (the run died between the two) is registered.
-Worker processes train and write checkpoints; this process alone writes the database.
+- a job with a resumable state (`train.resume`, written every `save_every` steps) continues
+  from it.
+In one process, worker processes (`workers`) train jobs side by side and write checkpoints;
+this process alone writes the database. Under torchrun every process trains each job
+together (DistributedDataParallel), one job after another; rank 0 alone reads and writes the
+database and writes checkpoints, and tells the other ranks what to train.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pie import catalog, checkpoints, console, store
+from pie import catalog, checkpoints, console, distributed, store
 from pie.config import to_dict
+from pie.distributed import World
 from pie.errors import PieError
-from pie.images import load_cached
-from pie.models import create
+from pie.images import center_crop_only
+from pie.models import create, resolve_device
 from pie.parallel import run_tasks
 from pie.paths import WorkRoot
-from train.config import EXECUTION, POPULATION, TrainConfig
-from train.trainer import Job, check_schedule, make_job, preprocess, train_one
+from train import data, finetune, resume
+from train.config import TrainConfig
+from train.trainer import (
+    Job,
+    check_device,
+    check_schedule,
+    check_world,
+    make_job,
+    preprocess,
+    train_one,
+)
 
 
 def jobs(cfg: TrainConfig) -> list[Job]:
@@ -42,68 +60,116 @@ def jobs(cfg: TrainConfig) -> list[Job]:
 
 def check_same_settings(directory: Path, stored: dict[str, Any], cfg: TrainConfig) -> None:
     """Refuse to reuse a checkpoint trained with settings other than `cfg`'s."""
-    asked = json.loads(json.dumps(to_dict(cfg)))  # as the sidecar stores it
-    missing = "(unset)"
-    keys = sorted((set(asked) | set(stored)) - set(EXECUTION) - set(POPULATION))
-    differ = [k for k in keys if stored.get(k, missing) != asked.get(k, missing)]
+    asked = to_dict(cfg)
+    differ = resume.differences(stored, asked)
     if differ:
-
-        def spell(values: dict[str, Any]) -> str:
-            return ", ".join(f"{k}={json.dumps(values.get(k, missing))}" for k in differ)
-
         raise PieError(
-            f"checkpoint {directory.name} was trained with {spell(stored)}, this run asks "
-            f"{spell(asked)}: use a new experiment name or delete {directory}"
+            f"checkpoint {directory.name} was trained with {resume.spell(stored, differ)}, this "
+            f"run asks {resume.spell(asked, differ)}: use a new experiment name or delete "
+            f"{directory}"
         )
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What rank 0 found in the database and on disk: the jobs to train and how to label them."""
+
+    pending: list[Job]
+    n_existing: int
+    n_classes: int
+    label_space: str
+    eval_center_crop_only: bool
+    data_path: str
+
+
+def plan(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Plan:
+    """Every check that can fail before training, then the pending jobs (rank 0 only)."""
+    train_set = catalog.dataset(con, cfg.dataset)
+    eval_set = catalog.dataset(con, cfg.eval_dataset)
+    if train_set["split"] != "train":
+        raise PieError(f"dataset {cfg.dataset!r} is an evaluation set, not a training set")
+    shards = data.shard_set(root.shards(cfg.dataset), cfg.dataset)
+    data.shard_set(root.shards(cfg.eval_dataset), cfg.eval_dataset)
+    space = train_set["label_space"]
+    n_classes = catalog.n_classes(con, space)
+    model = create(cfg.arch, n_classes, cfg.channels, cfg.image_size)  # fail here, not later
+    if cfg.init_from:
+        finetune.load_dense(model, cfg.init_from, cfg.arch, n_classes)
+    check_schedule(cfg, shards.n_images)
+    registered = catalog.model_ids(con)
+    cleared = checkpoints.clean(root.checkpoints)  # we hold the write lock: nobody else writes
+    resume.clean(root)
+    if cleared:
+        console.say(f"train: cleared {len(cleared)} leftovers of killed runs in checkpoints/")
+
+    pending, existing = [], []
+    for job in jobs(cfg):
+        directory = root.checkpoint(job.model_id)
+        if (directory / checkpoints.SIDECAR).exists():
+            sidecar = checkpoints.read_sidecar(directory)
+            check_same_settings(directory, sidecar.config, cfg)
+            existing.append(sidecar)
+        else:
+            pending.append(job)
+    for sidecar in existing:
+        if sidecar.model_id not in registered:
+            catalog.register_model(con, sidecar)
+    path = data.choose_path(cfg.data, shards.n_images, preprocess(cfg))
+    return Plan(pending, len(existing), n_classes, space, center_crop_only(eval_set), path)
+
+
 def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
-    """Train every job of the population that has no checkpoint; returns the model ids trained."""
+    """Train every job of the population that has no checkpoint; returns the model ids trained
+    (on rank 0; an empty list on the other ranks)."""
     started = datetime.now()
+    device = resolve_device(cfg.device)
+    world = distributed.init(device)
+    check_world(cfg, world)
+    check_device(cfg, device)
+    if not world.is_main:
+        return follow(root, cfg, world)
     with store.connect(root) as con:
-        train_set = catalog.dataset(con, cfg.dataset)
-        catalog.dataset(con, cfg.eval_dataset)
-        if train_set["split"] != "train":
-            raise PieError(f"dataset {cfg.dataset!r} is an evaluation set, not a training set")
-        space = train_set["label_space"]
-        n_classes = catalog.n_classes(con, space)
-        create(cfg.arch, n_classes, cfg.channels, cfg.image_size)  # fail here, not in a worker
-        check_schedule(cfg, train_set["n_images"])
-        registered = catalog.model_ids(con)
-        cleared = checkpoints.clean(root.checkpoints)  # we hold the write lock: nobody else writes
-        if cleared:
-            console.say(f"train: cleared {len(cleared)} leftovers of killed runs in checkpoints/")
-
-        pending, existing = [], []
-        for job in jobs(cfg):
-            directory = root.checkpoint(job.model_id)
-            if (directory / checkpoints.SIDECAR).exists():
-                sidecar = checkpoints.read_sidecar(directory)
-                check_same_settings(directory, sidecar.config, cfg)
-                existing.append(sidecar)
-            else:
-                pending.append(job)
-        for sidecar in existing:
-            if sidecar.model_id not in registered:
-                catalog.register_model(con, sidecar)
-
-        # decode the data once here, so workers only memory-map it
-        with console.progress("decoding training data", None) as advance:
-            for dataset in (cfg.dataset, cfg.eval_dataset):
-                load_cached(root, dataset, preprocess(cfg), advance)
+        try:
+            found = plan(con, root, cfg, world)
+        except PieError as e:
+            distributed.broadcast_object(world, str(e))
+            raise
+        distributed.broadcast_object(world, found)
+        resumed = sum(resume.state_path(root, j.model_id).exists() for j in found.pending)
+        how = f"{found.data_path} data"
+        if world.distributed:
+            how += f", {world.size} processes per model"
+            if cfg.workers > 1:
+                how += " (workers applies to one-process runs only)"
+        note = f", {resumed} resumed" if resumed else ""
+        console.say(f"train: {len(found.pending)} models to train{note} ({how})")
 
         trained: list[checkpoints.Sidecar] = []
-        tasks = [(root, cfg, job, n_classes, space) for job in pending]
-        with console.progress(f"training {len(pending)} models", len(pending)) as advance:
-            for sidecar in run_tasks(train_one, tasks, cfg.workers):
+        tasks = [
+            (root, cfg, job, found.n_classes, found.label_space, found.eval_center_crop_only)
+            for job in found.pending
+        ]
+        workers = 1 if world.distributed else cfg.workers
+        with console.progress(f"training {len(tasks)} models", len(tasks)) as advance:
+            for sidecar in run_tasks(train_one, tasks, workers):
                 catalog.register_model(con, sidecar)
                 trained.append(sidecar)
                 advance(1)
 
-        summary = f"train: {len(trained)} models trained, {len(existing)} already there"
+        summary = f"train: {len(trained)} models trained, {found.n_existing} already there"
         if trained:
             top1 = sum(s.test_top1 for s in trained) / len(trained)
             summary += f" (mean test top-1 of the new ones {top1:.4f})"
             store.record_run(con, "train", cfg.experiment, to_dict(cfg), summary, started)
     console.say(summary + f"; checkpoints in {root.checkpoints}")
     return sorted(s.model_id for s in trained)
+
+
+def follow(root: WorkRoot, cfg: TrainConfig, world: World) -> list[str]:
+    """A rank other than 0: train what rank 0 planned, alongside it; never open the database."""
+    found = distributed.broadcast_object(world, None)
+    if isinstance(found, str):
+        raise PieError(found)
+    for job in found.pending:
+        train_one(root, cfg, job, found.n_classes, found.label_space, found.eval_center_crop_only)
+    return []

@@ -24,10 +24,19 @@ Methods (Hooker et al. 2019, after Zhu & Gupta 2017 and Gale et al. 2019):
 - random_cumulative: random, never un-pruning (the masked set only grows).
 The magnitude methods score a masked weight below every live one, and the target only grows,
 so they never un-prune either.
+
+Block masks (`block = (h, w)`, the reference's block height and width): each weight tensor is
+seen as a matrix (out channels x everything else), cut into h x w blocks (edge blocks are
+smaller), and whole blocks are pruned by their mean score (mean |w| for the magnitude methods,
+a mean of uniform draws for the random ones); the target counts blocks, so the fraction of
+weights pruned differs from it by at most the share of the smaller edge blocks. (1, 1) is
+per-weight pruning.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -72,12 +81,60 @@ def n_pruned(numel: int, sparsity: float) -> int:
 
 
 def smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """A flat keep-mask that drops the k smallest scores (ties: lower index dropped first)."""
-    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
-    if k > 0:
-        order = torch.sort(scores.flatten(), stable=True).indices
-        keep[order[:k]] = False
+    """A flat keep-mask that drops the k smallest scores (ties: lower index dropped first).
+
+    Selection, not a sort: the k-th smallest value is the threshold, everything below it is
+    dropped, and of the values equal to it the lowest-index ones make up the count (what a
+    stable sort would drop)."""
+    flat = scores.flatten()
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k <= 0:
+        return keep
+    if k >= flat.numel():
+        return ~keep
+    threshold = flat.kthvalue(k).values
+    below = flat < threshold
+    tied = torch.nonzero(flat == threshold).flatten()
+    keep[below] = False
+    keep[tied[: k - int(below.sum())]] = False
     return keep
+
+
+Block = tuple[int, int]
+WEIGHT: Block = (1, 1)
+
+
+def block_means(scores: torch.Tensor, block: Block) -> torch.Tensor:
+    """Mean score of each h x w block of `scores` seen as (out channels, rest)."""
+    h, w = block
+    matrix = scores.reshape(scores.shape[0], -1)
+    rows, cols = matrix.shape
+    shape = (math.ceil(rows / h) * h, math.ceil(cols / w) * w)
+    sums, counts = matrix.new_zeros(shape), matrix.new_zeros(shape)
+    sums[:rows, :cols], counts[:rows, :cols] = matrix, 1.0
+    split = (shape[0] // h, h, shape[1] // w, w)
+    return sums.view(split).sum((1, 3)) / counts.view(split).sum((1, 3))
+
+
+def expand_blocks(keep: torch.Tensor, like: torch.Tensor, block: Block) -> torch.Tensor:
+    """A block keep-mask back to the shape of the weight tensor `like`."""
+    h, w = block
+    matrix = like.reshape(like.shape[0], -1)
+    full = keep.repeat_interleave(h, 0).repeat_interleave(w, 1)
+    return full[: matrix.shape[0], : matrix.shape[1]].reshape(like.shape)
+
+
+def keep_mask(
+    scores: torch.Tensor, sparsity: float, block: Block = WEIGHT, never_unprune: bool = False
+) -> torch.Tensor:
+    """Drop the lowest-scoring units (weights or blocks) of one tensor down to `sparsity`;
+    never_unprune: at least the units already scored negative (masked) stay dropped."""
+    units = scores if block == WEIGHT else block_means(scores, block)
+    k = n_pruned(units.numel(), sparsity)
+    if never_unprune:
+        k = max(k, int((units < 0).sum()))
+    keep = smallest(units, k).view_as(units)
+    return keep if block == WEIGHT else expand_blocks(keep, scores, block)
 
 
 def magnitude_scores(weights: dict[str, torch.Tensor], masks: Masks | None) -> Masks:
@@ -88,48 +145,59 @@ def magnitude_scores(weights: dict[str, torch.Tensor], masks: Masks | None) -> M
 
 
 def magnitude_masks(
-    weights: dict[str, torch.Tensor], sparsity: float, masks: Masks | None = None
+    weights: dict[str, torch.Tensor],
+    sparsity: float,
+    masks: Masks | None = None,
+    block: Block = WEIGHT,
 ) -> Masks:
     return {
-        name: smallest(s, n_pruned(s.numel(), sparsity)).view_as(s)
-        for name, s in magnitude_scores(weights, masks).items()
+        name: keep_mask(s, sparsity, block) for name, s in magnitude_scores(weights, masks).items()
     }
 
 
 def global_magnitude_masks(
-    weights: dict[str, torch.Tensor], sparsity: float, masks: Masks | None = None
+    weights: dict[str, torch.Tensor],
+    sparsity: float,
+    masks: Masks | None = None,
+    block: Block = WEIGHT,
 ) -> Masks:
     scores = magnitude_scores(weights, masks)
-    flat = torch.cat([s.flatten() for s in scores.values()])
+    units = {n: s if block == WEIGHT else block_means(s, block) for n, s in scores.items()}
+    flat = torch.cat([u.flatten() for u in units.values()])
     keep = smallest(flat, n_pruned(flat.numel(), sparsity))
     out, start = {}, 0
-    for name, s in scores.items():
-        out[name] = keep[start : start + s.numel()].view_as(s)
-        start += s.numel()
+    for name, u in units.items():
+        kept = keep[start : start + u.numel()].view_as(u)
+        out[name] = kept if block == WEIGHT else expand_blocks(kept, scores[name], block)
+        start += u.numel()
     return out
 
 
 def random_masks(
-    weights: dict[str, torch.Tensor], sparsity: float, generator: torch.Generator
+    weights: dict[str, torch.Tensor],
+    sparsity: float,
+    generator: torch.Generator,
+    block: Block = WEIGHT,
 ) -> Masks:
     return {
-        name: smallest(torch.rand(w.shape, generator=generator), n_pruned(w.numel(), sparsity))
-        .view_as(w)
-        .to(w.device)
+        name: keep_mask(torch.rand(w.shape, generator=generator), sparsity, block).to(w.device)
         for name, w in weights.items()
     }
 
 
 def random_cumulative_masks(
-    weights: dict[str, torch.Tensor], masks: Masks, sparsity: float, generator: torch.Generator
+    weights: dict[str, torch.Tensor],
+    masks: Masks,
+    sparsity: float,
+    generator: torch.Generator,
+    block: Block = WEIGHT,
 ) -> Masks:
     """Grow each tensor's masked set at random to the target; never un-prune."""
     out = {}
     for name, w in weights.items():
         scores = torch.rand(w.shape, generator=generator).to(w.device)
         scores[~masks[name]] = -1.0  # already pruned: stays pruned (lowest scores go first)
-        k = max(n_pruned(w.numel(), sparsity), int((~masks[name]).sum()))
-        out[name] = smallest(scores, k).view_as(w)
+        out[name] = keep_mask(scores, sparsity, block, never_unprune=True)
     return out
 
 
@@ -144,6 +212,8 @@ class Pruner:
         method: str,
         schedule: Schedule,
         generator: torch.Generator,
+        block: Block = WEIGHT,
+        share: Callable[[Masks], Masks] | None = None,
     ):
         if method not in METHODS:
             raise ValueError(f"unknown pruning method {method!r} (known: {', '.join(METHODS)})")
@@ -151,6 +221,8 @@ class Pruner:
         self.method = method
         self.schedule = schedule
         self.generator = generator
+        self.block = tuple(block)
+        self.share = share  # under torchrun: rank 0's masks, broadcast to every rank
         self.masks: Masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
         self.stored: dict[str, torch.Tensor] = {n: w.detach().clone() for n, w in weights.items()}
         self.pruned: Masks = {n: ~m for n, m in self.masks.items()}
@@ -166,6 +238,8 @@ class Pruner:
         for name, w in self.weights.items():  # the value each weight holds, masked or not
             self.stored[name] = torch.where(self.masks[name], w, self.stored[name])
         self.masks = self.compute(self.schedule.sparsity_at(step))
+        if self.share is not None:
+            self.masks = self.share(self.masks)
         self.pruned = {n: ~m for n, m in self.masks.items()}
         for name, w in self.weights.items():
             mask = self.masks[name]
@@ -181,16 +255,35 @@ class Pruner:
         weight.grad.masked_fill_(self.pruned[name], 0.0)
 
     @torch.no_grad()
+    def mask_gradients(self) -> None:
+        """Zero every masked gradient again: under DistributedDataParallel the averaged
+        gradient is written into `.grad` after the hooks ran, so the trainer calls this
+        between backward and the optimizer step."""
+        for name, w in self.weights.items():
+            if w.grad is not None:
+                w.grad.masked_fill_(self.pruned[name], 0.0)
+
+    def state_dict(self) -> dict[str, Masks]:
+        """What a resumed job needs: the masks and the values kept for masked weights (the
+        generator's state is saved by the trainer with the other RNGs)."""
+        return {"masks": dict(self.masks), "stored": dict(self.stored)}
+
+    def load_state_dict(self, state: dict[str, Masks]) -> None:
+        self.masks = {n: state["masks"][n].to(w.device) for n, w in self.weights.items()}
+        self.stored = {n: state["stored"][n].to(w.device) for n, w in self.weights.items()}
+        self.pruned = {n: ~m for n, m in self.masks.items()}
+
+    @torch.no_grad()
     def compute(self, sparsity: float) -> Masks:
         """New masks at `sparsity` from the effective weights (masked ones are 0)."""
         w = {n: p.detach() for n, p in self.weights.items()}
         if self.method == "magnitude":
-            return magnitude_masks(w, sparsity, self.masks)
+            return magnitude_masks(w, sparsity, self.masks, self.block)
         if self.method == "global_magnitude":
-            return global_magnitude_masks(w, sparsity, self.masks)
+            return global_magnitude_masks(w, sparsity, self.masks, self.block)
         if self.method == "random_independent":
-            return random_masks(w, sparsity, self.generator)
-        return random_cumulative_masks(w, self.masks, sparsity, self.generator)
+            return random_masks(w, sparsity, self.generator, self.block)
+        return random_cumulative_masks(w, self.masks, sparsity, self.generator, self.block)
 
 
 def sparsity_report(weights: dict[str, torch.Tensor]) -> tuple[float, dict[str, float]]:

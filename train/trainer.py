@@ -1,31 +1,42 @@
 """Train one model of a population, top to bottom: data, model, optimiser, gradual pruning,
-evaluation, checkpoint. Runs in a worker process and never touches the database.
+evaluation, checkpoint. Runs in a worker process (or in every torchrun process, together)
+and never touches the database.
 
-Determinism: the torch seed is derived from (experiment, method, sparsity, seed), data order
-and flips come from a generator seeded with it, and `threads` is fixed, so the same job gives
-a bit-identical `model.pt` on CPU.
+Determinism: the torch seed is derived from (experiment, method, sparsity, seed); the data
+order and augmentation come from (seed, epoch, step) (`train.data`); `threads` is fixed; so
+the same job gives a bit-identical `model.pt` on CPU, resumed or not (`train.resume`).
+
+Under torchrun every process runs `train_one` for the same job: the model is wrapped in
+DistributedDataParallel (gloo on CPU, nccl on CUDA), each process takes its slice of every
+global batch (`batch_size` is the global batch, the learning rate follows it), the pruning
+masks are computed on rank 0 and broadcast, test top-1 is summed over the ranks, and rank 0
+alone writes resumable states and the checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
-from pie import checkpoints
+from pie import checkpoints, distributed
 from pie.config import to_dict
+from pie.distributed import World
 from pie.errors import PieError
-from pie.images import Cached, Preprocess, load_cached, normalize
+from pie.images import Preprocess, normalize
 from pie.models import create, prunable_weights, resolve_device
 from pie.paths import WorkRoot
+from train import data, finetune, resume
 from train.config import TrainConfig
-from train.pruning import Pruner, Schedule, sparsity_report
+from train.pruning import Masks, Pruner, Schedule, sparsity_report
 
 
 @dataclass(frozen=True)
@@ -105,74 +116,232 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def check_world(cfg: TrainConfig, world: World) -> None:
+    """The global batch must split evenly over the processes."""
+    if cfg.batch_size % world.size:
+        raise PieError(
+            f"batch_size = {cfg.batch_size} (the global batch) does not divide by the "
+            f"{world.size} processes of this run: pick a batch or a process count that divide"
+        )
+
+
+def check_device(cfg: TrainConfig, device: torch.device) -> None:
+    """GPU-only options asked for on a CPU run are refused, not ignored."""
+    if device.type == "cuda":
+        return
+    asked = [
+        name
+        for name, on in (
+            ("precision = bf16", cfg.precision == "bf16"),
+            ("channels_last", cfg.channels_last),
+            ("compile", cfg.compile),
+        )
+        if on
+    ]
+    if asked:
+        raise PieError(f"{', '.join(asked)} need a CUDA device; this run trains on {device}")
+
+
+def share_masks(masks: Masks) -> Masks:
+    """Rank 0's masks on every rank (bool tensors travel as uint8)."""
+    out = {}
+    for name, mask in masks.items():
+        box = mask.to(torch.uint8)
+        dist.broadcast(box, src=0)
+        out[name] = box.bool()
+    return out
+
+
+def feed(
+    cfg: TrainConfig,
+    root: WorkRoot,
+    shards: data.ShardSet,
+    path: str,
+    seed: int,
+    world: World,
+    start: int,
+    total: int,
+    pin: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's (uint8 images, labels) for every step from `start` to `total`."""
+    pre = preprocess(cfg)
+    policy = data.resolve_augment(cfg.augment, cfg.image_size)
+    steps_per_epoch, _ = steps(cfg, shards.n_images)
+    per_rank = cfg.batch_size // world.size
+    if path == "memory":
+        pixels, labels = data.in_memory(root.shards(cfg.dataset), cfg.dataset, pre)
+    else:
+        dataset = data.ShardSamples(shards, pre, policy, seed)
+    step = start
+    while step < total:
+        epoch, first = divmod(step, steps_per_epoch)
+        stop = min(steps_per_epoch, total - epoch * steps_per_epoch)
+        if path == "memory":
+            order = data.epoch_order(shards.n_images, seed, epoch)
+            for s in range(first, stop):
+                positions = data.rank_positions(s, cfg.batch_size, world.rank, world.size)
+                idx = order[positions.start : positions.stop].numpy()
+                x = torch.from_numpy(pixels[idx])
+                x = data.augment_batch(x, policy, seed, epoch, positions)
+                yield x, torch.from_numpy(labels[idx])
+        else:
+            sampler = data.EpochSampler(
+                shards.n_images, seed, epoch, cfg.batch_size, world.rank, world.size, first, stop
+            )
+            loader = data.loader(dataset, sampler, per_rank, cfg.loader_workers, pin)
+            yield from data.batches(loader)
+        step = epoch * steps_per_epoch + stop
+
+
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, data: Cached, pre: Preprocess, device: torch.device) -> float:
+def evaluate(
+    model: torch.nn.Module,
+    root: WorkRoot,
+    cfg: TrainConfig,
+    device: torch.device,
+    world: World,
+    center_crop_only: bool,
+) -> float:
+    """Top-1 on the eval set; under torchrun each rank scores every R-th image and the counts
+    are summed."""
     model.eval()
-    correct = 0
-    for start in range(0, len(data), 1000):
-        x = torch.from_numpy(np.array(data.pixels[start : start + 1000])).to(device)
-        pred = model(normalize(x, pre)).argmax(1).cpu()
-        correct += int((pred == torch.from_numpy(data.labels[start : start + 1000])).sum())
-    return correct / len(data)
+    pre = preprocess(cfg)
+    shards = data.shard_set(root.shards(cfg.eval_dataset), cfg.eval_dataset)
+    mine = range(world.rank, shards.n_images, world.size)
+    correct = torch.zeros(2, dtype=torch.int64)
+    if data.choose_path(cfg.data, shards.n_images, pre) == "memory":
+        pixels, labels = data.in_memory(
+            root.shards(cfg.eval_dataset), cfg.eval_dataset, pre, center_crop_only
+        )
+        chunks = (
+            (torch.from_numpy(pixels[part]), torch.from_numpy(labels[part]))
+            for part in (mine[i : i + 1000] for i in range(0, len(mine), 1000))
+        )
+    else:
+        dataset = data.ShardSamples(shards, pre, None, center_crop_only=center_crop_only)
+        sampler = [(i, 0, 0) for i in mine]
+        chunks = data.batches(
+            data.loader(dataset, sampler, 250, cfg.loader_workers, device.type == "cuda")
+        )
+    for x, y in chunks:
+        x = x.to(device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(cfg, device):
+            pred = model(normalize(x, pre)).argmax(1).cpu()
+        correct += torch.tensor([int((pred == y).sum()), len(y)])
+    if world.distributed:
+        dist.all_reduce(correct)
+    return int(correct[0]) / max(1, int(correct[1]))
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def train_one(
-    root: WorkRoot, cfg: TrainConfig, job: Job, num_classes: int, label_space: str
-) -> checkpoints.Sidecar:
-    """Train, prune and save one checkpoint; returns its sidecar."""
+    root: WorkRoot,
+    cfg: TrainConfig,
+    job: Job,
+    num_classes: int,
+    label_space: str,
+    eval_center_crop_only: bool = False,
+) -> checkpoints.Sidecar | None:
+    """Train, prune and save one checkpoint; returns its sidecar (None on ranks other than 0,
+    which write nothing). Continues from the job's resumable state when there is one."""
     started = time.time()
     device = resolve_device(cfg.device)
+    world = distributed.init(device)
+    device = distributed.device_of(world, device)
+    check_world(cfg, world)
+    check_device(cfg, device)
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     pre = preprocess(cfg)
-
-    # data: decoded once (pie.images cache), held as uint8 on the device
-    train = load_cached(root, cfg.dataset, pre)
-    x = torch.from_numpy(np.array(train.pixels)).to(device)
-    y = torch.from_numpy(train.labels).to(device)
-    n, bs = len(x), cfg.batch_size
-    steps_per_epoch, total = steps(cfg, n)
+    shards = data.shard_set(root.shards(cfg.dataset), cfg.dataset)
+    path = data.choose_path(cfg.data, shards.n_images, pre)
+    steps_per_epoch, total = steps(cfg, shards.n_images)
 
     # model, optimiser, pruner
     seed = torch_seed(cfg.experiment, job)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = create(cfg.arch, num_classes, cfg.channels, cfg.image_size).to(device)
+    model = create(cfg.arch, num_classes, cfg.channels, cfg.image_size)
+    if cfg.init_from:
+        finetune.load_dense(model, cfg.init_from, cfg.arch, num_classes)
+    model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         param_groups(model, cfg.weight_decay), lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov
     )
     plan = schedule(cfg, job.sparsity, steps_per_epoch)
-    pruner = (
-        Pruner(prunable_weights(model), job.method, plan, generator) if job.sparsity > 0 else None
-    )
+    pruner = None
+    if job.sparsity > 0:
+        weights = prunable_weights(model, cfg.prune_layers, cfg.keep_layers)
+        share = share_masks if world.distributed else None
+        pruner = Pruner(weights, job.method, plan, generator, tuple(cfg.block), share)
+
+    # where a killed run of this job stopped
+    state_file = resume.state_path(root, job.model_id)
+    step, recent = 0, []
+    if state_file.exists():
+        step, recent = resume.load(state_file, to_dict(cfg), model, optimizer, pruner, generator)
+    net: torch.nn.Module = model
+    if world.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:
+        net = torch.compile(net)
 
     # the loop: at the start of each step the pruner updates the masks (on schedule, step 0
     # included); during backward it zeroes the gradients of masked weights
     model.train()
-    step, recent = 0, []
-    while step < total:
-        order = torch.randperm(n, generator=generator).to(device)
-        for i in range(min(steps_per_epoch, total - step)):
-            if pruner is not None:
-                pruner.update(step, optimizer)
-            idx = order[i * bs : (i + 1) * bs]
-            xb = normalize(x[idx], pre)
-            if cfg.augment:
-                flip = (torch.rand(len(idx), generator=generator) < 0.5).to(device)
-                xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(3), xb)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total, steps_per_epoch, cfg)
-            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            recent = [*recent[-99:], loss.item()]
+    pin = device.type == "cuda"
+    for x, y in feed(cfg, root, shards, path, seed, world, step, total, pin):
+        if pruner is not None:
+            pruner.update(step, optimizer)
+        x, y = x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, total, steps_per_epoch, cfg)
+        with autocast(cfg, device):
+            loss = F.cross_entropy(net(normalize(x, pre)), y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if pruner is not None and world.distributed:
+            pruner.mask_gradients()
+        optimizer.step()
+        step += 1
+        recent = [*recent[-99:], loss.detach()]
+        if cfg.save_every and step % cfg.save_every == 0 and step < total:
+            if world.is_main:
+                resume.save(
+                    state_file,
+                    step=step,
+                    model=model,
+                    optimizer=optimizer,
+                    pruner=pruner,
+                    generator=generator,
+                    losses=[float(v) for v in recent],
+                    config=to_dict(cfg),
+                )
+            distributed.barrier(world)
 
-    test_top1 = evaluate(model, load_cached(root, cfg.eval_dataset, pre), pre, device)
+    test_top1 = evaluate(model, root, cfg, device, world, eval_center_crop_only)
+    if not world.is_main:
+        distributed.barrier(world)
+        return None
     achieved, per_layer = sparsity_report(
-        {k: v.detach() for k, v in prunable_weights(model).items()}
+        {
+            k: v.detach()
+            for k, v in prunable_weights(model, cfg.prune_layers, cfg.keep_layers).items()
+        }
     )
+    losses = [float(v) for v in recent]
     sidecar = checkpoints.Sidecar(
         model_id=job.model_id,
         experiment=cfg.experiment,
@@ -188,7 +357,7 @@ def train_one(
         train_dataset=cfg.dataset,
         eval_dataset=cfg.eval_dataset,
         test_top1=test_top1,
-        train_loss=sum(recent) / max(1, len(recent)),
+        train_loss=sum(losses) / max(1, len(losses)),
         steps=total,
         schedule={
             "begin_step": plan.begin_step,
@@ -200,5 +369,10 @@ def train_one(
         torch_version=torch.__version__,
         device=str(device),
         seconds=round(time.time() - started, 2),
+        world_size=world.size,
+        data=path,
     )
-    return checkpoints.save(root, model.cpu(), sidecar)
+    saved = checkpoints.save(root, model.cpu(), sidecar)
+    state_file.unlink(missing_ok=True)
+    distributed.barrier(world)
+    return saved
