@@ -258,6 +258,33 @@ def test_rerun_with_other_settings_is_refused_and_leftovers_are_cleared(packed):
     ]
 
 
+def test_train_is_the_one_writer_and_leaves_the_database_to_readers(packed):
+    cfg = dataclasses.replace(TINY, sparsities=(0.0,), seeds=1, workers=1)
+    busy = rf"is being written by pid {os.getpid()}: pie infer"
+    with store.writer_lock(packed, "pie infer"), pytest.raises(PieError, match=busy):
+        population.main(packed, cfg)  # another stage is writing this root
+    opened = []
+    real = store.connect
+
+    def spy(root, read_only=False, **kw):
+        opened.append(time.monotonic())
+        return real(root, read_only, **kw)
+
+    trained = []
+
+    def train_and_read(*args):
+        # while a model trains, nobody holds the database: a writer can open it at once
+        with real(packed) as con:
+            trained.append(store.rows(con, "select count(*) from models")[0][0])
+        return train_one(*args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(store, "connect", spy)
+        mp.setattr(population, "train_one", train_and_read)
+        assert population.main(packed, cfg) == ["t-dense-seed0"]
+    assert trained == [0] and len(opened) >= 2  # planning, then the model's row
+
+
 # -- workers die with their parent ----------------------------------------------------------
 
 

@@ -97,7 +97,7 @@ def plan(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Plan:
         finetune.load_dense(model, cfg.init_from, cfg.arch, n_classes)
     check_schedule(cfg, shards.n_images)
     registered = catalog.model_ids(con)
-    cleared = checkpoints.clean(root.checkpoints)  # we hold the write lock: nobody else writes
+    cleared = checkpoints.clean(root.checkpoints)  # we hold the writer lock: nobody else writes
     resume.clean(root)
     if cleared:
         console.say(f"train: cleared {len(cleared)} leftovers of killed runs in checkpoints/")
@@ -128,12 +128,15 @@ def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
     check_device(cfg, device)
     if not world.is_main:
         return follow(root, cfg, world)
-    with store.connect(root) as con:
-        try:
-            found = plan(con, root, cfg, world)
-        except PieError as e:
-            distributed.broadcast_object(world, str(e))
-            raise
+    # The work root's one writer for the whole run (`store.writer_lock`); the database itself is
+    # opened only for short steps (planning, each model's row), so readers are never locked out.
+    with store.writer_lock(root, "pie train"):
+        with store.connect(root) as con:
+            try:
+                found = plan(con, root, cfg, world)
+            except PieError as e:
+                distributed.broadcast_object(world, str(e))
+                raise
         distributed.broadcast_object(world, found)
         resumed = sum(resume.state_path(root, j.model_id).exists() for j in found.pending)
         how = f"{found.data_path} data"
@@ -152,7 +155,8 @@ def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
         workers = 1 if world.distributed else cfg.workers
         with console.progress(f"training {len(tasks)} models", len(tasks)) as advance:
             for sidecar in run_tasks(train_one, tasks, workers):
-                catalog.register_model(con, sidecar)
+                with store.connect(root) as con:
+                    catalog.register_model(con, sidecar)
                 trained.append(sidecar)
                 advance(1)
 
@@ -160,7 +164,8 @@ def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
         if trained:
             top1 = sum(s.test_top1 for s in trained) / len(trained)
             summary += f" (mean test top-1 of the new ones {top1:.4f})"
-            store.record_run(con, "train", cfg.experiment, to_dict(cfg), summary, started)
+            with store.connect(root) as con:
+                store.record_run(con, "train", cfg.experiment, to_dict(cfg), summary, started)
     console.say(summary + f"; checkpoints in {root.checkpoints}")
     return sorted(s.model_id for s in trained)
 
