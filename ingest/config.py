@@ -12,14 +12,19 @@ from pie.paths import check_name
 class IngestConfig:
     fashion_mnist_dir: str = "/usr/share/datasets/fashion-mnist"
     limit: int = 0  # keep the first N images of each split (0 = all): quick looks and tests
+    # a shard closes at shard_max_count samples or before its image bytes pass shard_max_size
     shard_max_count: int = 10_000
     shard_max_size: int = 256 * 1024 * 1024
+    seed: int = 0  # the order of a training set's samples (evaluation sets stay sorted)
+    workers: int = 2  # worker processes; the bytes written do not depend on it
 
     def __post_init__(self) -> None:
         if self.limit < 0:
             raise ValueError(f"ingest.limit must be >= 0, got {self.limit}")
         if self.shard_max_count < 1 or self.shard_max_size < 1:
             raise ValueError("ingest.shard_max_count and shard_max_size must be positive")
+        if self.workers < 1:
+            raise ValueError(f"ingest.workers must be >= 1, got {self.workers}")
 
 
 @dataclass(frozen=True)
