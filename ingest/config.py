@@ -37,8 +37,10 @@ class CorruptConfig:
     image_size: int = 28
     channels: int = 1  # 1: grayscale, 3: RGB
     seed: int = 0
-    workers: int = 2
-    shard_max_count: int = 10_000
+    workers: int = 2  # worker processes; the bytes written do not depend on it
+    # how variants are stored: "png" (lossless) or "jpeg" at jpeg_quality (85: the released look)
+    format: str = "png"
+    jpeg_quality: int = 85
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "dataset name")  # variants are named <dataset>-<c>-<s>
@@ -63,3 +65,7 @@ class CorruptConfig:
             )
         if self.workers < 1:
             raise ValueError(f"corrupt.workers must be >= 1, got {self.workers}")
+        if self.format not in ("png", "jpeg"):
+            raise ValueError(f"corrupt.format must be png or jpeg, got {self.format!r}")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ValueError(f"corrupt.jpeg_quality must be 1-95, got {self.jpeg_quality}")

@@ -1,38 +1,56 @@
 """`pie corrupt`: ImageNet-C style variants of a clean dataset, one dataset per
 (corruption, severity), named `<parent>-<corruption>-<severity>`, keeping the parent's keys.
 
-The parent is decoded once (the pie.images cache, at `image_size` like ImageNet-C's 224 px
-centre crops); each variant corrupts every image with a generator seeded by 64 bits of
-sha256("<seed>/<corruption>/<severity>/<key>") (`noise_seed`), so the bytes depend on neither
-order nor worker count and no two images share their noise by accident, and stores it as PNG
-(lossless: the corruption is the only change). Variants run in worker processes; this process
-alone writes the database.
+Work is one task per (variant, parent shard), run by `cfg.workers` worker processes: a task
+streams its parent shard by URL, decodes each image at `image_size` (`pie.images.decode`: the
+shorter side resized and the centre cropped, as ImageNet-C was made from 224 px centre crops),
+corrupts it with a generator seeded by 64 bits of sha256("<seed>/<corruption>/<severity>/<key>")
+(`noise_seed`) and writes the variant's shard of the same number, with the same samples in the
+same order. So no decoded copy of the parent is ever made, memory stays flat, and the bytes
+depend on neither the order of the work nor the number of workers. Each image is stored as PNG
+(lossless: the corruption is the only change) or, `format = "jpeg"`, as JPEG of
+`jpeg_quality` (85: how the released ImageNet-C was stored). This process alone writes the
+database, one variant at a time as its last shard arrives.
 
 A variant already stored is skipped when it was made with the same settings (seed, image_size,
-channels, shard size) and refused with one line naming the difference otherwise.
+channels, format, jpeg_quality) and refused with one line naming the difference otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ingest.config import CorruptConfig
 from ingest.corruptions import corrupt
-from ingest.pack import is_packed_as, record
+from ingest.pack import Workers, is_packed_as, record
 from pie import catalog, console, store
 from pie.catalog import DatasetSpec
 from pie.config import to_dict
 from pie.errors import PieError
-from pie.images import Preprocess, load_cached
-from pie.parallel import run_tasks
+from pie.images import Preprocess, decode
 from pie.paths import WorkRoot
-from pie.shards import Sample, Written, write_shards
+from pie.shards import (
+    Sample,
+    ShardFile,
+    Written,
+    image_field,
+    partial_dir,
+    publish,
+    read_url,
+    shard_name,
+    shard_urls,
+    write_tar,
+)
+
+EXTENSIONS = {"png": "png", "jpeg": "jpg"}
 
 
 def variant_name(parent: str, corruption: str, severity: int) -> str:
@@ -63,48 +81,52 @@ def spec_of(
             "seed": cfg.seed,
             "image_size": cfg.image_size,
             "channels": cfg.channels,
-            "shard_max_count": cfg.shard_max_count,
+            "format": cfg.format,
+            "jpeg_quality": cfg.jpeg_quality if cfg.format == "jpeg" else None,
         },
     )
 
 
-def png(pixels: np.ndarray) -> bytes:
+def encode(pixels: np.ndarray, cfg: CorruptConfig) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
+    if cfg.format == "jpeg":
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=cfg.jpeg_quality)
+    else:
+        Image.fromarray(pixels).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def make_variant(
-    root: WorkRoot,
-    parent: str,
+def corrupt_shard(
+    url: str,
     corruption: str,
     severity: int,
     cfg: CorruptConfig,
     class_names: dict[int, str],
-) -> tuple[str, int, Written]:
-    """Worker: write one variant's shards from the parent's pixel cache (no database access)."""
-    data = load_cached(root, parent, Preprocess.pixels_only(cfg.image_size, cfg.channels))
+    path: Path,
+) -> tuple[ShardFile, list[str], list[int]]:
+    """Worker: one variant's shard from the parent shard at `url` (no database access)."""
+    pre = Preprocess.pixels_only(cfg.image_size, cfg.channels)
+    keys: list[str] = []
+    labels: list[int] = []
 
     def samples() -> Iterator[Sample]:
-        for key, label, chw in zip(
-            data.keys.tolist(), data.labels.tolist(), data.pixels, strict=True
-        ):
+        for raw in read_url(url):
+            key, label = raw["__key__"], raw["cls"]
+            chw = decode(image_field(raw)[1], pre)
             image = chw[0] if cfg.channels == 1 else np.ascontiguousarray(chw.transpose(1, 2, 0))
             rng = np.random.default_rng(noise_seed(cfg.seed, corruption, severity, key))
+            pixels = corrupt(image, corruption, severity, rng)
             meta = {
-                "parent": parent,
+                "parent": cfg.dataset,
                 "corruption": corruption,
                 "severity": severity,
                 "class_name": class_names.get(label),
             }
-            yield Sample(key, label, png(corrupt(image, corruption, severity, rng)), "png", meta)
+            keys.append(key)
+            labels.append(label)
+            yield Sample(key, label, encode(pixels, cfg), EXTENSIONS[cfg.format], meta)
 
-    name = variant_name(parent, corruption, severity)
-    return (
-        corruption,
-        severity,
-        write_shards(samples(), root.shards(name), name, cfg.shard_max_count),
-    )
+    return write_tar(samples(), path), keys, labels
 
 
 def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
@@ -117,24 +139,48 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
         space = catalog.label_space(con, parent["label_space"])
         subset = tuple(parent["class_subset"]) if parent["class_subset"] else None
         todo = [
-            (c, s)
+            spec_of(cfg, space.name, c, s, subset)
             for c in cfg.corruptions
             for s in cfg.severities
             if not is_packed_as(con, root, spec_of(cfg, space.name, c, s, subset))
         ]
-        if todo:  # decode the parent once, before the workers map it
-            with console.progress(f"decoding {cfg.dataset}", None) as advance:
-                pre = Preprocess.pixels_only(cfg.image_size, cfg.channels)
-                load_cached(root, cfg.dataset, pre, advance)
-        names = {cid: name for cid, _, name in space.classes}
-        tasks = [(root, cfg.dataset, c, s, cfg, names) for c, s in todo]
+        urls = shard_urls(root.shards(cfg.dataset)) if todo else []
+        partials: dict[str, Path] = {}
+
+        def tasks() -> Iterator[tuple]:
+            for spec in todo:
+                partials[spec.name] = partial_dir(root.shards(spec.name))
+                for k, (url, _) in enumerate(urls):
+                    path = partials[spec.name] / shard_name(spec.name, k)
+                    yield (url, spec.corruption, spec.severity, cfg, space.names(), path)
+
         done: list[str] = []
-        with console.progress(f"corrupting {cfg.dataset}", len(todo)) as advance:
-            for c, s, written in run_tasks(make_variant, tasks, cfg.workers):
-                spec = spec_of(cfg, space.name, c, s, subset)
-                record(con, root, spec, space, written, [])
-                done.append(spec.name)
-                advance(1)
+        total = len(todo) * sum(n for _, n in urls)
+        try:
+            with (
+                Workers(cfg.workers) as workers,
+                console.progress(f"corrupting {cfg.dataset}", total) as advance,
+            ):
+                files: list[ShardFile] = []
+                keys: list[str] = []
+                labels: list[int] = []
+                shards: list[str] = []
+                for file, ks, ls in workers.ordered(corrupt_shard, tasks()):
+                    files.append(file)
+                    keys += ks
+                    labels += ls
+                    shards += [file.name] * len(ks)
+                    advance(file.nsamples)
+                    if len(files) < len(urls):
+                        continue
+                    spec = todo[len(done)]  # its last shard: publish and record the variant
+                    publish(partials.pop(spec.name), root.shards(spec.name), files)
+                    record(con, root, spec, space, Written(keys, labels, shards, len(files)), [])
+                    done.append(spec.name)
+                    files, keys, labels, shards = [], [], [], []
+        finally:
+            for partial in partials.values():  # variants left unfinished
+                shutil.rmtree(partial, ignore_errors=True)
         summary = (
             f"corrupt: wrote {len(done)} variants of {cfg.dataset} "
             f"({len(cfg.corruptions) * len(cfg.severities) - len(done)} already there)"
