@@ -215,3 +215,21 @@ def test_an_empty_directory_is_one_line_and_nothing_is_registered(root, tmp_path
         )
     assert rows(root, "select count(*) from datasets") == [(0,)]
     assert not root.shards("e").exists() and not root.shards("e.partial").exists()
+
+
+def test_cli_refuses_a_seed_for_an_evaluation_set_and_packs_the_flat_val_folder(tmp_path, val):
+    from conftest import assert_one_line_error, pie
+
+    folder, wnid_of = val
+    work = str(tmp_path / "work")
+    result = pie("ingest", "imagefolder", str(folder), "--name", "x", "--seed", "3",
+                 "--root", work, ok=False)  # fmt: skip
+    assert_one_line_error(result, "--seed orders a training set")
+    labels = tmp_path / "l.csv"
+    labels.write_text("".join(f"{s}.JPEG,{w}\n" for s, w in wnid_of.items()))
+    pie("ingest", "imagenet-val", str(folder), "--labels", str(labels), "--workers", "1",
+        "--root", work)  # fmt: skip
+    from pie.paths import open_root
+
+    keys = [r["__key__"] for r in read_shards(open_root(Path(work)).shards("imagenet-val"))]
+    assert keys == [f"{wnid_of[s]}/{s}" for s in sorted(wnid_of)]
