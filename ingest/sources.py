@@ -207,10 +207,14 @@ def checked_image(data: bytes) -> str:
     a readable reason otherwise."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im.verify()  # container checks (PNG chunk CRCs)
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()  # the full decode: truncated and corrupt data fail here
             fmt = im.format
+            if fmt == "PNG":
+                im.verify()  # container checks (chunk CRCs); the image must be opened again
+            else:
+                im.load()  # the full decode: truncated and corrupt data fail here
+        if fmt == "PNG":
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
     except Image.UnidentifiedImageError:
         raise ValueError("not a readable image: unknown format or corrupt header") from None
     except Image.DecompressionBombError as e:

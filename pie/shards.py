@@ -31,7 +31,7 @@ import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -109,7 +109,7 @@ def write_tar(samples: Iterable[Sample], path: Path) -> ShardFile:
     bigdata), written with the standard library so that worker processes need not import
     webdataset (and torch with it)."""
     n = 0
-    with path.open("wb") as f, tarfile.open(fileobj=f, mode="w|") as tar:
+    with path.open("wb") as raw, tarfile.open(fileobj=(f := HashingWriter(raw)), mode="w|") as tar:
         for s in samples:
             check_key(s.key)
             fields = {
@@ -123,7 +123,19 @@ def write_tar(samples: Iterable[Sample], path: Path) -> ShardFile:
                 info.uname = info.gname = "bigdata"
                 tar.addfile(info, io.BytesIO(fields[name]))
             n += 1
-    return ShardFile(path.name, n, path.stat().st_size, sha256_file(path))
+    return ShardFile(path.name, n, f.size, f.sha256.hexdigest())
+
+
+class HashingWriter:
+    """A binary file wrapper that hashes and counts what is written through it."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.sha256, self.size = file, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.file.write(data)
 
 
 def partial_dir(out_dir: Path) -> Path:
