@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 
@@ -53,6 +54,9 @@ def test_index_is_wids_format_and_readable_by_wids(tmp_path):
     index = read_index(tmp_path / "ds")
     assert index["wids_version"] == 1 and index["__kind__"] == "wids-shard-index-v1"
     assert [s["nsamples"] for s in index["shardlist"]] == [10, 10, 5]
+    for shard, path in zip(index["shardlist"], shard_paths(tmp_path / "ds"), strict=True):
+        assert shard["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert shard["filesize"] == path.stat().st_size
     dataset = wids.ShardListDataset(
         str(tmp_path / "ds" / "index.json"), transformations=[], cache_dir=str(tmp_path / "c")
     )
