@@ -1,16 +1,18 @@
 """`pie corrupt`: ImageNet-C style variants of a clean dataset, one dataset per
 (corruption, severity), named `<parent>-<corruption>-<severity>`, keeping the parent's keys.
 
-Work is one task per (variant, parent shard), run by `cfg.workers` worker processes: a task
-streams its parent shard by URL, decodes each image at `image_size` (`pie.images.decode`: the
-shorter side resized and the centre cropped, as ImageNet-C was made from 224 px centre crops),
-corrupts it with a generator seeded by 64 bits of sha256("<seed>/<corruption>/<severity>/<key>")
-(`noise_seed`) and writes the variant's shard of the same number, with the same samples in the
-same order. So no decoded copy of the parent is ever made, memory stays flat, and the bytes
-depend on neither the order of the work nor the number of workers. Each image is stored as PNG
-(lossless: the corruption is the only change) or, `format = "jpeg"`, as JPEG of
-`jpeg_quality` (85: how the released ImageNet-C was stored). This process alone writes the
-database, one variant at a time as its last shard arrives.
+Work is one task per (parent shard, group of variants), run by `cfg.workers` worker processes:
+a task streams its parent shard by URL, decodes each image once at `image_size`
+(`pie.images.decode`: the shorter side resized and the centre cropped, as ImageNet-C was made
+from 224 px centre crops), corrupts it for each variant of its group with a generator seeded by
+64 bits of sha256("<seed>/<corruption>/<severity>/<key>") (`noise_seed`) and writes each
+variant's shard of the same number, with the same samples in the same order (its rows are the
+parent's, shard for shard). So no decoded copy of the parent is ever made, memory stays flat,
+and the bytes depend on neither the grouping, the order of the work nor the number of workers.
+Each image is stored as PNG (lossless: the corruption is the only change) or, with
+`format = "jpeg"`, as JPEG of `jpeg_quality` (85: how the released ImageNet-C was stored). This
+process alone writes the database, each variant as its last shard arrives (tasks run in any
+order, so that slow corruptions do not leave workers idle).
 
 A variant already stored is skipped when it was made with the same settings (seed, image_size,
 channels, format, jpeg_quality) and refused with one line naming the difference otherwise.
@@ -21,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
-from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import numpy as np
 from PIL import Image
 
@@ -40,6 +43,7 @@ from pie.paths import WorkRoot
 from pie.shards import (
     Sample,
     ShardFile,
+    TarShard,
     Written,
     image_field,
     partial_dir,
@@ -47,7 +51,6 @@ from pie.shards import (
     read_url,
     shard_name,
     shard_urls,
-    write_tar,
 )
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
@@ -98,35 +101,42 @@ def encode(pixels: np.ndarray, cfg: CorruptConfig) -> bytes:
 
 def corrupt_shard(
     url: str,
-    corruption: str,
-    severity: int,
+    variants: list[tuple[str, int, Path]],
     cfg: CorruptConfig,
     class_names: dict[int, str],
-    path: Path,
-) -> tuple[ShardFile, list[str], list[int]]:
-    """Worker: one variant's shard from the parent shard at `url` (no database access)."""
+) -> list[ShardFile]:
+    """Worker: the shards of several variants, `(corruption, severity, path)`, from the parent
+    shard at `url`, each image decoded once for all of them (no database access)."""
     pre = Preprocess.pixels_only(cfg.image_size, cfg.channels)
-    keys: list[str] = []
-    labels: list[int] = []
-
-    def samples() -> Iterator[Sample]:
+    with ExitStack() as stack:
+        shards = [stack.enter_context(TarShard(path)) for _, _, path in variants]
         for raw in read_url(url):
             key, label = raw["__key__"], raw["cls"]
             chw = decode(image_field(raw)[1], pre)
             image = chw[0] if cfg.channels == 1 else np.ascontiguousarray(chw.transpose(1, 2, 0))
-            rng = np.random.default_rng(noise_seed(cfg.seed, corruption, severity, key))
-            pixels = corrupt(image, corruption, severity, rng)
-            meta = {
-                "parent": cfg.dataset,
-                "corruption": corruption,
-                "severity": severity,
-                "class_name": class_names.get(label),
-            }
-            keys.append(key)
-            labels.append(label)
-            yield Sample(key, label, encode(pixels, cfg), EXTENSIONS[cfg.format], meta)
+            for (corruption, severity, _), shard in zip(variants, shards, strict=True):
+                rng = np.random.default_rng(noise_seed(cfg.seed, corruption, severity, key))
+                pixels = corrupt(image, corruption, severity, rng)
+                meta = {
+                    "parent": cfg.dataset,
+                    "corruption": corruption,
+                    "severity": severity,
+                    "class_name": class_names.get(label),
+                }
+                shard.add(Sample(key, label, encode(pixels, cfg), EXTENSIONS[cfg.format], meta))
+    return [shard.file for shard in shards]
 
-    return write_tar(samples(), path), keys, labels
+
+def parent_rows(
+    con: duckdb.DuckDBPyConnection, parent: str, n_shards: int
+) -> list[tuple[str, int, int]]:
+    """(key, label, shard number) of every parent image: a variant's rows, shard for shard."""
+    number = {shard_name(parent, k): k for k in range(n_shards)}
+    rows = store.rows(con, "select key, label, shard from images where dataset = ?", [parent])
+    unknown = {shard for _, _, shard in rows} - number.keys()
+    if unknown:
+        raise PieError(f"dataset {parent}: images rows name shards its index lacks: {unknown}")
+    return [(key, label, number[shard]) for key, label, shard in rows]
 
 
 def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
@@ -145,39 +155,57 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
             if not is_packed_as(con, root, spec_of(cfg, space.name, c, s, subset))
         ]
         urls = shard_urls(root.shards(cfg.dataset)) if todo else []
-        partials: dict[str, Path] = {}
-
-        def tasks() -> Iterator[tuple]:
-            for spec in todo:
-                partials[spec.name] = partial_dir(root.shards(spec.name))
-                for k, (url, _) in enumerate(urls):
-                    path = partials[spec.name] / shard_name(spec.name, k)
-                    yield (url, spec.corruption, spec.severity, cfg, space.names(), path)
-
+        rows = parent_rows(con, cfg.dataset, len(urls)) if todo else []
+        partials = {spec.name: partial_dir(root.shards(spec.name)) for spec in todo}
+        # one task per (parent shard, group of variants): each group decodes the shard once;
+        # enough groups that every worker has work even for a parent of one shard
+        n_groups = min(len(todo), -(-2 * cfg.workers // max(1, len(urls))))
+        groups = [todo[g::n_groups] for g in range(n_groups)]  # round robin: mixed costs
+        tasks = [
+            (
+                url,
+                [
+                    (v.corruption, v.severity, partials[v.name] / shard_name(v.name, k))
+                    for v in group
+                ],
+                cfg,
+                space.names(),
+            )
+            for k, (url, _) in enumerate(urls)
+            for group in groups
+        ]
+        files: dict[str, dict[int, ShardFile]] = {spec.name: {} for spec in todo}
         done: list[str] = []
+
+        def finish(spec: DatasetSpec, arrived: dict[int, ShardFile]) -> None:
+            """A variant's last shard arrived: publish it and record its rows."""
+            shards = [arrived[k] for k in range(len(urls))]
+            publish(partials.pop(spec.name), root.shards(spec.name), shards)
+            names = [f.name for f in shards]
+            keys = [key for key, _, _ in rows]
+            labels = [label for _, label, _ in rows]
+            written = Written(keys, labels, [names[k] for _, _, k in rows], len(shards))
+            record(con, root, spec, space, written, [])
+            done.append(spec.name)
+
         total = len(todo) * sum(n for _, n in urls)
         try:
             with (
                 Workers(cfg.workers) as workers,
                 console.progress(f"corrupting {cfg.dataset}", total) as advance,
             ):
-                files: list[ShardFile] = []
-                keys: list[str] = []
-                labels: list[int] = []
-                shards: list[str] = []
-                for file, ks, ls in workers.ordered(corrupt_shard, tasks()):
-                    files.append(file)
-                    keys += ks
-                    labels += ls
-                    shards += [file.name] * len(ks)
-                    advance(file.nsamples)
-                    if len(files) < len(urls):
-                        continue
-                    spec = todo[len(done)]  # its last shard: publish and record the variant
-                    publish(partials.pop(spec.name), root.shards(spec.name), files)
-                    record(con, root, spec, space, Written(keys, labels, shards, len(files)), [])
-                    done.append(spec.name)
-                    files, keys, labels, shards = [], [], [], []
+                for i, made in workers.unordered(corrupt_shard, tasks):
+                    k, group = divmod(i, n_groups)
+                    for spec, file in zip(groups[group], made, strict=True):
+                        if file.nsamples != urls[k][1]:
+                            raise PieError(
+                                f"{urls[k][0]} holds {file.nsamples} images, its index says "
+                                f"{urls[k][1]}: repack {cfg.dataset}"
+                            )
+                        files[spec.name][k] = file
+                        advance(file.nsamples)
+                        if len(files[spec.name]) == len(urls):
+                            finish(spec, files.pop(spec.name))
         finally:
             for partial in partials.values():  # variants left unfinished
                 shutil.rmtree(partial, ignore_errors=True)

@@ -28,8 +28,8 @@ import multiprocessing
 import os
 import shutil
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from datetime import datetime
 from itertools import chain, islice
@@ -89,17 +89,11 @@ class Workers:
                 yield fn(*task)
             return
         tasks = chain(head, tasks)
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.n,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=die_with_parent,
-                initargs=(os.getpid(),),
-            )
+        pool = self.pool()
         pending: deque[Future[R]] = deque()
         try:
             for task in tasks:
-                pending.append(self._pool.submit(fn, *task))
+                pending.append(pool.submit(fn, *task))
                 if len(pending) >= 2 * self.n:
                     yield pending.popleft().result()
             while pending:
@@ -107,6 +101,34 @@ class Workers:
         finally:
             for future in pending:
                 future.cancel()
+
+    def unordered(
+        self, fn: Callable[..., R], tasks: Sequence[tuple[Any, ...]]
+    ) -> Iterator[tuple[int, R]]:
+        """(position, `fn(*task)`) for every task, as they complete: all submitted at once (the
+        tasks must be small), so that uneven tasks keep every worker busy."""
+        if self.n <= 1 or len(tasks) < 2:
+            for i, task in enumerate(tasks):
+                yield i, fn(*task)
+            return
+        pool = self.pool()
+        futures = {pool.submit(fn, *task): i for i, task in enumerate(tasks)}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.n,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with_parent,
+                initargs=(os.getpid(),),
+            )
+        return self._pool
 
 
 def scan_unit(reader: Reader, unit: Any, measure: bool) -> list[Entry | Rejected]:

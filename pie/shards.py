@@ -104,26 +104,47 @@ def shard_bounds(sizes: Iterable[int], max_count: int, max_size: int) -> list[in
 
 
 def write_tar(samples: Iterable[Sample], path: Path) -> ShardFile:
-    """Write one shard and return what its index entry needs. The bytes are those of
-    webdataset's `TarWriter(mtime=0)` (members in sorted field order, mode 0444, owner
-    bigdata), written with the standard library so that worker processes need not import
-    webdataset (and torch with it)."""
-    n = 0
-    with path.open("wb") as raw, tarfile.open(fileobj=(f := HashingWriter(raw)), mode="w|") as tar:
+    """Write one shard and return what its index entry needs."""
+    with TarShard(path) as shard:
         for s in samples:
-            check_key(s.key)
-            fields = {
-                s.ext: s.data,
-                "cls": str(s.label).encode(),
-                "json": json.dumps(s.meta, sort_keys=True).encode(),
-            }
-            for name in sorted(fields):
-                info = tarfile.TarInfo(f"{s.key}.{name}")
-                info.size, info.mtime, info.mode = len(fields[name]), 0, 0o444
-                info.uname = info.gname = "bigdata"
-                tar.addfile(info, io.BytesIO(fields[name]))
-            n += 1
-    return ShardFile(path.name, n, f.size, f.sha256.hexdigest())
+            shard.add(s)
+    return shard.file
+
+
+class TarShard:
+    """One shard being written, a sample at a time. The bytes are those of webdataset's
+    `TarWriter(mtime=0)` (members in sorted field order, mode 0444, owner bigdata), written with
+    the standard library so that worker processes need not import webdataset (and torch with
+    it); the sha256 and size are computed on the way. `file` is set once closed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.n = path, 0
+        self.raw = path.open("wb")
+        self.hashed = HashingWriter(self.raw)
+        self.tar = tarfile.open(fileobj=self.hashed, mode="w|")  # noqa: SIM115
+
+    def add(self, s: Sample) -> None:
+        check_key(s.key)
+        fields = {
+            s.ext: s.data,
+            "cls": str(s.label).encode(),
+            "json": json.dumps(s.meta, sort_keys=True).encode(),
+        }
+        for name in sorted(fields):
+            info = tarfile.TarInfo(f"{s.key}.{name}")
+            info.size, info.mtime, info.mode = len(fields[name]), 0, 0o444
+            info.uname = info.gname = "bigdata"
+            self.tar.addfile(info, io.BytesIO(fields[name]))
+        self.n += 1
+
+    def __enter__(self) -> TarShard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tar.close()
+        self.raw.close()
+        h = self.hashed
+        self.file = ShardFile(self.path.name, self.n, h.size, h.sha256.hexdigest())
 
 
 class HashingWriter:
