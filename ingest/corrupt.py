@@ -159,7 +159,7 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
         partials = {spec.name: partial_dir(root.shards(spec.name)) for spec in todo}
         # one task per (parent shard, group of variants): each group decodes the shard once;
         # enough groups that every worker has work even for a parent of one shard
-        n_groups = min(len(todo), -(-2 * cfg.workers // max(1, len(urls))))
+        n_groups = min(len(todo), -(-cfg.workers // max(1, len(urls))))
         groups = [todo[g::n_groups] for g in range(n_groups)]  # round robin: mixed costs
         tasks = [
             (

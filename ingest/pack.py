@@ -209,11 +209,14 @@ def pack(
     root: WorkRoot,
     source: Source,
     cfg: IngestConfig,
-    workers: Workers,
+    workers: Workers | None = None,
 ) -> int:
     """Write one dataset; returns the number of images packed. A source without a single image
     is a user error saying where pie looked; its rejected inputs are still recorded in
-    `ingest_errors`."""
+    `ingest_errors`. `workers`: a pool to share between datasets (else one for this call)."""
+    if workers is None:
+        with Workers(cfg.workers) as own:
+            return pack(con, root, source, cfg, own)
     spec = source.spec
     entries, rejected = scan(source, cfg, workers)
     if not entries:

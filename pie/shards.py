@@ -27,8 +27,10 @@ import io
 import json
 import re
 import shutil
+import subprocess
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -310,14 +312,109 @@ def read_shards(directory: Path) -> Iterator[dict[str, Any]]:
 
 
 def read_url(url: str) -> Iterator[dict[str, Any]]:
-    """The raw samples of one shard, opened by URL (a path, `file:` or `pipe:`)."""
-    import webdataset as wds  # imports torch: only where shards are read
+    """The raw samples of one shard, opened by URL (a path, `file:` or `pipe:`, as webdataset
+    opens them; other schemes through webdataset's `gopen`). The tar stream is parsed here
+    (ustar headers, pax and GNU long names): about twice as fast as webdataset's reader and
+    without importing torch. Members group into samples as webdataset groups them: the key is
+    the name up to the first dot of its last component."""
+    with open_url(url) as stream:
+        sample: dict[str, Any] = {}
+        for name, data in tar_members(stream, url):
+            directory, _, base = name.rpartition("/")
+            stem, _, field = base.partition(".")
+            key = f"{directory}/{stem}" if directory else stem
+            if sample and sample["__key__"] != key:
+                yield finish_sample(sample)
+                sample = {}
+            sample["__key__"] = key
+            sample[field] = data
+        if sample:
+            yield finish_sample(sample)
 
-    for raw in wds.WebDataset([url], shardshuffle=False, empty_check=False):
-        sample = {k: v for k, v in raw.items() if k not in ("__url__", "__local_path__")}
-        sample["cls"] = int(sample["cls"])
-        sample["json"] = json.loads(sample["json"])
-        yield sample
+
+def finish_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    sample["cls"] = int(sample["cls"])
+    sample["json"] = json.loads(sample["json"])
+    return sample
+
+
+@contextmanager
+def open_url(url: str) -> Iterator[BinaryIO]:
+    """A readable binary stream of a shard URL; a `pipe:` command that fails is a user error
+    naming it."""
+    parsed = urlparse(url)
+    if parsed.scheme == "pipe":
+        command = url[len("pipe:") :]
+        proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        try:
+            yield proc.stdout
+        finally:
+            proc.stdout.close()
+            status = proc.wait()
+        if status != 0:
+            raise PieError(f"shard command {command!r} exited with status {status}")
+    elif parsed.scheme == "file" or not parsed.scheme or len(parsed.scheme) == 1:
+        path = url2pathname(parsed.path) if parsed.scheme == "file" else url
+        with open(path, "rb") as f:
+            yield f
+    else:
+        from webdataset.gopen import gopen  # imports torch: only for remote schemes
+
+        with gopen(url, "rb") as f:
+            yield f
+
+
+def tar_members(stream: BinaryIO, url: str) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of each regular file of a tar stream."""
+    long_name: str | None = None
+    while True:
+        header = read_exactly(stream, 512, url)
+        if header is None or header == bytes(512):
+            return
+        size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
+        kind = header[156:157]
+        data = read_exactly(stream, size + (-size % 512), url)
+        if data is None:
+            raise PieError(f"shard {url} is truncated")
+        data = data[:size]
+        if kind in (b"x", b"L"):  # pax extended header / GNU long name: the next member's name
+            long_name = pax_path(data) if kind == b"x" else data.rstrip(b"\0").decode()
+            continue
+        if kind not in (b"0", b"\0"):
+            long_name = None
+            continue
+        name = header[0:100].rstrip(b"\0").decode()
+        prefix = header[345:500].rstrip(b"\0").decode()
+        if prefix and header[257:262] == b"ustar":
+            name = f"{prefix}/{name}"
+        yield long_name or name, data
+        long_name = None
+
+
+def pax_path(data: bytes) -> str | None:
+    for record in data.decode().splitlines():
+        _, _, item = record.partition(" ")
+        field, _, value = item.partition("=")
+        if field == "path":
+            return value
+    return None
+
+
+def read_exactly(stream: BinaryIO, n: int, url: str) -> bytes | None:
+    """n bytes, or None at the end of the stream; a partial read is a truncated shard."""
+    chunks, left = [], n
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    if left == n and n:
+        return None
+    if left:
+        raise PieError(f"shard {url} is truncated")
+    return b"".join(chunks)
 
 
 def image_field(sample: dict[str, Any]) -> tuple[str, bytes]:
