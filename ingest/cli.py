@@ -23,10 +23,35 @@ app.add_typer(ingest_app, name="ingest")
 
 Name = Annotated[str, typer.Option("--name", help="Dataset name")]
 Source = Annotated[Path, typer.Argument(help="Source directory")]
+Split = Annotated[str, typer.Option(help="train (written in a seeded random order) or eval")]
+Workers = Annotated[
+    int | None, typer.Option(help="Worker processes (the bytes do not depend on it)")
+]
+Seed = Annotated[int | None, typer.Option(help="Order of a training set's samples")]
+MaxCount = Annotated[int | None, typer.Option(help="Samples per shard at most")]
+MaxSize = Annotated[int | None, typer.Option(help="Image bytes per shard at most")]
 
 
-def load(cfg_path: str, **overrides) -> IngestConfig:
+def load(
+    cfg_path: str,
+    workers: int | None = None,
+    seed: int | None = None,
+    shard_max_count: int | None = None,
+    shard_max_size: int | None = None,
+    **overrides,
+) -> IngestConfig:
+    overrides |= dict(
+        workers=workers, seed=seed, shard_max_count=shard_max_count, shard_max_size=shard_max_size
+    )
     return config.load(IngestConfig, cfg_path, "ingest", overrides)
+
+
+def check_split(split: str, seed: int | None) -> None:
+    """--split is train or eval; --seed orders a training set only."""
+    if split not in ("train", "eval"):
+        raise PieError(f"--split must be train or eval, got {split!r}")
+    if seed is not None and split != "train":
+        raise PieError("--seed orders a training set: evaluation sets stay sorted (--split eval)")
 
 
 @ingest_app.command("fashion-mnist")
@@ -37,13 +62,25 @@ def fashion_mnist(
     limit: Annotated[
         int | None, typer.Option(help="Keep the first N images of each split (0 = all)")
     ] = None,
+    workers: Workers = None,
+    seed: Seed = None,
+    shard_max_count: MaxCount = None,
+    shard_max_size: MaxSize = None,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
     """The embedded Fashion-MNIST (Debian dataset-fashion-mnist): fmnist-train, fmnist-test."""
     from ingest import pack, sources
 
-    cfg = load(cfg_path, fashion_mnist_dir=directory, limit=limit)
+    cfg = load(
+        cfg_path,
+        workers,
+        seed,
+        shard_max_count,
+        shard_max_size,
+        fashion_mnist_dir=directory,
+        limit=limit,
+    )
     found = [sources.fashion_mnist(Path(cfg.fashion_mnist_dir), s) for s in ("train", "test")]
     pack.main(open_root(root), cfg, found)
 
@@ -55,23 +92,31 @@ def imagefolder(
     label_space: Annotated[
         str, typer.Option(help="'imagenet1k' (class dirs are wnids) or a new label space name")
     ] = "imagenet1k",
-    split: Annotated[str, typer.Option(help="train or eval")] = "eval",
+    split: Split = "eval",
+    workers: Workers = None,
+    seed: Seed = None,
+    shard_max_count: MaxCount = None,
+    shard_max_size: MaxSize = None,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
     """An ImageFolder tree <class>/<image> (ImageNet train/val and the like); JPEGs pass through."""
     from ingest import pack, sources
 
-    if split not in ("train", "eval"):
-        raise PieError(f"--split must be train or eval, got {split!r}")
+    check_split(split, seed)
     found = [sources.image_folder(directory, name, label_space, split)]  # checks the name
-    pack.main(open_root(root), load(cfg_path), found)
+    pack.main(
+        open_root(root), load(cfg_path, workers, seed, shard_max_count, shard_max_size), found
+    )
 
 
 @ingest_app.command("imagenet-a")
 def imagenet_a(
     directory: Source,
     name: Name = "imagenet-a",
+    workers: Workers = None,
+    shard_max_count: MaxCount = None,
+    shard_max_size: MaxSize = None,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
@@ -79,13 +124,18 @@ def imagenet_a(
     from ingest import pack, sources
 
     found = [sources.imagenet_subset(directory, name, "a")]  # checks the name
-    pack.main(open_root(root), load(cfg_path), found)
+    pack.main(
+        open_root(root), load(cfg_path, workers, None, shard_max_count, shard_max_size), found
+    )
 
 
 @ingest_app.command("imagenet-r")
 def imagenet_r(
     directory: Source,
     name: Name = "imagenet-r",
+    workers: Workers = None,
+    shard_max_count: MaxCount = None,
+    shard_max_size: MaxSize = None,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
@@ -93,13 +143,18 @@ def imagenet_r(
     from ingest import pack, sources
 
     found = [sources.imagenet_subset(directory, name, "r")]  # checks the name
-    pack.main(open_root(root), load(cfg_path), found)
+    pack.main(
+        open_root(root), load(cfg_path, workers, None, shard_max_count, shard_max_size), found
+    )
 
 
 @ingest_app.command("imagenet-c")
 def imagenet_c(
     directory: Source,
     parent: Annotated[str, typer.Option(help="The clean dataset the tree corrupts")],
+    workers: Workers = None,
+    shard_max_count: MaxCount = None,
+    shard_max_size: MaxSize = None,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
@@ -116,7 +171,11 @@ def imagenet_c(
         space = catalog.label_space(con, catalog.dataset(con, parent)["label_space"])
     finally:
         con.close()
-    pack.main(work, load(cfg_path), sources.imagenet_c(directory, parent, space))
+    pack.main(
+        work,
+        load(cfg_path, workers, None, shard_max_count, shard_max_size),
+        sources.imagenet_c(directory, parent, space),
+    )
 
 
 @ingest_app.command("csv")
@@ -124,7 +183,11 @@ def csv_manifest(
     manifest: Annotated[Path, typer.Argument(help="CSV with columns path,label[,key]")],
     name: Name,
     label_space: Annotated[str, typer.Option(help="imagenet1k, fashion-mnist or a stored one")],
-    split: Annotated[str, typer.Option(help="train or eval")] = "eval",
+    split: Split = "eval",
+    workers: Workers = None,
+    seed: Seed = None,
+    shard_max_count: MaxCount = None,
+    shard_max_size: MaxSize = None,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
@@ -134,6 +197,7 @@ def csv_manifest(
     from pie.paths import check_name
 
     check_name(name, "dataset name")
+    check_split(split, seed)
     work = open_root(root)
     if label_space in catalog.BUILTIN_SPACES:
         space = catalog.BUILTIN_SPACES[label_space]()
@@ -143,7 +207,64 @@ def csv_manifest(
             space = catalog.label_space(con, label_space)
         finally:
             con.close()
-    pack.main(work, load(cfg_path), [sources.csv_manifest(manifest, name, space, split)])
+    pack.main(
+        work,
+        load(cfg_path, workers, seed, shard_max_count, shard_max_size),
+        [sources.csv_manifest(manifest, name, space, split)],
+    )
+
+
+@ingest_app.command("imagenet-val")
+def imagenet_val(
+    directory: Source,
+    labels: Annotated[
+        Path,
+        typer.Option(help="LOC_val_solution.csv or a filename,wnid CSV: each file's class"),
+    ],
+    name: Name = "imagenet-val",
+    workers: Workers = None,
+    shard_max_count: MaxCount = None,
+    shard_max_size: MaxSize = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """The flat ImageNet validation folder (ILSVRC2012_val_*.JPEG) with a file-to-wnid mapping;
+    keys <wnid>/<file stem>, as an ImageFolder tree of it would have."""
+    from ingest import pack, sources
+
+    found = [sources.imagenet_val(directory, labels, name)]  # checks the name
+    cfg = load(cfg_path, workers, None, shard_max_count, shard_max_size)
+    pack.main(open_root(root), cfg, found)
+
+
+@ingest_app.command("tfrecord")
+def tfrecord(
+    pattern: Annotated[str, typer.Argument(help="Glob of TFRecord files, quoted: 'dir/train-*'")],
+    name: Name,
+    split: Split = "eval",
+    label_offset: Annotated[
+        int,
+        typer.Option(
+            help="Subtracted from image/class/label (TF-Slim's labels are 1-based: 1); "
+            "TFDS's 'label' is 0-based and never shifted"
+        ),
+    ] = 1,
+    workers: Workers = None,
+    seed: Seed = None,
+    shard_max_count: MaxCount = None,
+    shard_max_size: MaxSize = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """ImageNet TFRecords (TF-Slim or TFDS: image/encoded or image, image/class/label or label),
+    read without TensorFlow, every record's CRC checked; ImageNet-1k labels."""
+    from ingest import pack
+    from ingest import tfrecord as tfr
+
+    check_split(split, seed)
+    found = [tfr.tfrecord(pattern, name, split, label_offset)]  # checks the name
+    cfg = load(cfg_path, workers, seed, shard_max_count, shard_max_size)
+    pack.main(open_root(root), cfg, found)
 
 
 @app.command()
@@ -166,7 +287,14 @@ def corrupt(
         typer.Option("--severity", "-s", help="Severities 1-5 [default: corrupt.severities]"),
     ] = None,
     seed: Annotated[int | None, typer.Option()] = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel worker processes")] = None,
+    workers: Workers = None,
+    image_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="png (lossless) or jpeg (quality corrupt.jpeg_quality, 85: as released)",
+        ),
+    ] = None,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
@@ -182,6 +310,13 @@ def corrupt(
         CorruptConfig,
         cfg_path,
         "corrupt",
-        dict(dataset=dataset, corruptions=names, severities=levels, seed=seed, workers=workers),
+        dict(
+            dataset=dataset,
+            corruptions=names,
+            severities=levels,
+            seed=seed,
+            workers=workers,
+            format=image_format,
+        ),
     )
     corrupt_stage.main(open_root(root), cfg)

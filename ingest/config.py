@@ -12,14 +12,19 @@ from pie.paths import check_name
 class IngestConfig:
     fashion_mnist_dir: str = "/usr/share/datasets/fashion-mnist"
     limit: int = 0  # keep the first N images of each split (0 = all): quick looks and tests
+    # a shard closes at shard_max_count samples or before its image bytes pass shard_max_size
     shard_max_count: int = 10_000
     shard_max_size: int = 256 * 1024 * 1024
+    seed: int = 0  # the order of a training set's samples (evaluation sets stay sorted)
+    workers: int = 2  # worker processes; the bytes written do not depend on it
 
     def __post_init__(self) -> None:
         if self.limit < 0:
             raise ValueError(f"ingest.limit must be >= 0, got {self.limit}")
         if self.shard_max_count < 1 or self.shard_max_size < 1:
             raise ValueError("ingest.shard_max_count and shard_max_size must be positive")
+        if self.workers < 1:
+            raise ValueError(f"ingest.workers must be >= 1, got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,10 @@ class CorruptConfig:
     image_size: int = 28
     channels: int = 1  # 1: grayscale, 3: RGB
     seed: int = 0
-    workers: int = 2
-    shard_max_count: int = 10_000
+    workers: int = 2  # worker processes; the bytes written do not depend on it
+    # how variants are stored: "png" (lossless) or "jpeg" at jpeg_quality (85: the released look)
+    format: str = "png"
+    jpeg_quality: int = 85
 
     def __post_init__(self) -> None:
         check_name(self.dataset, "dataset name")  # variants are named <dataset>-<c>-<s>
@@ -58,3 +65,7 @@ class CorruptConfig:
             )
         if self.workers < 1:
             raise ValueError(f"corrupt.workers must be >= 1, got {self.workers}")
+        if self.format not in ("png", "jpeg"):
+            raise ValueError(f"corrupt.format must be png or jpeg, got {self.format!r}")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ValueError(f"corrupt.jpeg_quality must be 1-95, got {self.jpeg_quality}")

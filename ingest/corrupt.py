@@ -1,38 +1,59 @@
 """`pie corrupt`: ImageNet-C style variants of a clean dataset, one dataset per
 (corruption, severity), named `<parent>-<corruption>-<severity>`, keeping the parent's keys.
 
-The parent is decoded once (the pie.images cache, at `image_size` like ImageNet-C's 224 px
-centre crops); each variant corrupts every image with a generator seeded by 64 bits of
-sha256("<seed>/<corruption>/<severity>/<key>") (`noise_seed`), so the bytes depend on neither
-order nor worker count and no two images share their noise by accident, and stores it as PNG
-(lossless: the corruption is the only change). Variants run in worker processes; this process
-alone writes the database.
+Work is one task per (parent shard, group of variants), run by `cfg.workers` worker processes:
+a task streams its parent shard by URL, decodes each image once at `image_size`
+(`pie.images.decode`: the shorter side resized and the centre cropped, as ImageNet-C was made
+from 224 px centre crops), corrupts it for each variant of its group with a generator seeded by
+64 bits of sha256("<seed>/<corruption>/<severity>/<key>") (`noise_seed`) and writes each
+variant's shard of the same number, with the same samples in the same order (its rows are the
+parent's, shard for shard). So no decoded copy of the parent is ever made, memory stays flat,
+and the bytes depend on neither the grouping, the order of the work nor the number of workers.
+Each image is stored as PNG (lossless: the corruption is the only change) or, with
+`format = "jpeg"`, as JPEG of `jpeg_quality` (85: how the released ImageNet-C was stored). This
+process alone writes the database, each variant as its last shard arrives (tasks run in any
+order, so that slow corruptions do not leave workers idle).
 
 A variant already stored is skipped when it was made with the same settings (seed, image_size,
-channels, shard size) and refused with one line naming the difference otherwise.
+channels, format, jpeg_quality) and refused with one line naming the difference otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+import shutil
+from contextlib import ExitStack
 from datetime import datetime
+from pathlib import Path
 
+import duckdb
 import numpy as np
 from PIL import Image
 
 from ingest.config import CorruptConfig
 from ingest.corruptions import corrupt
-from ingest.pack import is_packed_as, record
+from ingest.pack import Workers, is_packed_as, record
 from pie import catalog, console, store
 from pie.catalog import DatasetSpec
 from pie.config import to_dict
 from pie.errors import PieError
-from pie.images import Preprocess, load_cached
-from pie.parallel import run_tasks
+from pie.images import Preprocess, decode
 from pie.paths import WorkRoot
-from pie.shards import Sample, Written, write_shards
+from pie.shards import (
+    Sample,
+    ShardFile,
+    TarShard,
+    Written,
+    image_field,
+    partial_dir,
+    publish,
+    read_url,
+    shard_name,
+    shard_urls,
+)
+
+EXTENSIONS = {"png": "png", "jpeg": "jpg"}
 
 
 def variant_name(parent: str, corruption: str, severity: int) -> str:
@@ -63,48 +84,59 @@ def spec_of(
             "seed": cfg.seed,
             "image_size": cfg.image_size,
             "channels": cfg.channels,
-            "shard_max_count": cfg.shard_max_count,
+            "format": cfg.format,
+            "jpeg_quality": cfg.jpeg_quality if cfg.format == "jpeg" else None,
         },
     )
 
 
-def png(pixels: np.ndarray) -> bytes:
+def encode(pixels: np.ndarray, cfg: CorruptConfig) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
+    if cfg.format == "jpeg":
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=cfg.jpeg_quality)
+    else:
+        Image.fromarray(pixels).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def make_variant(
-    root: WorkRoot,
-    parent: str,
-    corruption: str,
-    severity: int,
+def corrupt_shard(
+    url: str,
+    variants: list[tuple[str, int, Path]],
     cfg: CorruptConfig,
     class_names: dict[int, str],
-) -> tuple[str, int, Written]:
-    """Worker: write one variant's shards from the parent's pixel cache (no database access)."""
-    data = load_cached(root, parent, Preprocess.pixels_only(cfg.image_size, cfg.channels))
-
-    def samples() -> Iterator[Sample]:
-        for key, label, chw in zip(
-            data.keys.tolist(), data.labels.tolist(), data.pixels, strict=True
-        ):
+) -> list[ShardFile]:
+    """Worker: the shards of several variants, `(corruption, severity, path)`, from the parent
+    shard at `url`, each image decoded once for all of them (no database access)."""
+    pre = Preprocess.pixels_only(cfg.image_size, cfg.channels)
+    with ExitStack() as stack:
+        shards = [stack.enter_context(TarShard(path)) for _, _, path in variants]
+        for raw in read_url(url):
+            key, label = raw["__key__"], raw["cls"]
+            chw = decode(image_field(raw)[1], pre)
             image = chw[0] if cfg.channels == 1 else np.ascontiguousarray(chw.transpose(1, 2, 0))
-            rng = np.random.default_rng(noise_seed(cfg.seed, corruption, severity, key))
-            meta = {
-                "parent": parent,
-                "corruption": corruption,
-                "severity": severity,
-                "class_name": class_names.get(label),
-            }
-            yield Sample(key, label, png(corrupt(image, corruption, severity, rng)), "png", meta)
+            for (corruption, severity, _), shard in zip(variants, shards, strict=True):
+                rng = np.random.default_rng(noise_seed(cfg.seed, corruption, severity, key))
+                pixels = corrupt(image, corruption, severity, rng)
+                meta = {
+                    "parent": cfg.dataset,
+                    "corruption": corruption,
+                    "severity": severity,
+                    "class_name": class_names.get(label),
+                }
+                shard.add(Sample(key, label, encode(pixels, cfg), EXTENSIONS[cfg.format], meta))
+    return [shard.file for shard in shards]
 
-    name = variant_name(parent, corruption, severity)
-    return (
-        corruption,
-        severity,
-        write_shards(samples(), root.shards(name), name, cfg.shard_max_count),
-    )
+
+def parent_rows(
+    con: duckdb.DuckDBPyConnection, parent: str, n_shards: int
+) -> list[tuple[str, int, int]]:
+    """(key, label, shard number) of every parent image: a variant's rows, shard for shard."""
+    number = {shard_name(parent, k): k for k in range(n_shards)}
+    rows = store.rows(con, "select key, label, shard from images where dataset = ?", [parent])
+    unknown = {shard for _, _, shard in rows} - number.keys()
+    if unknown:
+        raise PieError(f"dataset {parent}: images rows name shards its index lacks: {unknown}")
+    return [(key, label, number[shard]) for key, label, shard in rows]
 
 
 def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
@@ -117,24 +149,66 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
         space = catalog.label_space(con, parent["label_space"])
         subset = tuple(parent["class_subset"]) if parent["class_subset"] else None
         todo = [
-            (c, s)
+            spec_of(cfg, space.name, c, s, subset)
             for c in cfg.corruptions
             for s in cfg.severities
             if not is_packed_as(con, root, spec_of(cfg, space.name, c, s, subset))
         ]
-        if todo:  # decode the parent once, before the workers map it
-            with console.progress(f"decoding {cfg.dataset}", None) as advance:
-                pre = Preprocess.pixels_only(cfg.image_size, cfg.channels)
-                load_cached(root, cfg.dataset, pre, advance)
-        names = {cid: name for cid, _, name in space.classes}
-        tasks = [(root, cfg.dataset, c, s, cfg, names) for c, s in todo]
+        urls = shard_urls(root.shards(cfg.dataset)) if todo else []
+        rows = parent_rows(con, cfg.dataset, len(urls)) if todo else []
+        partials = {spec.name: partial_dir(root.shards(spec.name)) for spec in todo}
+        # one task per (parent shard, group of variants): each group decodes the shard once;
+        # enough groups that every worker has work even for a parent of one shard
+        n_groups = min(len(todo), -(-cfg.workers // max(1, len(urls))))
+        groups = [todo[g::n_groups] for g in range(n_groups)]  # round robin: mixed costs
+        tasks = [
+            (
+                url,
+                [
+                    (v.corruption, v.severity, partials[v.name] / shard_name(v.name, k))
+                    for v in group
+                ],
+                cfg,
+                space.names(),
+            )
+            for k, (url, _) in enumerate(urls)
+            for group in groups
+        ]
+        files: dict[str, dict[int, ShardFile]] = {spec.name: {} for spec in todo}
         done: list[str] = []
-        with console.progress(f"corrupting {cfg.dataset}", len(todo)) as advance:
-            for c, s, written in run_tasks(make_variant, tasks, cfg.workers):
-                spec = spec_of(cfg, space.name, c, s, subset)
-                record(con, root, spec, space, written, [])
-                done.append(spec.name)
-                advance(1)
+
+        def finish(spec: DatasetSpec, arrived: dict[int, ShardFile]) -> None:
+            """A variant's last shard arrived: publish it and record its rows."""
+            shards = [arrived[k] for k in range(len(urls))]
+            publish(partials.pop(spec.name), root.shards(spec.name), shards)
+            names = [f.name for f in shards]
+            keys = [key for key, _, _ in rows]
+            labels = [label for _, label, _ in rows]
+            written = Written(keys, labels, [names[k] for _, _, k in rows], len(shards))
+            record(con, root, spec, space, written, [])
+            done.append(spec.name)
+
+        total = len(todo) * sum(n for _, n in urls)
+        try:
+            with (
+                Workers(cfg.workers) as workers,
+                console.progress(f"corrupting {cfg.dataset}", total) as advance,
+            ):
+                for i, made in workers.unordered(corrupt_shard, tasks):
+                    k, group = divmod(i, n_groups)
+                    for spec, file in zip(groups[group], made, strict=True):
+                        if file.nsamples != urls[k][1]:
+                            raise PieError(
+                                f"{urls[k][0]} holds {file.nsamples} images, its index says "
+                                f"{urls[k][1]}: repack {cfg.dataset}"
+                            )
+                        files[spec.name][k] = file
+                        advance(file.nsamples)
+                        if len(files[spec.name]) == len(urls):
+                            finish(spec, files.pop(spec.name))
+        finally:
+            for partial in partials.values():  # variants left unfinished
+                shutil.rmtree(partial, ignore_errors=True)
         summary = (
             f"corrupt: wrote {len(done)} variants of {cfg.dataset} "
             f"({len(cfg.corruptions) * len(cfg.severities) - len(done)} already there)"

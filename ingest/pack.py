@@ -1,34 +1,144 @@
-"""Packing: a source's samples -> shards under `shards/<name>/`, then the dataset's rows
+"""Packing: a source's inputs -> shards under `shards/<name>/`, then the dataset's rows
 (`datasets`, `images`, `ingest_errors`, its label space) in one transaction.
+
+Two passes over the inputs, both in `cfg.workers` worker processes (`Workers`), each worker
+streaming (nothing in memory but the unit or shard at hand):
+1. scan: each unit of the source's listing is checked (a full decode of every image) into
+   entries (what to read again, key, label, format, size) and rejected inputs, in listing
+   order; the first `cfg.limit` accepted entries are kept (all when 0).
+2. write: the entries are put in their final order, sorted as listed for an evaluation set
+   and in a seeded random order for a training set (`numpy.random.default_rng(cfg.seed)
+   .permutation`: streaming readers then see classes mixed), cut into shards by count and bytes
+   (`pie.shards.shard_bounds`, decided by the entries alone) and each shard is written whole by
+   one worker. The bytes are therefore the same whatever the number of workers.
+This process holds the entries (about 200 bytes per image) and alone writes the database.
 
 Shards are renamed into place only when complete and rows are written after them, so an
 interrupted run leaves either nothing or a directory without rows, which a rerun rebuilds.
 A dataset that already has rows is skipped when it was packed with the same settings (source,
-label space, split, limit, shard sizes; stored as JSON in its `datasets` row) and refused with
-one line naming the difference otherwise: reruns do only what is missing, never silently keep
-something other than what was asked.
+label space, split, limit, shard sizes, shuffle seed of a training set, source options; stored
+as JSON in its `datasets` row) and refused with one line naming the difference otherwise:
+reruns do only what is missing, never silently keep something other than what was asked.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import multiprocessing
+import os
+import shutil
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from datetime import datetime
-from itertools import chain
-from typing import Any
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any, TypeVar
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from ingest.config import IngestConfig
-from ingest.sources import Rejected, Source
+from ingest.sources import Entry, Reader, Rejected, Source
 from pie import catalog, console, store
 from pie.catalog import DatasetSpec, LabelSpace, ensure_label_space, is_recorded, record_dataset
 from pie.config import to_dict
 from pie.errors import PieError
+from pie.parallel import die_with_parent
 from pie.paths import WorkRoot
-from pie.shards import Sample, Written, write_shards
+from pie.shards import (
+    SAMPLE_OVERHEAD,
+    ShardFile,
+    Written,
+    check_key,
+    partial_dir,
+    publish,
+    shard_bounds,
+    shard_name,
+    write_tar,
+)
+
+R = TypeVar("R")
+
+
+class Workers:
+    """`n` spawned worker processes, started at the first task (none when n = 1: tasks run in
+    this process). They die with this process (`pie.parallel.die_with_parent`)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def ordered(self, fn: Callable[..., R], tasks: Iterable[tuple[Any, ...]]) -> Iterator[R]:
+        """`fn(*task)` for every task, in task order, at most 2n tasks in flight (so memory
+        stays flat however many tasks there are). Stopping early cancels the rest. A single
+        task runs in this process: starting workers would cost more than it saves."""
+        tasks = iter(tasks)
+        head = list(islice(tasks, 2))
+        if self.n <= 1 or len(head) < 2:
+            for task in chain(head, tasks):
+                yield fn(*task)
+            return
+        tasks = chain(head, tasks)
+        pool = self.pool()
+        pending: deque[Future[R]] = deque()
+        try:
+            for task in tasks:
+                pending.append(pool.submit(fn, *task))
+                if len(pending) >= 2 * self.n:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def unordered(
+        self, fn: Callable[..., R], tasks: Sequence[tuple[Any, ...]]
+    ) -> Iterator[tuple[int, R]]:
+        """(position, `fn(*task)`) for every task, as they complete: all submitted at once (the
+        tasks must be small), so that uneven tasks keep every worker busy."""
+        if self.n <= 1 or len(tasks) < 2:
+            for i, task in enumerate(tasks):
+                yield i, fn(*task)
+            return
+        pool = self.pool()
+        futures = {pool.submit(fn, *task): i for i, task in enumerate(tasks)}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.n,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with_parent,
+                initargs=(os.getpid(),),
+            )
+        return self._pool
+
+
+def scan_unit(reader: Reader, unit: Any, measure: bool) -> list[Entry | Rejected]:
+    """Worker: check one unit of inputs."""
+    return reader.scan(unit, measure)
+
+
+def write_shard(reader: Reader, entries: list[Entry], path: Path) -> ShardFile:
+    """Worker: read back and write one whole shard."""
+    return write_tar((reader.sample(e) for e in entries), path)
 
 
 def is_packed(con: duckdb.DuckDBPyConnection, root: WorkRoot, name: str) -> bool:
@@ -58,7 +168,8 @@ def is_packed_as(con: duckdb.DuckDBPyConnection, root: WorkRoot, spec: DatasetSp
 
 
 def settings(source: Source, cfg: IngestConfig) -> dict[str, Any]:
-    """What decides a packed dataset's contents: a rerun must ask the same."""
+    """What decides a packed dataset's contents: a rerun must ask the same. The worker count
+    is not among them: it changes no byte."""
     spec = source.spec
     return {
         "source": spec.source,
@@ -67,7 +178,30 @@ def settings(source: Source, cfg: IngestConfig) -> dict[str, Any]:
         "limit": cfg.limit,
         "shard_max_count": cfg.shard_max_count,
         "shard_max_size": cfg.shard_max_size,
+        "shuffle_seed": cfg.seed if spec.split == "train" else None,
+        **source.options,
     }
+
+
+def scan(source: Source, cfg: IngestConfig, workers: Workers) -> tuple[list[Entry], list[Rejected]]:
+    """The source's first `cfg.limit` accepted entries (all when 0) in listing order, and the
+    inputs rejected before the last one kept."""
+    bound = source.size_bound
+    measure = not bound or cfg.shard_max_count * (bound + SAMPLE_OVERHEAD) > cfg.shard_max_size
+    entries: list[Entry] = []
+    rejected: list[Rejected] = []
+    tasks = ((source.reader, unit, measure) for unit in source.units())
+    with console.progress(f"checking {source.spec.name}", None) as advance:
+        for items in workers.ordered(scan_unit, tasks):
+            for item in items:
+                if isinstance(item, Rejected):
+                    rejected.append(item)
+                else:
+                    entries.append(item)
+                    if len(entries) == cfg.limit:
+                        return entries, rejected
+            advance(len(items))
+    return entries, rejected
 
 
 def pack(
@@ -75,43 +209,54 @@ def pack(
     root: WorkRoot,
     source: Source,
     cfg: IngestConfig,
-    advance: Callable[[int], None] = lambda n: None,
+    workers: Workers | None = None,
 ) -> int:
-    """Write one dataset (its first `cfg.limit` accepted images, all when 0); returns the number
-    of images packed. A source without a single image is a user error saying where pie looked;
-    its rejected inputs are still recorded in `ingest_errors`."""
-    rejected: list[Rejected] = []
-
-    def accepted() -> Iterator[Sample]:
-        n = 0
-        for item in source.items:
-            if isinstance(item, Rejected):
-                rejected.append(item)
-                continue
-            advance(1)
-            yield item
-            n += 1
-            if n == cfg.limit:
-                return
-
+    """Write one dataset; returns the number of images packed. A source without a single image
+    is a user error saying where pie looked; its rejected inputs are still recorded in
+    `ingest_errors`. `workers`: a pool to share between datasets (else one for this call)."""
+    if workers is None:
+        with Workers(cfg.workers) as own:
+            return pack(con, root, source, cfg, own)
     spec = source.spec
-    samples = accepted()
-    first = next(samples, None)
-    if first is None:
+    entries, rejected = scan(source, cfg, workers)
+    if not entries:
         record_rejected(con, spec.name, rejected)
         why = f"no image for dataset {spec.name} in {source.looked_in}"
         if rejected:
             why += f"; {len(rejected)} file{'s' * (len(rejected) > 1)} rejected, see ingest_errors"
         raise PieError(why)
-    written = write_shards(
-        chain([first], samples),
-        root.shards(spec.name),
-        spec.name,
-        cfg.shard_max_count,
-        cfg.shard_max_size,
+    seen: set[str] = set()
+    for e in entries:
+        check_key(e.key)
+        if e.key in seen:
+            raise PieError(f"duplicate sample key {e.key!r} in {spec.name}")
+        seen.add(e.key)
+    del seen
+    if spec.split == "train":
+        order = np.random.default_rng(cfg.seed).permutation(len(entries))
+        entries = [entries[i] for i in order]
+    starts = shard_bounds((e.size for e in entries), cfg.shard_max_count, cfg.shard_max_size)
+    spans = list(zip(starts, [*starts[1:], len(entries)], strict=True))
+    out = root.shards(spec.name)
+    partial = partial_dir(out)
+    tasks = (
+        (source.reader, entries[a:b], partial / shard_name(spec.name, k))
+        for k, (a, b) in enumerate(spans)
     )
+    files: list[ShardFile] = []
+    try:
+        with console.progress(f"packing {spec.name}", len(entries)) as advance:
+            for file in workers.ordered(write_shard, tasks):
+                files.append(file)
+                advance(file.nsamples)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    publish(partial, out, files)
+    shards = [f.name for f, (a, b) in zip(files, spans, strict=True) for _ in range(b - a)]
+    written = Written([e.key for e in entries], [e.label for e in entries], shards, len(files))
     record(con, root, spec, source.space, written, rejected)
-    return len(written.keys)
+    return len(entries)
 
 
 def record(
@@ -150,15 +295,14 @@ def main(root: WorkRoot, cfg: IngestConfig, sources: list[Source]) -> list[str]:
     stored with other settings stops the run before anything is packed."""
     started = datetime.now()
     sources = [replace(s, spec=replace(s.spec, settings=settings(s, cfg))) for s in sources]
-    with store.connect(root) as con:
+    with store.connect(root) as con, Workers(cfg.workers) as workers:
         skipped = [s.spec.name for s in sources if is_packed_as(con, root, s.spec)]
         packed, images, errors = [], 0, 0
         for source in sources:
             spec = source.spec
             if spec.name in skipped:
                 continue
-            with console.progress(f"packing {spec.name}", None) as advance:
-                images += pack(con, root, source, cfg, advance)
+            images += pack(con, root, source, cfg, workers)
             errors += store.rows(
                 con, "select count(*) from ingest_errors where dataset = ?", [spec.name]
             )[0][0]

@@ -109,3 +109,59 @@ def test_saturate_is_the_only_corruption_that_leaves_grey_alone():
         )
     }
     assert unchanged == set(COLOUR_ONLY) == {"saturate"}
+
+
+@pytest.mark.slow  # two spawned workers import torch and scipy: about 10 s on 2 shared cores
+def test_corrupt_streams_the_parent_by_shard_whatever_the_worker_count(tmp_path):
+    """A parent of 7 images in 3 shards: variants have the same shards, the same bytes with 1
+    or 2 workers, and no decoded copy of the parent is written."""
+    from pie.paths import open_root
+    from pie.shards import shard_paths, shard_urls
+
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (7, 28, 28)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(7))
+    digests = []
+    for workers in (1, 2):
+        root = open_root(tmp_path / f"w{workers}")
+        ingest = IngestConfig(shard_max_count=3, workers=1)
+        pack.main(root, ingest, [sources.fashion_mnist(tmp_path, "test")])
+        two = cfg(corruptions=("gaussian_noise", "contrast"), severities=(1,), workers=workers)
+        corrupt.main(root, two)
+        for name in ("fmnist-test-gaussian_noise-1", "fmnist-test-contrast-1"):
+            counts = [n for _, n in shard_urls(root.shards(name))]
+            assert counts == [n for _, n in shard_urls(root.shards("fmnist-test"))] == [3, 3, 1]
+        digests.append(
+            [
+                hashlib.sha256(p.read_bytes()).hexdigest()
+                for name in ("fmnist-test-gaussian_noise-1", "fmnist-test-contrast-1")
+                for p in shard_paths(root.shards(name))
+            ]
+        )
+        assert not root.cache("fmnist-test").exists()
+        assert not list((root.path / "shards").glob("*.partial"))
+    assert digests[0] == digests[1] and len(digests[0]) == 6
+
+
+def test_jpeg_quality_85_is_the_released_look(flat):
+    import json
+
+    jpeg = cfg(format="jpeg")
+    corrupt.main(flat, jpeg)
+    stored = {r["__key__"]: r for r in read_shards(flat.shards("fmnist-test-gaussian_noise-3"))}
+    assert len(stored) == 4
+    for key, raw in stored.items():
+        assert "png" not in raw
+        digest = hashlib.sha256(f"7/gaussian_noise/3/{key}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
+        pixels = corrupt_image(np.full((28, 28), GREY, np.uint8), "gaussian_noise", 3, rng)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=85)
+        assert raw["jpg"] == buf.getvalue()
+    con = store.connect(flat, read_only=True)
+    (settings,) = store.rows(con, "select settings from datasets where kind = 'corrupted'")[0]
+    con.close()
+    assert json.loads(settings)["format"] == "jpeg"
+    assert json.loads(settings)["jpeg_quality"] == 85
+    with pytest.raises(PieError, match="format=jpeg, jpeg_quality=85; this run asks format=png"):
+        corrupt.main(flat, cfg())

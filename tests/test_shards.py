@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import tarfile
 
 import numpy as np
@@ -53,6 +55,9 @@ def test_index_is_wids_format_and_readable_by_wids(tmp_path):
     index = read_index(tmp_path / "ds")
     assert index["wids_version"] == 1 and index["__kind__"] == "wids-shard-index-v1"
     assert [s["nsamples"] for s in index["shardlist"]] == [10, 10, 5]
+    for shard, path in zip(index["shardlist"], shard_paths(tmp_path / "ds"), strict=True):
+        assert shard["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert shard["filesize"] == path.stat().st_size
     dataset = wids.ShardListDataset(
         str(tmp_path / "ds" / "index.json"), transformations=[], cache_dir=str(tmp_path / "c")
     )
@@ -83,3 +88,29 @@ def test_duplicate_keys_are_user_errors(tmp_path):
     s = Sample("k", 0, b"x", "png")
     with pytest.raises(PieError, match="duplicate"):
         write_shards([s, s], tmp_path / "ds", "ds")
+
+
+def test_long_keys_and_directories_read_back_as_webdataset_reads_them(tmp_path):
+    """Keys past ustar's 100-character names (pax headers) and with directories: pie's own
+    tar reader groups members exactly as webdataset does."""
+    import webdataset as wds
+
+    keys = ["a/b/" + "x" * 150, "n01440764/ILSVRC2012_val_00000001", "plain"]
+    written = [Sample(k, i, png(i), "png", {"k": k}) for i, k in enumerate(keys)]
+    write_shards(written, tmp_path / "ds", "ds")
+    ours = [(r["__key__"], r["png"], r["cls"], r["json"]) for r in read_shards(tmp_path / "ds")]
+    theirs = [
+        (r["__key__"], r["png"], int(r["cls"]), r["json"])
+        for r in wds.WebDataset([str(p) for p in shard_paths(tmp_path / "ds")], shardshuffle=False)
+    ]
+    assert [(k, d, c, json.loads(m)) for k, d, c, m in theirs] == ours
+    assert ours == [(s.key, s.data, s.label, s.meta) for s in written]
+
+
+def test_a_failing_pipe_command_is_a_user_error(tmp_path):
+    write_shards(samples(3), tmp_path / "ds", "ds")
+    index = read_index(tmp_path / "ds")
+    index["shardlist"][0]["url"] = "pipe:exit 3"
+    (tmp_path / "ds" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(PieError, match="shard command 'exit 3' exited with status 3"):
+        list(read_shards(tmp_path / "ds"))
