@@ -1,9 +1,7 @@
-"""Decoding and the decode-once pixel cache shared by training and inference.
-
-A dataset is decoded and resized once per preprocessing spec and rule into a uint8 array
-`(N, C, H, W)` under `cache/<dataset>/`, memory-mapped by every later reader; models then
-see `normalize(batch)`. The cache is keyed by the dataset's content hash
-(`pie.shards.dataset_hash`), the spec and the rule, so a re-packed dataset gets a fresh cache.
+"""Decoding shared by training, inference and `pie corrupt`: an encoded image becomes a uint8
+array `(C, size, size)` by the dataset's rule, and a batch becomes model input with
+`normalize(batch, pre)`. Nothing decoded is ever written to disk: each stage streams its
+shards and decodes per sample.
 
 The rule depends on what the dataset is, never on the size of its images:
 - resize-then-crop (the default, every dataset but the ones below): the shorter side is resized
@@ -13,18 +11,15 @@ The rule depends on what the dataset is, never on the size of its images:
   an image smaller than `size` is an error for that image.
 Resizing an image to the size it already has is skipped (a no-op, not a rule).
 
-An image that cannot be decoded is skipped and recorded with the cache (`Cached.errors`); a
-strict reader (the default, e.g. training) refuses such a dataset, inference evaluates the rest.
+An image that cannot be decoded raises `DecodeError`: inference skips and records it
+(`decode_errors`), training refuses the dataset in one line.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,8 +27,6 @@ import torch
 from PIL import Image
 
 from pie.errors import PieError
-from pie.paths import WorkRoot
-from pie.shards import dataset_hash, image_field, read_index, read_shards
 
 SMALL_INPUT = 32  # model inputs up to this size (28-32 px: MNIST, CIFAR) are the whole image
 
@@ -123,105 +116,3 @@ def normalize(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     mean = torch.tensor(pre.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     std = torch.tensor(pre.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     return (batch.float() / 255.0 - mean) / std
-
-
-@dataclass(frozen=True)
-class Cached:
-    """A decoded dataset: keys and labels in shard order, pixels memory-mapped; `errors` holds
-    the (key, error) of every image left out because it could not be decoded, `dataset_hash`
-    the content hash of the shards it was decoded from."""
-
-    keys: np.ndarray
-    labels: np.ndarray
-    pixels: np.ndarray
-    errors: tuple[tuple[str, str], ...] = ()
-    dataset_hash: str = ""
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
-def load_cached(
-    root: WorkRoot,
-    dataset: str,
-    pre: Preprocess,
-    progress: Callable[[int], None] | None = None,
-    *,
-    center_crop_only: bool = False,
-    strict: bool = True,
-) -> Cached:
-    """Decode `dataset` once for `pre` and the rule (or reuse the cache) and memory-map it.
-
-    strict: an image that cannot be decoded is a `PieError` for the whole dataset; otherwise
-    such images are left out and listed in `Cached.errors`.
-    """
-    content = dataset_hash(root.shards(dataset))
-    rule = "croponly" if center_crop_only else "resize"
-    # pixels depend on the shards, the geometry (spec) and the rule, not on mean/std
-    directory = root.cache(dataset) / f"{pre.spec}-{rule}-{content[:12]}"
-    if not (directory / "pixels.npy").exists():
-        build_cache(root, dataset, pre, center_crop_only, directory, progress)
-    errors = tuple((k, e) for k, e in json.loads((directory / "errors.json").read_text()))
-    if strict and errors:
-        key, error = errors[0]
-        raise PieError(
-            f"dataset {dataset}: {len(errors)} images cannot be decoded (first: {key}: {error})"
-        )
-    return Cached(
-        keys=np.load(directory / "keys.npy"),
-        labels=np.load(directory / "labels.npy"),
-        pixels=np.load(directory / "pixels.npy", mmap_mode="r"),
-        errors=errors,
-        dataset_hash=content,
-    )
-
-
-def build_cache(
-    root: WorkRoot,
-    dataset: str,
-    pre: Preprocess,
-    center_crop_only: bool,
-    directory: Path,
-    progress: Callable[[int], None] | None,
-) -> None:
-    n = sum(s["nsamples"] for s in read_index(root.shards(dataset))["shardlist"])
-    partial = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    shape = (n, pre.channels, pre.size, pre.size)
-    pixels = np.lib.format.open_memmap(partial / "pixels.npy", "w+", np.uint8, shape)
-    keys, labels, errors, seen = [], [], [], 0
-    for seen, sample in enumerate(read_shards(root.shards(dataset)), start=1):
-        try:
-            pixels[len(keys)] = decode(image_field(sample)[1], pre, center_crop_only)
-        except DecodeError as e:
-            errors.append((sample["__key__"], str(e)))
-        else:
-            keys.append(sample["__key__"])
-            labels.append(sample["cls"])
-        if progress and seen % 1000 == 0:
-            progress(1000)
-    if progress:
-        progress(seen % 1000)
-    if seen != n:
-        raise PieError(f"dataset {dataset}: index lists {n} images, shards hold {seen}")
-    pixels.flush()
-    if errors:  # keep only the decoded rows
-        kept = np.lib.format.open_memmap(
-            partial / "kept.npy", "w+", np.uint8, (len(keys), *shape[1:])
-        )
-        for start in range(0, len(keys), 4096):
-            stop = min(start + 4096, len(keys))
-            kept[start:stop] = pixels[start:stop]
-        kept.flush()
-        del kept
-        (partial / "kept.npy").replace(partial / "pixels.npy")
-    del pixels
-    np.save(partial / "keys.npy", np.array(keys))
-    np.save(partial / "labels.npy", np.array(labels, dtype=np.int64))
-    (partial / "errors.json").write_text(json.dumps(errors) + "\n")
-    spec_and_rule = directory.name.rsplit("-", 1)[0]  # the name less the content hash
-    for stale in directory.parent.glob(f"{spec_and_rule}-*"):
-        if stale != partial:  # an older cache of a re-packed dataset
-            shutil.rmtree(stale, ignore_errors=True)
-    partial.rename(directory)

@@ -4,7 +4,6 @@
 <root>/config.toml                                   the experiment config, when there is one
 <root>/shards/<dataset>/<dataset>-000000.tar         WebDataset shards + index.json (wids)
 <root>/checkpoints/<model_id>/model.pt, model.json   weights with zeros baked in + sidecar
-<root>/cache/<dataset>/<spec>.npy                    decode-once pixel caches
 <root>/parts/<table>/*.parquet                       staging written by parallel workers
 <root>/exports/<dataset>/<sparsity>/<method>/        exported PIE / non-PIE shards
 <root>/report/                                       the report
@@ -60,9 +59,6 @@ class WorkRoot:
 
     def checkpoint(self, model_id: str) -> Path:
         return self.checkpoints / model_id
-
-    def cache(self, dataset: str) -> Path:
-        return self.path / "cache" / dataset
 
     def parts(self, table: str) -> Path:
         return self.path / "parts" / table

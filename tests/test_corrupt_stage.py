@@ -138,7 +138,7 @@ def test_corrupt_streams_the_parent_by_shard_whatever_the_worker_count(tmp_path)
                 for p in shard_paths(root.shards(name))
             ]
         )
-        assert not root.cache("fmnist-test").exists()
+        assert not (root.path / "cache").exists()  # no decoded copy of the parent
         assert not list((root.path / "shards").glob("*.partial"))
     assert digests[0] == digests[1] and len(digests[0]) == 6
 
