@@ -257,18 +257,23 @@ def evaluate(
 ) -> Written:
     """Stream every group through its models into parts; rank 0 loads them group by group."""
     in_workers = device.type == "cpu" and cfg.workers > 0  # processes, not threads, on CPU
+    laid_out = stream.shares(
+        [
+            stream.chunks(g.directory, cfg.batch_size, i, g.pre, g.crop_only)
+            for i, g in enumerate(plan.groups)
+        ],
+        world.rank,
+        world.size,
+        cfg.workers,
+    )
     shares = [
         [
             dataclasses.replace(c, models=worker_models(root, g), class_subset=g.class_subset)
             if in_workers
             else c
-            for c in stream.mine(
-                stream.chunks(g.directory, cfg.batch_size, i, g.pre, g.crop_only),
-                world.rank,
-                world.size,
-            )
+            for c in share
         ]
-        for i, g in enumerate(plan.groups)
+        for share, g in zip(laid_out, plan.groups, strict=True)
     ]
     batches = iter(
         stream.loader([c for s in shares for c in s], cfg.workers, device.type == "cuda")

@@ -9,18 +9,28 @@ DataLoader serves a whole run, every dataset in turn, so its workers start once 
 dataset is decoded while the last batches of the previous one are evaluated. Memory holds a few
 batches per worker, whatever the size of the dataset; nothing is written to disk.
 
-Under torchrun the chunks are dealt round-robin to the ranks (`mine`).
+A shard whose URL is not a local file (`pipe:aws s3 cp s3://b/x.tar -`, `s3:`, `http:`: no
+random access) is read sequentially by `pie.shards.read_url`: its chunks form one work item,
+dealt whole to one rank (`mine`) and laid out for one loader worker (`layout`), which keeps the
+stream open from one chunk to the next, so a remote shard is read once, from start to end. A
+`file:` URL is a local path and takes the offset path.
+
+Under torchrun the work items (a local chunk, or all the chunks of a remote shard) are dealt
+round-robin to the ranks (`mine`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 import torch
@@ -30,9 +40,10 @@ from pie import checkpoints
 from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, decode
 from pie.parallel import die_with_parent
-from pie.shards import IMAGE_EXTS, shard_urls
+from pie.shards import IMAGE_EXTS, read_url, shard_urls
 
 WORKER_MODELS: dict = {}  # model_id -> loaded model, in a loader worker that scores (CPU)
+OPEN: dict[str, tuple[Iterator[dict], int]] = {}  # remote url -> (open stream, next sample)
 # webdataset's rule: the key is the member name up to the first dot of its last component
 MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
@@ -47,6 +58,8 @@ class Chunk:
     group: int  # the index of the (dataset, preprocessing) group in the run's plan
     pre: Preprocess
     crop_only: bool
+    remote: bool = False  # read by URL, sequentially (not a local file)
+    shard_samples: int = 0  # the shard's sample count (index)
     # set on CPU with loader workers: the worker also runs these models on the batch
     # ((model_id, checkpoint directory, Preprocess), ...) among `class_subset`
     models: tuple[tuple[str, str, Preprocess], ...] = ()
@@ -69,16 +82,83 @@ class Batch:
 
 def chunks(directory, batch_size: int, group: int, pre: Preprocess, crop_only: bool) -> list[Chunk]:
     """Every chunk of a packed dataset, in shard order."""
-    return [
-        Chunk(url, start, min(start + batch_size, n), group, pre, crop_only)
-        for url, n in shard_urls(directory)
-        for start in range(0, n, batch_size)
-    ]
+    out = []
+    for url, n in shard_urls(directory):
+        path = local_path(url)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            out.append(Chunk(path or url, start, stop, group, pre, crop_only, path is None, n))
+    return out
+
+
+def local_path(url: str) -> str | None:
+    """The local file of a shard URL (a path or `file:` URL); None for `pipe:` and remote
+    schemes."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return url2pathname(parsed.path)
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive
+        return None
+    return url
+
+
+def work_items(items: Sequence[Chunk]) -> list[list[Chunk]]:
+    """Chunks grouped into work items: a local chunk alone, a remote shard's chunks together."""
+    out: list[list[Chunk]] = []
+    for c in items:
+        if c.remote and out and out[-1][0].remote and out[-1][0].shard == c.shard:
+            out[-1].append(c)
+        else:
+            out.append([c])
+    return out
 
 
 def mine(items: Sequence[Chunk], rank: int, world_size: int) -> list[Chunk]:
-    """This rank's share: every `world_size`-th chunk from `rank`."""
-    return list(items[rank::world_size])
+    """This rank's share: every `world_size`-th work item from `rank` (for local shards: every
+    `world_size`-th chunk)."""
+    return [c for item in work_items(items)[rank::world_size] for c in item]
+
+
+def layout(share: Sequence[Chunk], workers: int, offset: int) -> list[Chunk]:
+    """A rank's chunks of one group, ordered so that each remote shard's chunks reach one loader
+    worker: the DataLoader hands position p of the run to worker p % workers, and this group's
+    chunks start at position `offset`. Each remote shard goes to the worker with the fewest
+    remote chunks so far; local chunks fill the other positions in order; a position left with
+    nothing for its worker gets an empty chunk (no samples, nothing read). Without remote shards
+    (or loader workers) the share is returned as it is. Order within a group does not change the
+    predictions, and a chunk reaching another worker is still read correctly (from the start of
+    its shard again), so this layout is about speed only."""
+    items = work_items(share)
+    if workers <= 1 or not any(item[0].remote for item in items):
+        return list(share)
+    queues: list[list[Chunk]] = [[] for _ in range(workers)]
+    local = [item[0] for item in items if not item[0].remote]
+    for item in (i for i in items if i[0].remote):
+        min(queues, key=len).extend(item)
+    for q in queues:
+        q.reverse()
+    local.reverse()
+    out: list[Chunk] = []
+    while local or any(queues):
+        q = queues[(offset + len(out)) % workers]
+        if q:
+            out.append(q.pop())
+        elif local:
+            out.append(local.pop())
+        else:
+            first = next(c for c in share if c.remote)
+            out.append(dataclasses.replace(first, start=0, stop=0))
+    return out
+
+
+def shares(groups: Sequence[Sequence[Chunk]], rank: int, world_size: int, workers: int):
+    """This rank's chunks of every group (`mine`), laid out for the loader workers (`layout`)."""
+    out: list[list[Chunk]] = []
+    offset = 0
+    for items in groups:
+        out.append(layout(mine(items, rank, world_size), workers, offset))
+        offset += len(out[-1])
+    return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -125,31 +205,40 @@ def add(samples: list, key: str, ext: str, offset: int, size: int) -> None:
 
 def read_chunk(chunk: Chunk) -> Batch:
     """Decode one chunk; an image that cannot be decoded is left out and listed in `errors`."""
-    samples = members(chunk.shard)
-    if len(samples) < chunk.stop:
-        raise PieError(f"shard {chunk.shard}: index lists more samples than its {len(samples)}")
     pre = chunk.pre
     pixels = np.empty((chunk.stop - chunk.start, pre.channels, pre.size, pre.size), np.uint8)
     keys: list[str] = []
     labels: list[int] = []
     errors: list[tuple[str, str]] = []
-    with open(chunk.shard, "rb") as f:
 
-        def read(where: tuple[int, int]) -> bytes:
-            f.seek(where[0])
-            return f.read(where[1])
+    def take(key: str, image: bytes | None, label) -> None:
+        try:
+            if image is None:
+                raise DecodeError(f"no image ({', '.join(IMAGE_EXTS)})")
+            pixels[len(keys)] = decode(image, pre, chunk.crop_only)
+        except DecodeError as e:
+            errors.append((key, str(e)))
+            return
+        keys.append(key)
+        labels.append(int(label()))
 
-        for key, fields in samples[chunk.start : chunk.stop]:
-            ext = next((e for e in IMAGE_EXTS if e in fields), None)
-            try:
-                if ext is None:
-                    raise DecodeError(f"no image ({', '.join(IMAGE_EXTS)})")
-                pixels[len(keys)] = decode(read(fields[ext]), pre, chunk.crop_only)
-            except DecodeError as e:
-                errors.append((key, str(e)))
-                continue
-            keys.append(key)
-            labels.append(int(read(fields["cls"])))
+    if chunk.remote and chunk.stop > chunk.start:
+        for s in remote_samples(chunk):
+            ext = next((e for e in IMAGE_EXTS if e in s), None)
+            take(s["__key__"], s[ext] if ext else None, lambda s=s: s["cls"])
+    elif chunk.stop > chunk.start:
+        samples = members(chunk.shard)
+        if len(samples) < chunk.stop:
+            raise PieError(f"shard {chunk.shard}: index lists more samples than its {len(samples)}")
+        with open(chunk.shard, "rb") as f:
+
+            def read(where: tuple[int, int]) -> bytes:
+                f.seek(where[0])
+                return f.read(where[1])
+
+            for key, fields in samples[chunk.start : chunk.stop]:
+                ext = next((e for e in IMAGE_EXTS if e in fields), None)
+                take(key, read(fields[ext]) if ext else None, lambda f=fields: read(f["cls"]))
     return Batch(
         chunk.group,
         keys,
@@ -157,6 +246,35 @@ def read_chunk(chunk: Chunk) -> Batch:
         torch.from_numpy(pixels[: len(keys)]),
         errors,
     )
+
+
+def remote_samples(chunk: Chunk) -> list[dict]:
+    """The raw samples [start, stop) of a remote shard. The stream stays open in this process
+    (`OPEN`) for the shard's next chunk; a chunk that does not start where the open stream
+    stands reopens the shard and skips to it. After the shard's last chunk the stream is read
+    to its end, so a failed `pipe:` command is reported."""
+    stream, at = OPEN.pop(chunk.shard, (None, 0))
+    if stream is None or at != chunk.start:
+        if stream is not None:
+            stream.close()
+        stream, at = read_url(chunk.shard), 0
+    out = []
+    try:
+        while at < chunk.stop:
+            sample = next(stream, None)
+            if sample is None:
+                raise PieError(f"shard {chunk.shard}: index lists more samples than its {at}")
+            if at >= chunk.start:
+                out.append(sample)
+            at += 1
+        if chunk.stop < chunk.shard_samples:
+            OPEN[chunk.shard] = (stream, at)
+        else:
+            next(stream, None)  # the end: the command's exit status is checked
+    finally:
+        if chunk.shard not in OPEN:
+            stream.close()
+    return out
 
 
 class Chunks(Dataset):

@@ -349,6 +349,8 @@ def open_url(url: str) -> Iterator[BinaryIO]:
         assert proc.stdout is not None
         try:
             yield proc.stdout
+            while proc.stdout.read(1 << 16):  # the tar's end padding: let the command finish
+                pass
         finally:
             proc.stdout.close()
             status = proc.wait()
