@@ -29,8 +29,6 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import numpy as np
 import torch
@@ -40,7 +38,7 @@ from pie import checkpoints
 from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, decode
 from pie.parallel import die_with_parent
-from pie.shards import IMAGE_EXTS, read_url, shard_urls
+from pie.shards import IMAGE_EXTS, local_path, read_url, shard_urls
 
 WORKER_MODELS: dict = {}  # model_id -> loaded model, in a loader worker that scores (CPU)
 OPEN: dict[str, tuple[Iterator[dict], int]] = {}  # remote url -> (open stream, next sample)
@@ -89,17 +87,6 @@ def chunks(directory, batch_size: int, group: int, pre: Preprocess, crop_only: b
             stop = min(start + batch_size, n)
             out.append(Chunk(path or url, start, stop, group, pre, crop_only, path is None, n))
     return out
-
-
-def local_path(url: str) -> str | None:
-    """The local file of a shard URL (a path or `file:` URL); None for `pipe:` and remote
-    schemes."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return url2pathname(parsed.path)
-    if parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive
-        return None
-    return url
 
 
 def work_items(items: Sequence[Chunk]) -> list[list[Chunk]]:

@@ -290,6 +290,17 @@ def shard_urls(directory: Path) -> list[tuple[str, int]]:
     ]
 
 
+def local_path(url: str) -> str | None:
+    """The local file of a shard URL (a path or `file:` URL); None for `pipe:` and remote
+    schemes (one letter is a Windows drive)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return url2pathname(parsed.path)
+    if parsed.scheme and len(parsed.scheme) > 1:
+        return None
+    return url
+
+
 def shard_paths(directory: Path) -> list[Path]:
     """The local files of a dataset's shards; a `pipe:` shard has none (a user error)."""
     paths = []

@@ -5,7 +5,9 @@ sequentially, once."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
+import pytest
 from test_infer import CFG, JOBS, query, world  # noqa: F401  (world: a fixture)
 from test_ingest_scale import jpeg
 
@@ -122,3 +124,71 @@ def test_remote_chunks_in_any_order_equal_local_ones(tmp_path, monkeypatch):
         stream.OPEN.clear()
     assert batch(chunk(url, 0, 0, True)) == ([], [], b"")  # layout's padding: nothing read
     assert len(opened) == 3  # the padding opened nothing
+
+
+def fake_shards(tmp_path, sizes):
+    """Shards whose labels are the images' indices in shard order, read by `pipe:cat`."""
+    from train.data import ShardSet
+
+    out, i = [], 0
+    for s, n in enumerate(sizes):
+        samples = [Sample(f"k{i + j}", i + j, jpeg(i + j, (8, 8)), "jpg", {}) for j in range(n)]
+        write_shards(samples, tmp_path / f"s{s}", f"s{s}")
+        out.append((f"pipe:cat {tmp_path / f's{s}' / f's{s}-000000.tar'}", n))
+        i += n
+    return ShardSet("fake", tuple(out), True)
+
+
+def test_remote_epoch_reads_every_image_at_most_once(tmp_path):
+    from train.data import RemoteEpoch, remote_batches, remote_loader
+
+    shards = fake_shards(tmp_path, [5] * 6)  # 30 images, labels = indices
+    pre = Preprocess(8, 3, (0.5,) * 3, (0.5,) * 3)
+    batch, ranks = 4, 2
+    steps = 30 // batch  # 7 steps of batch // ranks = 2 images on each rank
+    for epoch in (0, 1):
+        seen: list[int] = []
+        for rank in range(ranks):
+            ds = RemoteEpoch(shards, pre, "crop_flip", 7, epoch, rank, ranks, buffer=3)
+            got = list(remote_batches(remote_loader(ds, 0, False), 2, steps, rank))
+            assert len(got) == steps and all(x.shape == (2, 3, 8, 8) for x, _ in got)
+            seen.extend(int(y) for _, ys in got for y in ys)
+        assert len(seen) == len(set(seen)) == steps * batch  # none twice, 28 of the 30
+        assert set(seen) <= set(range(30))
+        # shards dealt to (rank, worker) round-robin from a permutation: each exactly once
+        dealt = [
+            RemoteEpoch(shards, pre, None, 7, epoch, r, ranks).mine(w, 2)
+            for r in (0, 1)
+            for w in (0, 1)
+        ]
+        assert sorted(s for d in dealt for s in d) == list(range(6))
+    one = [RemoteEpoch(shards, pre, None, 7, e, 0, 1).mine(0, 1) for e in range(4)]
+    assert len({tuple(o) for o in one}) > 1  # the order changes with the epoch
+    assert one[0] == RemoteEpoch(shards, pre, None, 7, 0, 0, 1).mine(0, 1)  # (seed, epoch) only
+
+
+def test_training_over_pipe_shards(tmp_path, root):
+    """A tiny pruning run over `pipe:cat` shards (streaming and in memory) finishes and reaches
+    its sparsity; the sidecar says which path read the data."""
+    from conftest import TINY_TRAIN
+    from test_infer import write_fmnist
+
+    from ingest import pack, sources
+    from ingest.config import IngestConfig
+    from pie import checkpoints
+    from train.trainer import make_job, train_one
+
+    write_fmnist(tmp_path / "src", seed=0)
+    found = [sources.fashion_mnist(tmp_path / "src", s) for s in ("train", "test")]
+    pack.main(root, IngestConfig(shard_max_count=10), found)
+    for d in ("fmnist-train", "fmnist-test"):
+        to_urls(root.shards(d), tmp_path / "bucket" / d)
+    for data, batch in (("stream", "stream-remote"), ("memory", "memory")):
+        cfg = replace(TINY_TRAIN, experiment=data, data=data, batch_size=16, loader_workers=0)
+        job = make_job(data, "magnitude", 0.5, 0)
+        side = train_one(root, cfg, job, 10, "fashion-mnist")
+        assert side.data == batch
+        assert side.achieved_sparsity == pytest.approx(0.5, abs=0.01)
+        model, _ = checkpoints.load(root.checkpoint(job.model_id))
+        weights = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
+        assert sum(int((w == 0).sum()) for w in weights) > 0

@@ -17,8 +17,21 @@ One epoch, both paths, whatever the number of processes or loader workers:
 - augmentation draws come from (seed, epoch, position in the epoch's order) (`uniforms`, a
   counter-based generator), so they do not depend on R or on the loader workers either, a
   resumed job can start at any step, and the two paths augment alike.
-Streaming reads samples by position: each loader worker scans the tar headers of a shard the
-first time it needs it and keeps the offsets (about 20 bytes per image: an index, not pixels).
+Shards on an object store (an index of `pipe:` or other non-file URLs: "stream-remote", what the
+sidecar's `data` says) allow no random access, so an epoch there follows another rule
+(`RemoteEpoch`): the shard order is a permutation drawn from (seed, epoch); shards are dealt
+round-robin to (rank, loader worker); each worker reads its shards sequentially through a
+shuffle buffer of `SHUFFLE_BUFFER` samples seeded by (seed, epoch, rank, worker); every image is
+read at most once per epoch. Every rank takes the same `N // batch` steps as above and stops
+there: the images its shards hold beyond them are not seen in that epoch (a rank whose shards
+hold fewer than its steps' worth is a PieError: pack into more, equal shards). Augmentation
+draws come from (seed, epoch, the image's index in shard order). The batches depend on the
+number of ranks and loader workers; a job resumed mid-epoch reads that epoch again from its
+start and skips the batches already done. `train.data = "memory"` reads remote shards
+sequentially once into memory and follows the rule above it.
+Streaming local shards reads samples by position: each loader worker scans the tar headers of
+a shard the first time it needs it and keeps the offsets (about 20 bytes per image: an index,
+not pixels).
 
 Augmentations (`train.augment`, "auto" by input size): inputs of 32 px or less get pad-4,
 random crop and horizontal flip ("crop_flip"); larger ones a random resized crop (scale
@@ -30,8 +43,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import os
+import random
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -44,12 +59,21 @@ from PIL import Image
 
 from pie.errors import PieError
 from pie.images import SMALL_INPUT, DecodeError, Preprocess, decode
-from pie.shards import IMAGE_EXTS, dataset_hash, read_index
+from pie.shards import (
+    IMAGE_EXTS,
+    INDEX,
+    dataset_hash,
+    image_field,
+    local_path,
+    read_url,
+    shard_urls,
+)
 
 MEMORY_LIMIT = 2 * 1024**3  # decoded bytes below which "auto" holds a set in memory
 PAD = 4  # crop_flip: zero padding on each side before the random crop
 SCALE = (0.08, 1.0)
 RATIO = (3 / 4, 4 / 3)
+SHUFFLE_BUFFER = 1000  # samples per loader worker, remote shards
 
 
 # -- the shard set ----------------------------------------------------------------------------
@@ -60,7 +84,8 @@ class ShardSet:
     """A packed dataset's shards with their sample counts (from the index, tars unopened)."""
 
     name: str
-    shards: tuple[tuple[str, int], ...]
+    shards: tuple[tuple[str, int], ...]  # (local path or remote URL, samples)
+    remote: bool = False  # some shard is not a local file: no random access
 
     @property
     def n_images(self) -> int:
@@ -71,35 +96,42 @@ def shard_set(directory: Path, name: str) -> ShardSet:
     """The shards of `directory`, checked against the index: a missing index, a missing shard or
     one whose size differs from the index's (truncated, replaced) is a one-line `PieError`."""
     try:
-        index = read_index(directory)
+        urls = shard_urls(directory)
     except PieError:
         raise PieError(f"dataset {name}: no shards at {directory} (missing or unpacked)") from None
-    shards = []
-    for entry in index["shardlist"]:
-        path = directory / entry["url"]
+    sizes = [e.get("filesize") for e in json.loads((directory / INDEX).read_text())["shardlist"]]
+    shards, remote = [], False
+    for (url, n), filesize in zip(urls, sizes, strict=True):
+        local = local_path(url)
+        if local is None:  # on an object store: opened by URL when read
+            shards.append((url, n))
+            remote = True
+            continue
+        path = Path(local)
         if not path.is_file():
             raise PieError(f"dataset {name}: shard {path} is missing")
         size = path.stat().st_size
-        if "filesize" in entry and size != entry["filesize"]:
+        if filesize is not None and size != filesize:
             raise PieError(
                 f"dataset {name}: shard {path} has {size} bytes, its index says "
-                f"{entry['filesize']}: truncated or replaced; pack the dataset again"
+                f"{filesize}: truncated or replaced; pack the dataset again"
             )
-        shards.append((str(path), int(entry["nsamples"])))
+        shards.append((str(path), n))
     if not shards:
         raise PieError(f"dataset {name}: the index at {directory} lists no shards")
-    return ShardSet(name, tuple(shards))
+    return ShardSet(name, tuple(shards), remote)
 
 
 def decoded_bytes(n_images: int, pre: Preprocess) -> int:
     return n_images * pre.channels * pre.size * pre.size
 
 
-def choose_path(asked: str, n_images: int, pre: Preprocess) -> str:
-    """'memory' or 'stream' for `train.data` = auto | memory | stream."""
-    if asked != "auto":
-        return asked
-    return "memory" if decoded_bytes(n_images, pre) < MEMORY_LIMIT else "stream"
+def choose_path(asked: str, n_images: int, pre: Preprocess, remote: bool = False) -> str:
+    """'memory', 'stream' or (shards on an object store) 'stream-remote' for `train.data` =
+    auto | memory | stream."""
+    if asked == "auto":
+        asked = "memory" if decoded_bytes(n_images, pre) < MEMORY_LIMIT else "stream"
+    return "stream-remote" if asked == "stream" and remote else asked
 
 
 def resolve_augment(asked: str, size: int) -> str:
@@ -263,15 +295,54 @@ def in_memory(
     key = (str(directory), dataset_hash(directory), pre.spec, center_crop_only)
     if key not in _DECODED:
         pixels = np.empty((shards.n_images, pre.channels, pre.size, pre.size), np.uint8)
-        samples = ShardSamples(shards, pre, None, center_crop_only=center_crop_only)
         labels = np.empty(shards.n_images, np.int64)
-        for i in range(shards.n_images):  # in shard order: each shard is read once, in order
-            image, labels[i] = samples[i, 0, 0]
-            pixels[i] = image.numpy()
+        if shards.remote:  # read by URL, each shard once, in order
+            for i, (image, labels[i]) in enumerate(sequential(shards, pre, center_crop_only)):
+                pixels[i] = image
+        else:
+            samples = ShardSamples(shards, pre, None, center_crop_only=center_crop_only)
+            for i in range(shards.n_images):  # in shard order: each shard is read once, in order
+                image, labels[i] = samples[i, 0, 0]
+                pixels[i] = image.numpy()
         while len(_DECODED) >= KEEP_DECODED:
             _DECODED.pop(next(iter(_DECODED)))
         _DECODED[key] = (pixels, labels)
     return _DECODED[key]
+
+
+def sequential(
+    shards: ShardSet, pre: Preprocess, center_crop_only: bool
+) -> Iterator[tuple[np.ndarray, int]]:
+    """(pixels, label) of every image in shard order, each shard read by URL once; a shard
+    holding other than its index's count, or an image that cannot be decoded, is a PieError."""
+    for url, n in shards.shards:
+        for j, sample in enumerate(read_url(url)):
+            if j >= n:
+                raise PieError(f"shard {url} holds more samples than its index's {n}")
+            yield (
+                decode_sample(shards.name, sample, pre, None, None, center_crop_only),
+                sample["cls"],
+            )
+        if n and j + 1 != n:
+            raise PieError(f"shard {url} holds {j + 1} samples, its index says {n}")
+
+
+def decode_sample(
+    name: str,
+    sample: dict,
+    pre: Preprocess,
+    policy: str | None,
+    u: np.ndarray | None,
+    center_crop_only: bool,
+) -> np.ndarray:
+    """A raw sample's image, decoded (policy None) or augmented with draws `u`."""
+    try:
+        _, data = image_field(sample)
+        if policy is None:
+            return decode(data, pre, center_crop_only)
+        return augment_sample(data, pre, policy, u)
+    except (DecodeError, PieError) as e:
+        raise PieError(f"dataset {name}: image {sample['__key__']}: {e}") from None
 
 
 # -- the streaming path ---------------------------------------------------------------------
@@ -400,3 +471,97 @@ def batches(data: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor, t
             message = lines[-1].split("PieError: ", 1)[-1] if lines else str(e)
             raise PieError(message) from None
         yield item
+
+
+# -- the remote streaming path --------------------------------------------------------------
+
+
+class RemoteEpoch(torch.utils.data.IterableDataset):
+    """One epoch of a shard set on an object store, as (pixels uint8 tensor, label) samples (the
+    module docstring's remote rule): shards permuted by (seed, epoch), dealt round-robin to
+    (rank, loader worker), each read sequentially through a shuffle buffer of `buffer` samples
+    seeded by (seed, epoch, rank, worker). With `policy` None (evaluation) images are decoded
+    by the fixed rule, in the order read."""
+
+    def __init__(
+        self,
+        shards: ShardSet,
+        pre: Preprocess,
+        policy: str | None,
+        seed: int,
+        epoch: int,
+        rank: int,
+        world: int,
+        buffer: int = SHUFFLE_BUFFER,
+        center_crop_only: bool = False,
+    ):
+        self.shards, self.pre, self.policy, self.seed, self.epoch = shards, pre, policy, seed, epoch
+        self.rank, self.world, self.buffer = rank, world, buffer
+        self.center_crop_only = center_crop_only
+        self.starts = np.cumsum([0] + [n for _, n in shards.shards])
+
+    def mine(self, worker: int, workers: int) -> list[int]:
+        """The shards of (rank, worker) this epoch, in reading order."""
+        order = epoch_order(len(self.shards.shards), self.seed, self.epoch).tolist()
+        return order[self.rank * workers + worker :: self.world * workers]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = random.Random(mix(self.seed, self.epoch, self.rank, worker))
+        pool: list[tuple[int, dict]] = []
+        for shard in self.mine(worker, workers):
+            url, n = self.shards.shards[shard]
+            for j, sample in enumerate(read_url(url)):
+                if j >= n:
+                    raise PieError(f"shard {url} holds more samples than its index's {n}")
+                pool.append((int(self.starts[shard]) + j, sample))
+                if len(pool) >= self.buffer:
+                    k = rng.randrange(len(pool))
+                    pool[k], pool[-1] = pool[-1], pool[k]
+                    yield self.item(*pool.pop())
+        rng.shuffle(pool)
+        for i, sample in pool:
+            yield self.item(i, sample)
+
+    def item(self, i: int, sample: dict) -> tuple[torch.Tensor, int]:
+        u = uniforms(self.seed, self.epoch, np.array([i]))[0]
+        pixels = decode_sample(
+            self.shards.name, sample, self.pre, self.policy, u, self.center_crop_only
+        )
+        return torch.from_numpy(pixels.copy()), int(sample["cls"])
+
+
+def remote_loader(dataset: RemoteEpoch, workers: int, pin: bool) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=64 if workers else None,
+    )
+
+
+def remote_batches(
+    data: torch.utils.data.DataLoader, size: int, count: int | None, rank: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`count` batches of `size` samples from a sample loader (None: all, the last one short);
+    fewer samples than `count` batches need is a PieError."""
+    images: list[torch.Tensor] = []
+    labels: list[int] = []
+    done = 0
+    for x, y in batches(data):
+        if count is not None and done == count:
+            return
+        images.append(x)
+        labels.append(y)
+        if len(images) == size:
+            yield torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+            images, labels, done = [], [], done + 1
+    if count is not None and done < count:
+        raise PieError(
+            f"rank {rank}'s shards held {done * size + len(images)} images this epoch, fewer than "
+            f"its {count} steps of {size}: pack the dataset into more shards of equal size"
+        )
+    if images:
+        yield torch.stack(images), torch.tensor(labels, dtype=torch.int64)

@@ -114,7 +114,7 @@ def plan(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Plan:
     for sidecar in existing:
         if sidecar.model_id not in registered:
             catalog.register_model(con, sidecar)
-    path = data.choose_path(cfg.data, shards.n_images, preprocess(cfg))
+    path = data.choose_path(cfg.data, shards.n_images, preprocess(cfg), shards.remote)
     return Plan(pending, len(existing), n_classes, space, center_crop_only(eval_set), path)
 
 

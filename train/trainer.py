@@ -170,7 +170,7 @@ def feed(
     per_rank = cfg.batch_size // world.size
     if path == "memory":
         pixels, labels = data.in_memory(root.shards(cfg.dataset), cfg.dataset, pre)
-    else:
+    elif path == "stream":
         dataset = data.ShardSamples(shards, pre, policy, seed)
     step = start
     while step < total:
@@ -184,6 +184,13 @@ def feed(
                 x = torch.from_numpy(pixels[idx])
                 x = data.augment_batch(x, policy, seed, epoch, positions)
                 yield x, torch.from_numpy(labels[idx])
+        elif path == "stream-remote":
+            dataset = data.RemoteEpoch(shards, pre, policy, seed, epoch, world.rank, world.size)
+            loader = data.remote_loader(dataset, cfg.loader_workers, pin)
+            batches = data.remote_batches(loader, per_rank, stop, world.rank)
+            for _ in range(first):  # resumed mid-epoch: the epoch's first batches again
+                next(batches)
+            yield from batches
         else:
             sampler = data.EpochSampler(
                 shards.n_images, seed, epoch, cfg.batch_size, world.rank, world.size, first, stop
@@ -217,6 +224,12 @@ def evaluate(
             (torch.from_numpy(pixels[part]), torch.from_numpy(labels[part]))
             for part in (mine[i : i + 1000] for i in range(0, len(mine), 1000))
         )
+    elif shards.remote:  # shards dealt to ranks, each read once
+        dataset = data.RemoteEpoch(
+            shards, pre, None, 0, 0, world.rank, world.size, 1, center_crop_only
+        )
+        loader = data.remote_loader(dataset, cfg.loader_workers, device.type == "cuda")
+        chunks = data.remote_batches(loader, 250, None, world.rank)
     else:
         dataset = data.ShardSamples(shards, pre, None, center_crop_only=center_crop_only)
         sampler = [(i, 0, 0) for i in mine]
@@ -261,7 +274,7 @@ def train_one(
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     pre = preprocess(cfg)
     shards = data.shard_set(root.shards(cfg.dataset), cfg.dataset)
-    path = data.choose_path(cfg.data, shards.n_images, pre)
+    path = data.choose_path(cfg.data, shards.n_images, pre, shards.remote)
     steps_per_epoch, total = steps(cfg, shards.n_images)
 
     # model, optimiser, pruner
