@@ -1,6 +1,6 @@
 """Ingest speed and memory, in one run, against baselines run the same way.
 
-    .venv/bin/python bench/ingest.py [--n 5000] [--dir /tmp/pie-bench-ingest]
+    .venv/bin/python bench/ingest_throughput.py [--n 5000] [--dir /tmp/pie-bench-ingest]
 
 Generates (once, then reused) `n` JPEGs of ImageNet sizes (400-500 x 300-375 px, smooth
 content, about ImageNet's bytes per image) in an ImageFolder tree of 10 wnids, then times, each
@@ -28,9 +28,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-# this file is bench/ingest.py: its directory must not hide the `ingest` package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 WNIDS = [
     "n01440764", "n01443537", "n01484850", "n01491361", "n01494475",
