@@ -49,51 +49,21 @@ def robustness_tstats(
 ) -> pl.DataFrame:
     """Rows of table `robustness_tstats` from view `robustness` (q over each population's
     datasets)."""
-    import numpy as np
     import polars as pl
 
-    from analytics.tstats import benjamini_hochberg, welch
+    from analytics.tstats import welch_columns
 
     if significance_on not in SIGNIFICANCE_ON:
         raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
     stats = store.frame(con, STATS)
     if stats.is_empty():
         return stats
-
-    def col(name: str) -> np.ndarray:
-        return stats[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
-
-    t, df, p, g = welch(
-        col("baseline_mean_top1"),
-        col("baseline_std_top1"),
-        col("baseline_n"),
-        col("variant_mean_top1"),
-        col("variant_std_top1"),
-        col("variant_n"),
-    )
-    q = np.full(len(p), np.nan)
-    for rows in (
-        stats.with_row_index("row").group_by("experiment", "method", "sparsity").agg("row")["row"]
-    ):
-        rows = rows.to_numpy()
-        q[rows] = benjamini_hochberg(p[rows])
-    tested = q if significance_on == "q" else p
-    with np.errstate(invalid="ignore"):
-        significant = np.isfinite(tested) & (tested <= alpha)
-    out = stats.with_columns(
-        pl.col("baseline_n", "variant_n").cast(pl.Int32),
-        delta_top1=pl.col("variant_mean_top1") - pl.col("baseline_mean_top1"),
-        t_stat=pl.Series(t),
-        welch_df=pl.Series(df),
-        p_value=pl.Series(p),
-        q_value=pl.Series(q),
-        hedges_g=pl.Series(g),
-        significant=pl.Series(significant),
-        significance_on=pl.lit(significance_on),
-        alpha=pl.lit(alpha, pl.Float64),
+    out = welch_columns(
+        stats, "mean_top1", "std_top1", ["experiment", "method", "sparsity"], alpha, significance_on
     )
     return out.with_columns(
-        pl.col(c).fill_nan(None) for c in ("t_stat", "welch_df", "p_value", "q_value", "hedges_g")
+        pl.col("baseline_n", "variant_n").cast(pl.Int32),
+        delta_top1=pl.col("variant_mean_top1") - pl.col("baseline_mean_top1"),
     )
 
 

@@ -58,36 +58,40 @@ def welch(
     return t, df, p, g
 
 
-def class_tstats(stats: pl.DataFrame, alpha: float, significance_on: str = "p") -> pl.DataFrame:
-    """`stats`: rows of view `class_recall_stats`. Returns rows of table `class_tstats`."""
+def welch_columns(
+    stats: pl.DataFrame,
+    mean: str,
+    std: str,
+    groups: list[str],
+    alpha: float,
+    significance_on: str = "p",
+) -> pl.DataFrame:
+    """`stats` plus the Welch test of `baseline_<mean>` against `variant_<mean>` (sample
+    standard deviations `baseline_<std>`, `variant_<std>`; sizes `baseline_n`, `variant_n`):
+    t_stat (baseline minus variant), welch_df, p_value, q_value (BH within each `groups`
+    partition), hedges_g and `significant` at `alpha` on p or q. Undefined tests are null."""
     if significance_on not in SIGNIFICANCE_ON:
         raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
-    if stats.is_empty():
-        return pl.DataFrame()
-    stats = stats.sort("dataset", "experiment", "method", "sparsity", "class_id")
 
     def col(name: str) -> np.ndarray:
         return stats[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
 
     t, df, p, g = welch(
-        col("baseline_mean_normalized"),
-        col("baseline_std_recall"),
+        col(f"baseline_{mean}"),
+        col(f"baseline_{std}"),
         col("baseline_n"),
-        col("variant_mean_normalized"),
-        col("variant_std_recall"),
+        col(f"variant_{mean}"),
+        col(f"variant_{std}"),
         col("variant_n"),
     )
     q = np.full(len(p), np.nan)
-    keys = ["dataset", "experiment", "method", "sparsity"]
-    for rows in stats.with_row_index("row").group_by(keys).agg("row")["row"]:
+    for rows in stats.with_row_index("row").group_by(groups).agg("row")["row"]:
         rows = rows.to_numpy()
         q[rows] = benjamini_hochberg(p[rows])
     tested = q if significance_on == "q" else p
     with np.errstate(invalid="ignore"):
         significant = np.isfinite(tested) & (tested <= alpha)
     out = stats.with_columns(
-        pl.col("baseline_n", "variant_n", "class_id").cast(pl.Int32),
-        delta_norm_recall=pl.col("variant_mean_normalized") - pl.col("baseline_mean_normalized"),
         t_stat=pl.Series(t),
         welch_df=pl.Series(df),
         p_value=pl.Series(p),
@@ -99,4 +103,19 @@ def class_tstats(stats: pl.DataFrame, alpha: float, significance_on: str = "p") 
     )
     return out.with_columns(
         pl.col(c).fill_nan(None) for c in ("t_stat", "welch_df", "p_value", "q_value", "hedges_g")
+    )
+
+
+def class_tstats(stats: pl.DataFrame, alpha: float, significance_on: str = "p") -> pl.DataFrame:
+    """`stats`: rows of view `class_recall_stats`. Returns rows of table `class_tstats`."""
+    if significance_on not in SIGNIFICANCE_ON:
+        raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
+    if stats.is_empty():
+        return pl.DataFrame()
+    stats = stats.sort("dataset", "experiment", "method", "sparsity", "class_id")
+    keys = ["dataset", "experiment", "method", "sparsity"]
+    out = welch_columns(stats, "mean_normalized", "std_recall", keys, alpha, significance_on)
+    return out.with_columns(
+        pl.col("baseline_n", "variant_n", "class_id").cast(pl.Int32),
+        delta_norm_recall=pl.col("variant_mean_normalized") - pl.col("baseline_mean_normalized"),
     )
