@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ import torch.nn as nn
 from pie.errors import PieError
 from pie.models import create
 from pie.paths import WorkRoot
+from pie.shards import sha256_file
 
 WEIGHTS = "model.pt"
 SIDECAR = "model.json"
@@ -114,14 +114,6 @@ class Sidecar:
 
     def directory(self, root: WorkRoot) -> Path:
         return root.path / self.path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save(root: WorkRoot, model: nn.Module, sidecar: Sidecar) -> Sidecar:
