@@ -5,7 +5,7 @@ copies packed as generated corruptions (28 px PNG crops, as `pie corrupt` writes
 Builds the work root once under DIR (kept for the next run), then times `infer.run.main` on a
 fresh copy of it, so the same command measures the code on the path before and after a change:
 
-    PYTHONPATH=$PWD .venv/bin/python bench/infer_demo.py /tmp/demo-root [--models 8 --sets 4]
+    .venv/bin/python bench/infer_demo.py [DIR] [--models 8 --sets 4]  # /tmp/pie-bench-infer-demo
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ def make_root(root: WorkRoot, models: int, sets: int, scratch: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("directory", type=Path)
+    parser.add_argument(
+        "directory", type=Path, nargs="?", default=Path("/tmp/pie-bench-infer-demo")
+    )
     parser.add_argument("--models", type=int, default=8)
     parser.add_argument("--sets", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
