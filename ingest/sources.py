@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -60,16 +60,17 @@ class Entry:
     size: int
 
 
-class Reader:
+class Reader(Protocol):
     """Checks a unit of inputs and reads an entry back; picklable (sent to workers)."""
 
     def scan(self, unit: Any, measure: bool) -> list[Entry | Rejected]:
         """The unit's entries and rejected inputs, in order. `measure`: sizes must be exact
         (else a source may give an upper bound, `Source.size_bound`)."""
-        raise NotImplementedError
+        ...
 
     def sample(self, entry: Entry) -> Sample:
-        raise NotImplementedError
+        """The entry's sample: its bytes as stored, label and metadata."""
+        ...
 
 
 @dataclass(frozen=True)
