@@ -140,7 +140,7 @@ def fake_shards(tmp_path, sizes):
 
 
 def test_remote_epoch_reads_every_image_at_most_once(tmp_path):
-    from train.data import RemoteEpoch, remote_batches, remote_loader
+    from train.remote import RemoteEpoch, remote_batches, remote_loader
 
     shards = fake_shards(tmp_path, [5] * 6)  # 30 images, labels = indices
     pre = Preprocess(8, 3, (0.5,) * 3, (0.5,) * 3)

@@ -30,7 +30,7 @@ from pie.errors import PieError
 from pie.images import decode
 from pie.models import create, prunable_weights
 from pie.shards import read_shards
-from train import data, trainer
+from train import augment, data, trainer
 from train.config import TrainConfig
 from train.pruning import keep_mask
 from train.trainer import feed, learning_rate, make_job, preprocess, steps, train_one
@@ -107,22 +107,22 @@ def test_streamed_batches_are_the_shards_images_augmented(packed):
 
 def test_augmentations_follow_their_rules():
     rng = np.random.default_rng(0)
-    u = data.uniforms(1, 2, np.arange(2000))
-    assert u.shape == (2000, data.DRAWS) and u.min() >= 0 and u.max() < 1
-    assert abs(u.mean() - 0.5) < 0.01 and np.array_equal(u, data.uniforms(1, 2, np.arange(2000)))
+    u = augment.uniforms(1, 2, np.arange(2000))
+    assert u.shape == (2000, augment.DRAWS) and u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.01 and np.array_equal(u, augment.uniforms(1, 2, np.arange(2000)))
     areas = []
     for row in u:
-        left, top, w, h = data.resized_crop_box(400, 300, row)
+        left, top, w, h = augment.resized_crop_box(400, 300, row)
         assert 0 <= left <= 400 - w and 0 <= top <= 300 - h
         areas.append(w * h / (400 * 300))
         if (w, h) != (400, 300):
             assert 3 / 4 - 0.02 <= w / h <= 4 / 3 + 0.02
     assert min(areas) >= 0.07 and max(areas) <= 1.0 and 0.3 < np.mean(areas) < 0.7
     x = torch.from_numpy(rng.integers(1, 255, (64, 1, 28, 28), dtype=np.uint8))
-    out = data.augment_batch(x, "crop_flip", 1, 2, range(64))
-    flips = data.uniforms(1, 2, np.arange(64))[:, 0] < 0.5
+    out = augment.augment_batch(x, "crop_flip", 1, 2, range(64))
+    flips = augment.uniforms(1, 2, np.arange(64))[:, 0] < 0.5
     for i in range(64):
-        dy, dx = data.crop_offsets(data.uniforms(1, 2, np.array([i]))[0])
+        dy, dx = augment.crop_offsets(augment.uniforms(1, 2, np.array([i]))[0])
         padded = np.pad(x[i].numpy(), ((0, 0), (4, 4), (4, 4)))
         expect = padded[:, dy : dy + 28, dx : dx + 28]
         expect = expect[:, :, ::-1] if flips[i] else expect

@@ -34,7 +34,7 @@ from pie.errors import PieError
 from pie.images import Preprocess, normalize
 from pie.models import create, prunable_weights, resolve_device
 from pie.paths import WorkRoot
-from train import data, finetune, resume
+from train import augment, data, finetune, remote, resume
 from train.config import TrainConfig
 from train.pruning import Masks, Pruner, Schedule, sparsity_report
 
@@ -165,7 +165,7 @@ def feed(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's (uint8 images, labels) for every step from `start` to `total`."""
     pre = preprocess(cfg)
-    policy = data.resolve_augment(cfg.augment, cfg.image_size)
+    policy = augment.resolve_augment(cfg.augment, cfg.image_size)
     steps_per_epoch, _ = steps(cfg, shards.n_images)
     per_rank = cfg.batch_size // world.size
     if path == "memory":
@@ -182,12 +182,12 @@ def feed(
                 positions = data.rank_positions(s, cfg.batch_size, world.rank, world.size)
                 idx = order[positions.start : positions.stop].numpy()
                 x = torch.from_numpy(pixels[idx])
-                x = data.augment_batch(x, policy, seed, epoch, positions)
+                x = augment.augment_batch(x, policy, seed, epoch, positions)
                 yield x, torch.from_numpy(labels[idx])
         elif path == "stream-remote":
-            dataset = data.RemoteEpoch(shards, pre, policy, seed, epoch, world.rank, world.size)
-            loader = data.remote_loader(dataset, cfg.loader_workers, pin)
-            batches = data.remote_batches(loader, per_rank, stop, world.rank)
+            dataset = remote.RemoteEpoch(shards, pre, policy, seed, epoch, world.rank, world.size)
+            loader = remote.remote_loader(dataset, cfg.loader_workers, pin)
+            batches = remote.remote_batches(loader, per_rank, stop, world.rank)
             for _ in range(first):  # resumed mid-epoch: the epoch's first batches again
                 next(batches)
             yield from batches
@@ -225,11 +225,11 @@ def evaluate(
             for part in (mine[i : i + 1000] for i in range(0, len(mine), 1000))
         )
     elif shards.remote:  # shards dealt to ranks, each read once
-        dataset = data.RemoteEpoch(
+        dataset = remote.RemoteEpoch(
             shards, pre, None, 0, 0, world.rank, world.size, 1, center_crop_only
         )
-        loader = data.remote_loader(dataset, cfg.loader_workers, device.type == "cuda")
-        chunks = data.remote_batches(loader, 250, None, world.rank)
+        loader = remote.remote_loader(dataset, cfg.loader_workers, device.type == "cuda")
+        chunks = remote.remote_batches(loader, 250, None, world.rank)
     else:
         dataset = data.ShardSamples(shards, pre, None, center_crop_only=center_crop_only)
         sampler = [(i, 0, 0) for i in mine]
