@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import write_idx
+from conftest import TINY_TRAIN, write_idx
 from PIL import Image
 
 from infer import run as infer_run
@@ -31,15 +31,7 @@ from pie.shards import Sample, dataset_hash, read_shards, write_shards
 from train.config import TrainConfig
 from train.trainer import make_job, train_one
 
-TINY = TrainConfig(
-    experiment="t",
-    epochs=2,
-    batch_size=16,
-    prune_start_epoch=0.5,
-    prune_end_epoch=1.5,
-    prune_frequency=1,
-    device="cpu",
-)
+TINY = replace(TINY_TRAIN, epochs=2, prune_end_epoch=1.5)
 CFG = InferConfig(workers=0, device="cpu", batch_size=7)
 JOBS = [make_job("t", "dense", 0.0, seed) for seed in (0, 1)]
 
