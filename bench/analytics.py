@@ -138,7 +138,9 @@ def build(path: Path, keys: int, models: int, memory: str, parquet: Path | None)
             " values (?, 'bench', 'resnet50', 'imagenet1k', ?, ?, ?, ?, 't', '', ?, '{}')",
             [model_id, "dense" if sparsity == 0 else "magnitude", sparsity, sparsity, m, model_id],
         )
-        store.append(con, "predictions", table)
+        con.register("_model", table)
+        store.insert_predictions(con, "select * from _model")
+        con.unregister("_model")
         con.execute(
             "insert into inference_runs (model_id, dataset, n_images, status, checkpoint_sha256,"
             " dataset_hash) values (?, 'bench', ?, 'done', ?, 'h')",

@@ -85,9 +85,10 @@ def main() -> None:
             [model_id, "dense" if sparsity == 0 else "magnitude", sparsity, sparsity],
         )
     con.register("synthetic", table)
-    con.execute(
-        "insert into predictions select model_id, dataset, key, label, pred, [pred], 0.5, 0.5"
-        " from synthetic"
+    store.insert_predictions(
+        con,
+        "select model_id, dataset, key, label, pred, [pred] as top5, 0.5 as p_label,"
+        " 0.5 as p_pred from synthetic",
     )
     print(
         f"{table.num_rows:,} prediction rows ({args.keys:,} images x {args.models} models x "

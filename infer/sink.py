@@ -131,10 +131,8 @@ def load_pair(
     if not stored or Fingerprint(*stored[0]) != info.fingerprint:
         with store.transaction(con):
             con.execute("delete from predictions where model_id = ? and dataset = ?", pair)
-            con.execute(
-                "insert into predictions by name select ? as model_id, ? as dataset, *"
-                " from read_parquet(?)",
-                [*pair, paths],
+            store.insert_predictions(
+                con, "select ? as model_id, ? as dataset, * from read_parquet(?)", [*pair, paths]
             )
             if info.experiment is None:
                 con.execute("delete from class_tstats where dataset = ?", [info.dataset])

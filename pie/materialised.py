@@ -4,7 +4,7 @@ Each view in RELATIONS keeps its one definition in `pie/sql/views/<name>.sql`. `
 table `materialised.<name>` from that view, in dependency order, and points the connection's
 name at it (a temporary view, which shadows the stored one), so each relation is computed from
 the materialised ones before it: the predictions are scanned twice in all (model_class_counts
-and label_votes). The fingerprint of the inputs (view `analysis_inputs`: predictions, inference
+and population_votes). The fingerprint of the inputs (view `analysis_inputs`: predictions, inference
 runs, models, datasets, analysis settings) is stored with every table in `materialisations`.
 
 Staleness: `attach` points a reader's connection at the materialised tables only when the stored
@@ -29,7 +29,7 @@ RELATIONS = (
     "model_accuracy",
     "class_recall",
     "class_recall_stats",
-    "label_votes",
+    "population_votes",
     "modal_labels",
     "pie",
     "pie_accuracy",

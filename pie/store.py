@@ -10,6 +10,8 @@ a plain `select`, wrapped here in `create or replace view`).
 from __future__ import annotations
 
 import fcntl
+import functools
+import hashlib
 import json
 import os
 import re
@@ -32,14 +34,16 @@ if TYPE_CHECKING:  # polars and pyarrow are imported where used: `pie sql` start
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Bumped whenever a table of pie/sql/schema changes shape; stored in `settings`. A database of
 # another version is refused in one line rather than failing later in the middle of a stage.
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 # How long a connection retries while another process holds the database file (seconds).
 READ_WAIT = 30.0
 WRITE_WAIT = 120.0
 LOCK_FILE = ".lock"  # `writer_lock`: the one writing stage of a work root
 # Views in dependency order (a view may read the ones before it).
 VIEWS = (
+    "model_populations",
     "population_predictions",
+    "population_votes",
     "label_votes",
     "model_class_counts",
     "model_accuracy",
@@ -96,7 +100,7 @@ def connect(
     except PieError:
         con.close()
         raise
-    if not read_only:
+    if not read_only and stored_digest(con) != schema_digest():
         create_schema(con)
     return con
 
@@ -156,12 +160,34 @@ def memory() -> duckdb.DuckDBPyConnection:
     return con
 
 
+@functools.cache
+def schema_digest() -> str:
+    """A digest of this pie's tables and views (their SQL, in creation order)."""
+    parts = [SCHEMA_VERSION]
+    parts += [p.read_text() for p in sorted((SQL_DIR / "schema").glob("*.sql"))]
+    parts += [f"{name}\n{view_sql(name)}" for name in VIEWS]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def stored_digest(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The schema digest the database was last brought up to date with (None: never)."""
+    tables = {r[0] for r in rows(con, "select table_name from information_schema.tables")}
+    if "settings" not in tables:
+        return None
+    found = rows(con, "select value from settings where name = 'schema_digest'")
+    return found[0][0] if found else None
+
+
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables that are missing and (re)create every view; stamps the schema version
+    and digest, so that a writable connection skips this while the SQL is unchanged. A changed
+    digest also changes analysis_inputs: the materialised analysis is rebuilt on the new views."""
     for path in sorted((SQL_DIR / "schema").glob("*.sql")):
         con.execute(path.read_text())
     con.execute("insert or ignore into settings values ('schema_version', ?)", [SCHEMA_VERSION])
     for name in VIEWS:
         con.execute(f"create or replace view {name} as\n{view_sql(name)}")
+    con.execute("insert or replace into settings values ('schema_digest', ?)", [schema_digest()])
 
 
 def view_sql(name: str) -> str:
@@ -194,6 +220,38 @@ def append(con: duckdb.DuckDBPyConnection, table: str, frame: pa.Table | pl.Data
     finally:
         con.unregister("_append_frame")
     return frame.num_rows
+
+
+PREDICTION_COLUMNS = ("model_id", "dataset", "key", "label", "pred", "top5", "p_label", "p_pred")
+
+
+def insert_predictions(
+    con: duckdb.DuckDBPyConnection, select: str, params: Sequence[Any] = ()
+) -> int:
+    """Store the rows of `select` (a query with the columns PREDICTION_COLUMNS, by name) in
+    `predictions`, each with its key interned in `image_keys` (new keys get the next ids, in key
+    order); returns the number of rows. The one way predictions are written: callers hold the
+    transaction (and the work root's writer lock)."""
+    columns = ", ".join(PREDICTION_COLUMNS)
+    con.execute(
+        f"create or replace temp table _incoming as select {columns} from ({select})",
+        list(params),
+    )
+    try:
+        con.execute(
+            "insert into image_keys (key, key_id)"
+            " select key, (select coalesce(max(key_id), 0) from image_keys)"
+            " + row_number() over (order by key)"
+            " from (select distinct key from _incoming anti join image_keys using (key))"
+        )
+        con.execute(
+            f"insert into predictions ({columns}, key_id)"
+            f" select {', '.join('i.' + c for c in PREDICTION_COLUMNS)}, k.key_id"
+            " from _incoming as i inner join image_keys as k using (key)"
+        )
+        return rows(con, "select count(*) from _incoming")[0][0]
+    finally:
+        con.execute("drop table if exists _incoming")
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[tuple]:

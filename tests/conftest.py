@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -125,9 +126,21 @@ def add_predictions(
     con, model_id: str, dataset: str, rows: list[tuple[str, int, int]], p_label: float = 0.5
 ) -> None:
     """rows: (key, label, pred); top5 = [pred, then the label when it differs]."""
-    for key, label, pred in rows:
-        top5 = [pred] if pred == label else [pred, label]
-        con.execute(
-            "insert into predictions values (?, ?, ?, ?, ?, ?, ?, ?)",
-            [model_id, dataset, key, label, pred, top5, p_label, 0.9],
-        )
+    frame = pa.table(
+        {
+            "model_id": [model_id] * len(rows),
+            "dataset": [dataset] * len(rows),
+            "key": [key for key, _, _ in rows],
+            "label": pa.array([label for _, label, _ in rows], pa.int32()),
+            "pred": pa.array([pred for _, _, pred in rows], pa.int32()),
+            "top5": pa.array(
+                [[pred] if pred == label else [pred, label] for _, label, pred in rows],
+                pa.list_(pa.int32()),
+            ),
+            "p_label": pa.array([p_label] * len(rows), pa.float32()),
+            "p_pred": pa.array([0.9] * len(rows), pa.float32()),
+        }
+    )
+    con.register("_rows", frame)
+    store.insert_predictions(con, "select * from _rows")
+    con.unregister("_rows")

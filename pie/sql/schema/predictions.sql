@@ -1,7 +1,8 @@
 -- predictions: one row per (model, dataset, image).
 -- key: (model_id, dataset, key); uniqueness is guaranteed by writing each (model_id, dataset)
 -- pair in one transaction that first deletes the pair's old rows and ends with its
--- inference_runs row (no index: billions of rows).
+-- inference_runs row (no index: billions of rows). Rows are written only through
+-- store.insert_predictions, which fills key_id.
 create table if not exists predictions (
     model_id varchar not null,
     dataset varchar not null,
@@ -10,5 +11,6 @@ create table if not exists predictions (
     pred integer not null,    -- top-1 class id (within the dataset's class subset, if any)
     top5 integer[] not null,  -- top-5 class ids, best first
     p_label float not null,   -- softmax probability of the true label
-    p_pred float not null     -- softmax probability of pred
+    p_pred float not null,    -- softmax probability of pred
+    key_id integer not null   -- the key interned (image_keys): what the analysis groups on
 );

@@ -1,37 +1,11 @@
 -- label_votes: one row per (dataset, population, image, predicted label): how many of the
--- population's models predicted that label, and their share of the population. The one scan of
--- the predictions that modal_labels, pie and pie_accuracy are counted from.
+-- population's models predicted that label, and their share of the population
+-- (population_votes, with the population's names and the image's key).
 -- keys: (dataset, experiment, method, sparsity, key, pred)
 -- label: the image's true label; sum_p_label: those models' summed probability of the true label.
--- population_id: an integer ordinal of the population (experiment, method, sparsity), the same in
--- modal_labels; the votes are counted on it rather than on the three names (faster).
-with populations as (
-    select
-        model_id,
-        experiment,
-        method,
-        target_sparsity as sparsity,
-        dense_rank() over (order by experiment, method, target_sparsity)::integer as population_id
-    from models
-),
-
-votes as (
-    select
-        p.dataset,
-        m.population_id,
-        p.key,
-        p.pred,
-        any_value(p.label) as label,
-        count(*) as n_votes,
-        sum(p.p_label) as sum_p_label
-    from predictions as p
-    inner join populations as m using (model_id)
-    group by p.dataset, m.population_id, p.key, p.pred
-),
-
-names as (
+with names as (
     select distinct population_id, experiment, method, sparsity
-    from populations
+    from model_populations
 ),
 
 final as (
@@ -40,15 +14,18 @@ final as (
         n.experiment,
         n.method,
         n.sparsity,
-        v.key,
+        k.key,
         v.pred,
         v.label,
         v.n_votes,
         v.sum_p_label,
-        v.n_votes / sum(v.n_votes) over (partition by v.dataset, v.population_id, v.key) as share,
-        v.population_id
-    from votes as v
+        v.n_votes / sum(v.n_votes) over (partition by v.dataset, v.population_id, v.key_id)
+            as share,
+        v.population_id,
+        v.key_id
+    from population_votes as v
     inner join names as n using (population_id)
+    inner join image_keys as k using (key_id)
 )
 
 select * from final

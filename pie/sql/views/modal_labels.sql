@@ -5,8 +5,8 @@
 -- is the largest and the image is left out of the PIE sets (pie.is_pie is null).
 -- agreement: share of the population's models that voted for the mode. tied: two or more labels
 -- share the top vote count, so the tie-break rule chose the mode. fraction_correct and
--- mean_p_label: over the population's models, of the true label. population_id: as in
--- label_votes. One aggregate over label_votes: the mode is the label with the most votes, ties
+-- mean_p_label: over the population's models, of the true label. population_id, key_id: as in
+-- population_votes. One aggregate over population_votes: the mode is the label with the most votes, ties
 -- ordered by the class id (a vote count and a class id packed into one sort key).
 with tie_break as (
     select case when any_value(value) = 'smallest' then -1 else 1 end as direction
@@ -18,13 +18,13 @@ votes as (
     select
         v.dataset,
         v.population_id,
-        v.key,
+        v.key_id,
         v.label,
         v.pred,
         v.n_votes,
         v.sum_p_label,
         v.n_votes * 4294967296 + v.pred * t.direction as rank_key
-    from label_votes as v
+    from population_votes as v
     cross join tie_break as t
 ),
 
@@ -32,7 +32,7 @@ per_image as (
     select
         dataset,
         population_id,
-        key,
+        key_id,
         any_value(label) as label,
         arg_max(pred, rank_key) as mode,
         max(n_votes, 2) as top_votes,
@@ -40,12 +40,12 @@ per_image as (
         coalesce(sum(n_votes) filter (where pred = label), 0) as n_correct,
         sum(sum_p_label) as sum_p_label
     from votes
-    group by dataset, population_id, key
+    group by dataset, population_id, key_id
 ),
 
 names as (
     select distinct population_id, experiment, method, sparsity
-    from label_votes
+    from model_populations
 ),
 
 final as (
@@ -54,7 +54,7 @@ final as (
         n.experiment,
         n.method,
         n.sparsity,
-        p.key,
+        k.key,
         p.label,
         p.mode,
         p.top_votes[1] as mode_votes,
@@ -63,9 +63,11 @@ final as (
         len(p.top_votes) = 2 and p.top_votes[2] = p.top_votes[1] as tied,
         p.n_correct / p.n_models as fraction_correct,
         p.sum_p_label / p.n_models as mean_p_label,
-        p.population_id
+        p.population_id,
+        p.key_id
     from per_image as p
     inner join names as n using (population_id)
+    inner join image_keys as k using (key_id)
 )
 
 select * from final

@@ -4,12 +4,15 @@
 -- Variant populations have sparsity > 0; the baseline is the same experiment's dense population
 -- (sparsity 0). The true label plays no part in is_pie. l1_distance is the taxicab distance
 -- between the two populations' distributions of predicted labels, in [0, 2] (the CIE ranking of
--- Hooker et al. 2020), computed as 2 - 2 * sum over classes of min(share_variant, share_dense).
+-- Hooker et al. 2020), computed as 2 - 2 * sum over classes of min(share_variant, share_dense),
+-- the sum taken over integer vote counts scaled to a common denominator, so that it is exact and
+-- the same in every run (a float sum's value depends on the order parallel threads add in).
 -- tie_decided: the dense or the variant population's mode was chosen by the tie-break rule (two or
 -- more labels shared its top vote count; modal_labels.tied), so is_pie hangs on that rule; under
 -- the rule 'exclude' (setting mode_tie_break) such an image is neither PIE nor non-PIE: is_pie is
 -- null. cie_rank: 1 for the image whose label distributions differ most (largest l1_distance,
 -- ties by key) within its (dataset, population): the CIE ranking, any compression method.
+-- key_id: the key interned (image_keys); images are matched on it, not on the key string.
 with tie_rule as (
     select coalesce(any_value(value), 'largest') as rule
     from settings
@@ -29,23 +32,42 @@ variant as (
     select * from modes where sparsity > 0
 ),
 
-dense_shares as (
-    select dataset, experiment, key, pred, share
-    from label_votes
+counts as (
+    select
+        m.dataset,
+        m.experiment,
+        m.sparsity,
+        m.population_id,
+        m.key_id,
+        v.pred,
+        v.n_votes,
+        m.n_models
+    from population_votes as v
+    inner join modes as m using (dataset, population_id, key_id)
+),
+
+dense_counts as (
+    select dataset, experiment, key_id, pred, n_votes, n_models
+    from counts
     where sparsity = 0
 ),
 
-variant_shares as (
-    select dataset, experiment, population_id, key, pred, share
-    from label_votes
+variant_counts as (
+    select dataset, experiment, population_id, key_id, pred, n_votes, n_models
+    from counts
     where sparsity > 0
 ),
 
 overlap as (
-    select v.dataset, v.population_id, v.key, sum(least(v.share, d.share)) as overlap
-    from variant_shares as v
-    inner join dense_shares as d using (dataset, experiment, key, pred)
-    group by v.dataset, v.population_id, v.key
+    select
+        v.dataset,
+        v.population_id,
+        v.key_id,
+        sum(least(v.n_votes * d.n_models, d.n_votes * v.n_models))
+        / (any_value(v.n_models) * any_value(d.n_models)) as overlap
+    from variant_counts as v
+    inner join dense_counts as d using (dataset, experiment, key_id, pred)
+    group by v.dataset, v.population_id, v.key_id
 ),
 
 joined as (
@@ -74,11 +96,12 @@ joined as (
         v.mode = v.label as variant_correct,
         2 - 2 * coalesce(o.overlap, 0) as l1_distance,
         d.tied or v.tied as tie_decided,
-        v.population_id
+        v.population_id,
+        v.key_id
     from variant as v
-    inner join dense as d using (dataset, experiment, key)
+    inner join dense as d using (dataset, experiment, key_id)
     left join overlap as o
-        on o.dataset = v.dataset and o.population_id = v.population_id and o.key = v.key
+        on o.dataset = v.dataset and o.population_id = v.population_id and o.key_id = v.key_id
     cross join tie_rule as t
 ),
 

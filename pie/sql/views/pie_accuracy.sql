@@ -8,7 +8,7 @@
 -- the other rows dataset = pie_dataset. Images
 -- excluded by the tie rule 'exclude' (is_pie null) are in neither subset.
 with membership as (
-    select dataset as pie_dataset, experiment, method, sparsity, key, is_pie
+    select dataset as pie_dataset, experiment, method, sparsity, key_id, is_pie
     from pie
     where is_pie is not null
 ),
@@ -31,7 +31,7 @@ targets as (
 ),
 
 modes as (
-    select dataset, experiment, method, sparsity, key, n_models, fraction_correct
+    select dataset, experiment, method, sparsity, key_id, n_models, fraction_correct
     from modal_labels
 ),
 
@@ -52,10 +52,10 @@ evaluated as (
     from membership as m
     inner join targets as t on t.pie_dataset = m.pie_dataset
     inner join modes as b
-        on b.dataset = t.dataset and b.experiment = m.experiment and b.key = m.key
+        on b.dataset = t.dataset and b.experiment = m.experiment and b.key_id = m.key_id
         and b.sparsity = 0
     inner join modes as v
-        on v.dataset = t.dataset and v.experiment = m.experiment and v.key = m.key
+        on v.dataset = t.dataset and v.experiment = m.experiment and v.key_id = m.key_id
         and v.method = m.method and v.sparsity = m.sparsity
 ),
 
