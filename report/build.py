@@ -34,8 +34,10 @@ def main(root: WorkRoot, cfg: ReportConfig) -> Path:
     partial = out.with_name(out.name + ".partial")
     partial.write_text(html, encoding="utf-8")
     os.replace(partial, out)
-    console.say(
+    console.out.print(
         f"report: {out} ({len(html) / 1e6:.1f} MB; {len(study.gallery)} of"
-        f" {study.n_pie_entries} PIE entries in the gallery, {len(images)} thumbnails)"
+        f" {study.n_pie_entries} PIE entries in the gallery, {len(images)} thumbnails)",
+        markup=False,
+        soft_wrap=True,
     )
     return out
