@@ -1,6 +1,6 @@
 """`pie report` at the paper's scale, against `pie summary` on the same database.
 
-    .venv/bin/python bench/report.py [--keys 50000] [--models 30]
+    .venv/bin/python bench/report.py [--keys 50000] [--models 30] [--page COPY.html]
 
 Builds bench/analytics.py's database (6 populations x 30 models x 50,000 images x 1,000
 classes: 9 M predictions), writes synthetic shards for its images (small random JPEGs, 64 px,
@@ -77,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--keys", type=int, default=50_000)
     parser.add_argument("--models", type=int, default=30)
+    parser.add_argument("--page", type=Path, help="keep a copy of the page here")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pie-bench-report-"))
     try:
@@ -102,6 +103,8 @@ def main() -> None:
         for name, seconds, rss in rows:
             print(f"{name:<28}{seconds:>9.2f}{rss:>9.2f}{seconds / rows[0][1]:>11.1f}")
         print(f"page: {page.stat().st_size / 1e6:.1f} MB")
+        if args.page:
+            shutil.copy(page, args.page)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

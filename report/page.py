@@ -245,8 +245,8 @@ def gallery_section(study: Study, n_missing: int) -> str:
         '<div class="controls">'
         '<label>class <select id="filter-class"><option value="">all classes</option>'
         "</select></label>"
-        '<label>population <select id="filter-population"><option value="">all</option>'
-        "</select></label>"
+        '<label>population (method, sparsity) <select id="filter-population">'
+        '<option value="">all</option></select></label>'
         '<label>sort <select id="sort"><option value="l1">L1 distance (CIE rank)</option>'
         '<option value="class">true class</option><option value="key">key</option>'
         "</select></label>"

@@ -349,16 +349,16 @@ def test_report_opens_in_a_browser_and_its_gallery_filters(run, tmp_path):
         pytest.skip("no `chromium` on PATH: Debian's chromium is needed (`make browser`)")
     root, args = run
     pie("analyze", *args)  # an earlier test re-ran infer: the analysis is out of date
-    pie("report", *args)
+    shot = tmp_path / "report.png"
+    pie("report", "--screenshot", str(shot), *args)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pies = "from pie where dataset = 'fmnist-test' and is_pie"
     [(n_pie,)] = query(root, f"select count(*) {pies}")
     label, n_label = query(root, f"select label, count(*) {pies} group by 1 order by 2, 1")[0]
     page_size = ReportConfig().page_size
-    shot = tmp_path / "report.png"
-    seen = browser.visit(root.report / "index.html", class_id=label, screenshot=shot)
+    seen = browser.visit(root.report / "index.html", class_id=label)
     assert seen.problems == []
     # top-1, per-class impact, two PIE plots, one heat map (one pruned population, generated)
     assert seen.figures == 5
     assert seen.cards == seen.thumbnails == min(page_size, n_pie) > 0
     assert seen.filtered == min(page_size, n_label) != seen.cards
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
