@@ -172,6 +172,20 @@ def shard_dirs(con: duckdb.DuckDBPyConnection, root: Path) -> dict[str, Path]:
     return {name: root / path for name, path in store.rows(con, "select name, path from datasets")}
 
 
+def image_shards(
+    con: duckdb.DuckDBPyConnection, dataset: str, keys: Sequence[str]
+) -> dict[str, str]:
+    """key -> the shard file (a name inside the dataset's directory) of those of `keys` that
+    the dataset holds."""
+    return dict(
+        store.rows(
+            con,
+            "select key, shard from images where dataset = ? and key in (select unnest(?))",
+            [dataset, list(keys)],
+        )
+    )
+
+
 def eval_datasets(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Every evaluation dataset (not training sets, not exports), by name."""
     names = store.rows(

@@ -19,6 +19,7 @@ from ingest import cli as ingest_cli
 from pie import console, options
 from pie.errors import PieError
 from pie.paths import open_root
+from report import cli as report_cli
 from train import cli as train_cli
 
 
@@ -44,7 +45,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for stage in (ingest_cli, train_cli, infer_cli, analytics_cli):
+for stage in (ingest_cli, train_cli, infer_cli, analytics_cli, report_cli):
     app.add_typer(stage.app)
 
 

@@ -30,7 +30,7 @@ from pie.paths import check_name, root_path
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "fashion-mnist.toml"
 DEVICES = ("auto", "cpu", "cuda")  # every stage's `device` option
-SECTIONS = ("ingest", "corrupt", "train", "infer", "analyze", "export")
+SECTIONS = ("ingest", "corrupt", "train", "infer", "analyze", "export", "report")
 TOP_LEVEL = ("name", "description")
 
 T = TypeVar("T")

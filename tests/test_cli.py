@@ -337,3 +337,28 @@ def test_error_query_on_missing_table(run):
     assert_one_line_error(
         pie("sql", "select * from nope", "--root", str(root.path), ok=False), "nope does not exist"
     )
+
+
+def test_report_opens_in_a_browser_and_its_gallery_filters(run, tmp_path):
+    """The report of this pipeline in headless Chromium: nothing fetched, no script error, the
+    gallery's first page as the `pie` relation counts it, and a class filter that changes it."""
+    from report import browser
+    from report.config import ReportConfig
+
+    if browser.chromium() is None:
+        pytest.skip("no `chromium` on PATH: Debian's chromium is needed (`make browser`)")
+    root, args = run
+    pie("analyze", *args)  # an earlier test re-ran infer: the analysis is out of date
+    shot = tmp_path / "report.png"
+    pie("report", "--screenshot", str(shot), *args)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pies = "from pie where dataset = 'fmnist-test' and is_pie"
+    [(n_pie,)] = query(root, f"select count(*) {pies}")
+    label, n_label = query(root, f"select label, count(*) {pies} group by 1 order by 2, 1")[0]
+    page_size = ReportConfig().page_size
+    seen = browser.visit(root.report / "index.html", class_id=label)
+    assert seen.problems == []
+    # top-1, per-class impact, two PIE plots, one heat map (one pruned population, generated)
+    assert seen.figures == 5
+    assert seen.cards == seen.thumbnails == min(page_size, n_pie) > 0
+    assert seen.filtered == min(page_size, n_label) != seen.cards

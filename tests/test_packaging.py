@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("pie", "ingest", "train", "infer", "analytics")
+PACKAGES = ("pie", "ingest", "train", "infer", "analytics", "report")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,14 @@ def test_wheel_ships_sql_data_and_the_default_config(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {
         p.relative_to(REPO).as_posix()
-        for pattern in ("pie/sql/**/*.sql", "pie/data/*", "pie/configs/*.toml")
+        for pattern in (
+            "pie/sql/**/*.sql",
+            "pie/data/*",
+            "pie/configs/*.toml",
+            "report/*.html",
+            "report/*.js",
+            "report/*.css",
+        )
         for p in REPO.glob(pattern)
     }
     assert "pie/configs/fashion-mnist.toml" in expected and len(expected) > 20

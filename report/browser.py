@@ -1,0 +1,125 @@
+"""Open a report page in headless Chromium: check it and take screenshots.
+
+    python -m report.browser work/report/index.html report.png [--full-page]
+
+Playwright drives the system's Chromium (`chromium` on PATH, Debian's package: `make browser`
+installs it); nothing is downloaded. Every request the page makes other than `file:`, `data:`
+and `blob:` is blocked and reported, as are console errors and uncaught exceptions: a report
+that needs the network, or whose script fails, is caught here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pie.errors import PieError
+
+LOCAL = ("file:", "data:", "blob:", "about:")
+VIEWPORT = {"width": 1280, "height": 1000}
+
+
+def chromium() -> str | None:
+    """The system Chromium's path, None where it is not installed."""
+    return shutil.which("chromium")
+
+
+@contextmanager
+def opened(index: Path) -> Iterator[tuple[Any, list[str]]]:
+    """(playwright page showing `index`, problems seen so far); a missing browser is a user
+    error naming the fix."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium()
+    if executable is None:
+        raise PieError("no `chromium` on PATH: install Debian's chromium (make browser)")
+    problems: list[str] = []
+    with sync_playwright() as p:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = p.chromium.launch(executable_path=executable, args=args)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.on(
+                "console",
+                lambda m: m.type == "error" and problems.append(f"console error: {m.text}"),
+            )
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on(
+                "requestfailed",
+                lambda r: problems.append(f"request failed: {r.url[:120]} ({r.failure})"),
+            )
+
+            def guard(route: Any) -> None:
+                url = route.request.url
+                if url.startswith(LOCAL):
+                    route.continue_()
+                else:
+                    problems.append(f"network request blocked: {url[:120]}")
+                    route.abort()
+
+            page.route("**/*", guard)
+            page.goto(Path(index).resolve().as_uri(), wait_until="load")
+            page.wait_for_selector("#gallery-grid")
+            yield page, problems
+        finally:
+            browser.close()
+
+
+@dataclass(frozen=True)
+class Visit:
+    problems: list[str]  # console errors, uncaught exceptions, requests that left the disk
+    figures: int  # plotly figures drawn
+    cards: int  # gallery entries on the first page
+    thumbnails: int  # of those, with an image shown (loaded)
+    filtered: int | None  # gallery entries on the first page once `class_id` is chosen
+
+
+def visit(index: Path, class_id: int | None = None, screenshot: Path | None = None) -> Visit:
+    """Open the page, count what it shows, optionally choose a class in the gallery's filter,
+    and optionally save a screenshot of the first view (before filtering)."""
+    with opened(index) as (page, problems):
+        figures = page.locator(".js-plotly-plot").count()
+        cards = page.locator("#gallery-grid .card").count()
+        thumbnails = page.evaluate(
+            "[...document.querySelectorAll('#gallery-grid .card img')]"
+            ".filter(i => i.complete && i.naturalWidth > 0).length"
+        )
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot))
+        filtered = None
+        if class_id is not None:
+            page.select_option("#filter-class", str(class_id))
+            filtered = page.locator("#gallery-grid .card").count()
+        return Visit(list(problems), figures, cards, thumbnails, filtered)
+
+
+def screenshot(index: Path, out: Path, full_page: bool = False) -> Path:
+    """A PNG of the page as it opens (the viewport, or the whole page)."""
+    with opened(index) as (page, problems):
+        page.screenshot(path=str(out), full_page=full_page)
+    if problems:
+        raise PieError(f"the report at {index} has problems: {problems[0]}")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) not in (2, 3) or (len(argv) == 3 and argv[2] != "--full-page"):
+        print("usage: python -m report.browser INDEX.html OUT.png [--full-page]", file=sys.stderr)
+        return 2
+    try:
+        screenshot(Path(argv[0]), Path(argv[1]), full_page=len(argv) == 3)
+    except PieError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"screenshot: {argv[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
