@@ -76,7 +76,7 @@ def load(root: WorkRoot, cfg: ReportConfig) -> Study:
             "select key, label, method, sparsity, baseline_mode, variant_mode,"
             " baseline_agreement, variant_agreement, l1_distance, cie_rank, tie_decided"
             " from pie where dataset = ? and experiment = ? and is_pie"
-            " order by round(l1_distance, 9) desc, key, sparsity, method limit ?",
+            " order by l1_distance desc, key, sparsity, method limit ?",
             [*key, cfg.max_gallery],
         )
         study = Study(
