@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from analytics.tstats import SIGNIFICANCE_ON
+from analytics.config import SIGNIFICANCE_ON
 from pie import catalog, console, store
 from pie import materialised as materialise
 from pie.errors import PieError

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 from scipy import special
 
-SIGNIFICANCE_ON = ("p", "q")
+from analytics.config import SIGNIFICANCE_ON
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:

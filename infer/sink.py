@@ -130,7 +130,7 @@ def load_pair(
     n = 0
     if not stored or Fingerprint(*stored[0]) != info.fingerprint:
         with store.transaction(con):
-            con.execute("delete from predictions where model_id = ? and dataset = ?", pair)
+            store.delete_predictions(con, "model_id = ? and dataset = ?", pair)
             store.insert_predictions(
                 con, "select ? as model_id, ? as dataset, * from read_parquet(?)", [*pair, paths]
             )

@@ -3,9 +3,10 @@
 Each view in RELATIONS keeps its one definition in `pie/sql/views/<name>.sql`. `build` creates the
 table `materialised.<name>` from that view, in dependency order, and points the connection's
 name at it (a temporary view, which shadows the stored one), so each relation is computed from
-the materialised ones before it: the predictions are scanned twice in all (model_class_counts
-and population_votes). The fingerprint of the inputs (view `analysis_inputs`: predictions, inference
-runs, models, datasets, analysis settings) is stored with every table in `materialisations`.
+the materialised ones before it: the predictions are scanned once in all (population_votes;
+model_class_counts is a table, counted when the predictions are stored). The fingerprint of the
+inputs (view `analysis_inputs`: predictions, inference runs, models, datasets, analysis
+settings) is stored with every table in `materialisations`.
 
 Staleness: `attach` points a reader's connection at the materialised tables only when the stored
 fingerprint equals the current one; otherwise the names keep resolving to the views, which
@@ -25,7 +26,6 @@ from pie import store
 SCHEMA = "materialised"
 # In dependency order (a relation may read the ones before it).
 RELATIONS = (
-    "model_class_counts",
     "model_accuracy",
     "class_recall",
     "class_recall_stats",

@@ -45,7 +45,6 @@ VIEWS = (
     "population_predictions",
     "population_votes",
     "label_votes",
-    "model_class_counts",
     "model_accuracy",
     "class_recall",
     "class_recall_stats",
@@ -230,8 +229,9 @@ def insert_predictions(
 ) -> int:
     """Store the rows of `select` (a query with the columns PREDICTION_COLUMNS, by name) in
     `predictions`, each with its key interned in `image_keys` (new keys get the next ids, in key
-    order); returns the number of rows. The one way predictions are written: callers hold the
-    transaction (and the work root's writer lock)."""
+    order), and add their counts to `model_class_counts`; returns the number of rows. With
+    delete_predictions, the one way predictions are written: callers hold the transaction (and
+    the work root's writer lock)."""
     columns = ", ".join(PREDICTION_COLUMNS)
     con.execute(
         f"create or replace temp table _incoming as select {columns} from ({select})",
@@ -249,9 +249,38 @@ def insert_predictions(
             f" select {', '.join('i.' + c for c in PREDICTION_COLUMNS)}, k.key_id"
             " from _incoming as i inner join image_keys as k using (key)"
         )
+        # counts of the new rows, summed with any the same (model, dataset, class) already has
+        con.execute(
+            "create or replace temp table _counts as"
+            " select i.model_id, i.dataset, i.class_id,"
+            " i.n_images + coalesce(m.n_images, 0) as n_images,"
+            " i.n_correct + coalesce(m.n_correct, 0) as n_correct,"
+            " i.n_top5 + coalesce(m.n_top5, 0) as n_top5"
+            " from (select model_id, dataset, label as class_id, count(*) as n_images,"
+            " count(*) filter (where pred = label) as n_correct,"
+            " count(*) filter (where list_contains(top5, label)) as n_top5"
+            " from _incoming group by all) as i"
+            " left join model_class_counts as m using (model_id, dataset, class_id)"
+        )
+        con.execute(
+            "delete from model_class_counts as m using _counts as c"
+            " where m.model_id = c.model_id and m.dataset = c.dataset"
+            " and m.class_id = c.class_id"
+        )
+        con.execute("insert into model_class_counts select * from _counts")
         return rows(con, "select count(*) from _incoming")[0][0]
     finally:
         con.execute("drop table if exists _incoming")
+        con.execute("drop table if exists _counts")
+
+
+def delete_predictions(
+    con: duckdb.DuckDBPyConnection, where: str, params: Sequence[Any] = ()
+) -> None:
+    """Delete the predictions matching `where` (a condition on model_id and dataset only) and
+    their model_class_counts rows; interned keys stay."""
+    for table in ("predictions", "model_class_counts"):
+        con.execute(f"delete from {table} where {where}", list(params))
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[tuple]:

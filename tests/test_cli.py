@@ -186,7 +186,7 @@ def test_reruns_do_nothing_new(run):
 def test_interrupted_infer_then_rerun_leaves_no_duplicate(run, monkeypatch):
     root, args = run
     con = store.connect(root)
-    con.execute("delete from predictions where dataset like 'fmnist-test-%'")
+    store.delete_predictions(con, "dataset like 'fmnist-test-%'")
     con.execute("delete from inference_runs where dataset like 'fmnist-test-%'")
     con.close()
     import infer.run
@@ -283,7 +283,7 @@ def test_a_copied_root_works_without_the_original(run, tmp_path):
         paths = [r["path"] for r in json.loads(out)]
         assert len(paths) == 6 and all((copy / p / "index.json").is_file() for p in paths)
         con = store.connect(open_root(copy))
-        con.execute("delete from predictions where dataset = 'fmnist-test-contrast-2'")
+        store.delete_predictions(con, "dataset = 'fmnist-test-contrast-2'")
         con.execute("delete from inference_runs where dataset = 'fmnist-test-contrast-2'")
         con.close()
         pie("infer", "--config", config, "--root", str(copy))

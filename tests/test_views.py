@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import add_dataset, add_model, add_predictions
 
+from pie import store
+
 
 def one(con, sql: str, params=()):
     result = con.execute(sql, list(params))
@@ -317,7 +319,7 @@ def test_mce_on_released_imagenet_c(imagenet_c):
 
 
 def test_no_mce_without_all_15_at_all_5_severities(imagenet_c):
-    imagenet_c.execute("delete from predictions where dataset = 'val-fog-5'")
+    store.delete_predictions(imagenet_c, "dataset = 'val-fog-5'")
     fog = one(
         imagenet_c, "select * from corruption_error where sparsity = 0.9 and corruption = 'fog'"
     )

@@ -1,8 +1,9 @@
 -- predictions: one row per (model, dataset, image).
 -- key: (model_id, dataset, key); uniqueness is guaranteed by writing each (model_id, dataset)
 -- pair in one transaction that first deletes the pair's old rows and ends with its
--- inference_runs row (no index: billions of rows). Rows are written only through
--- store.insert_predictions, which fills key_id.
+-- inference_runs row (no index: billions of rows). Rows are written and deleted only through
+-- store.insert_predictions and store.delete_predictions, which fill key_id and keep
+-- model_class_counts in step.
 create table if not exists predictions (
     model_id varchar not null,
     dataset varchar not null,
