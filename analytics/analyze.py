@@ -14,8 +14,6 @@ changes the fingerprint, so readers ask for `pie analyze` until it has run again
 
 from __future__ import annotations
 
-import importlib
-import threading
 from datetime import datetime
 
 from analytics.config import AnalyzeConfig
@@ -39,17 +37,6 @@ def write_settings(con, cfg: AnalyzeConfig) -> None:
         )
 
 
-def preload(*modules: str) -> threading.Thread:
-    """Import `modules` in a background thread. The tests' modules (scipy, polars, pyarrow) take
-    about 0.4 s to import, a second core's worth of time while DuckDB, which releases the GIL,
-    builds the tables; an `import` of them afterwards waits for this one (the import lock)."""
-    thread = threading.Thread(
-        target=lambda: [importlib.import_module(m) for m in modules], daemon=True
-    )
-    thread.start()
-    return thread
-
-
 def main(root: WorkRoot, cfg: AnalyzeConfig, force: bool = False) -> bool:
     """Bring the materialised analysis up to date; returns whether anything was recomputed."""
     started = datetime.now()
@@ -62,12 +49,12 @@ def main(root: WorkRoot, cfg: AnalyzeConfig, force: bool = False) -> bool:
         if materialise.is_fresh(con) and not force:
             console.say("analyze: up to date (no new predictions or settings; --force recomputes)")
             return False
-        preload("pyarrow", "analytics.tstats")
+        # scipy and polars only now: the up-to-date path above starts without them
+        from analytics.robustness import robustness_tstats
+        from analytics.tstats import class_tstats
+
         with store.transaction(con):
             counts = materialise.build(con)
-            from analytics.robustness import robustness_tstats
-            from analytics.tstats import class_tstats
-
             tstats = class_tstats(
                 store.frame(con, "select * from class_recall_stats"),
                 cfg.alpha,

@@ -27,7 +27,6 @@ SCHEMA = "materialised"
 # In dependency order (a relation may read the ones before it).
 RELATIONS = (
     "model_accuracy",
-    "class_recall",
     "class_recall_stats",
     "population_votes",
     "modal_labels",
@@ -73,6 +72,12 @@ def build(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     returns rows per relation. The connection reads the new tables afterwards."""
     current = fingerprint(con)
     con.execute(f"create schema if not exists {SCHEMA}")
+    for (name,) in store.rows(
+        con, "select table_name from information_schema.tables where table_schema = ?", [SCHEMA]
+    ):
+        if name not in RELATIONS:  # materialised by an earlier pie, no longer
+            con.execute(f"drop table {SCHEMA}.{name}")
+    con.execute("delete from materialisations where name not in ?", [list(RELATIONS)])
     counts = {}
     for name in RELATIONS:
         start = time.perf_counter()
