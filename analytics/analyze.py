@@ -49,29 +49,25 @@ def main(root: WorkRoot, cfg: AnalyzeConfig, force: bool = False) -> bool:
         if materialise.is_fresh(con) and not force:
             console.say("analyze: up to date (no new predictions or settings; --force recomputes)")
             return False
-        # scipy and polars only now: the up-to-date path above starts without them
-        from analytics.robustness import robustness_tstats
-        from analytics.tstats import class_tstats
+        from analytics.robustness import robustness_tstats  # scipy only now: the up-to-date
+        from analytics.tstats import class_tstats  # path above starts without it
 
         with store.transaction(con):
             counts = materialise.build(con)
-            tstats = class_tstats(
-                store.frame(con, "select * from class_recall_stats"),
-                cfg.alpha,
-                cfg.significance_on,
-            )
             con.execute("delete from class_tstats")
-            store.append(con, "class_tstats", tstats)
-            robust = robustness_tstats(con, cfg.alpha, cfg.significance_on)
+            class_tstats(con, cfg.alpha, cfg.significance_on)
             con.execute("delete from robustness_tstats")
-            store.append(con, "robustness_tstats", robust)
-        n_pop = tstats.select("dataset", "method", "sparsity").n_unique() if len(tstats) else 0
-        n_sig = int(tstats["significant"].sum()) if len(tstats) else 0
+            n_robust = robustness_tstats(con, cfg.alpha, cfg.significance_on)
+        n_pop, n_sig = store.rows(
+            con,
+            "select count(distinct (dataset, experiment, method, sparsity)),"
+            " count(*) filter (where significant) from class_tstats",
+        )[0]
         summary = (
             f"analyze: {counts['pie']:,} PIE rows, {counts['model_accuracy']:,} (model, dataset)"
             f" pairs, class_tstats for {n_pop} (dataset, population) pairs with {n_sig}"
             f" significant class rows at {cfg.significance_on} <= {cfg.alpha:g},"
-            f" robustness_tstats for {len(robust)} (dataset, population) pairs"
+            f" robustness_tstats for {n_robust} (dataset, population) pairs"
             f" (ties: {cfg.mode_tie_break})"
         )
         store.record_run(con, "analyze", cfg.experiment, to_dict(cfg), summary, started)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from analytics.config import SIGNIFICANCE_ON
 from pie import catalog, console, store
 from pie import materialised as materialise
 from pie.errors import PieError
@@ -21,7 +20,6 @@ from pie.paths import WorkRoot
 
 if TYPE_CHECKING:
     import duckdb
-    import polars as pl
 
 # variant population rows of view robustness beside the dense population's on the same dataset
 STATS = """
@@ -46,24 +44,21 @@ BENCHMARK_ORDER = (
 
 def robustness_tstats(
     con: duckdb.DuckDBPyConnection, alpha: float, significance_on: str = "p"
-) -> pl.DataFrame:
-    """Rows of table `robustness_tstats` from view `robustness` (q over each population's
-    datasets)."""
-    import polars as pl
+) -> int:
+    """Write table `robustness_tstats` from view `robustness` (q over each population's
+    datasets; the caller deletes the old rows first, in its transaction); returns the rows."""
+    from analytics.tstats import insert_welch_tests
 
-    from analytics.tstats import welch_columns
-
-    if significance_on not in SIGNIFICANCE_ON:
-        raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
-    stats = store.frame(con, STATS)
-    if stats.is_empty():
-        return stats
-    out = welch_columns(
-        stats, "mean_top1", "std_top1", ["experiment", "method", "sparsity"], alpha, significance_on
-    )
-    return out.with_columns(
-        pl.col("baseline_n", "variant_n").cast(pl.Int32),
-        delta_top1=pl.col("variant_mean_top1") - pl.col("baseline_mean_top1"),
+    return insert_welch_tests(
+        con,
+        STATS,
+        "robustness_tstats",
+        "mean_top1",
+        "std_top1",
+        ["experiment", "method", "sparsity"],
+        alpha,
+        significance_on,
+        "i.variant_mean_top1 - i.baseline_mean_top1 as delta_top1",
     )
 
 

@@ -10,15 +10,22 @@ for such a class) gives the plain reading. Benjamini-Hochberg q-values over the 
 classes and Hedges' g (same sign as t) are reported beside. A class is significant at
 p <= alpha with no multiple-testing correction (the reference), or at q <= alpha on request.
 A class with zero variance in both populations has no test (t, p, q, g null; not significant).
+
+The statistics are read from DuckDB as NumPy arrays and written back by DuckDB (no data frame
+library on this path: `pie analyze` starts faster without one); scipy gives the p-values.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import polars as pl
 from scipy import special
 
 from analytics.config import SIGNIFICANCE_ON
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
@@ -58,64 +65,90 @@ def welch(
     return t, df, p, g
 
 
-def welch_columns(
-    stats: pl.DataFrame,
+def insert_welch_tests(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    table: str,
     mean: str,
     std: str,
     groups: list[str],
     alpha: float,
     significance_on: str = "p",
-) -> pl.DataFrame:
-    """`stats` plus the Welch test of `baseline_<mean>` against `variant_<mean>` (sample
-    standard deviations `baseline_<std>`, `variant_<std>`; sizes `baseline_n`, `variant_n`):
-    t_stat (baseline minus variant), welch_df, p_value, q_value (BH within each `groups`
-    partition), hedges_g and `significant` at `alpha` on p or q. Undefined tests are null."""
+    derived: str = "",
+) -> int:
+    """Insert into `table`, by column name, the rows of query `source` with the Welch test of
+    `baseline_<mean>` against `variant_<mean>` (sample standard deviations `baseline_<std>`,
+    `variant_<std>`; sizes `baseline_n`, `variant_n`): t_stat (baseline minus variant),
+    welch_df, p_value, q_value (BH within each partition by `groups`), hedges_g, `significant`
+    at `alpha` on p or q, plus the SQL expressions `derived` (e.g. "a - b as delta"). Undefined
+    tests are null. Returns the number of rows inserted."""
     if significance_on not in SIGNIFICANCE_ON:
         raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
-
-    def col(name: str) -> np.ndarray:
-        return stats[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
-
-    t, df, p, g = welch(
-        col(f"baseline_{mean}"),
-        col(f"baseline_{std}"),
-        col("baseline_n"),
-        col(f"variant_{mean}"),
-        col(f"variant_{std}"),
-        col("variant_n"),
+    con.execute(
+        "create or replace temp table _welch_in as select row_number() over () as _row,"
+        f" dense_rank() over (order by {', '.join(groups)}) as _group, * from ({source})"
     )
-    q = np.full(len(p), np.nan)
-    for rows in stats.with_row_index("row").group_by(groups).agg("row")["row"]:
-        rows = rows.to_numpy()
-        q[rows] = benjamini_hochberg(p[rows])
-    tested = q if significance_on == "q" else p
-    with np.errstate(invalid="ignore"):
-        significant = np.isfinite(tested) & (tested <= alpha)
-    out = stats.with_columns(
-        t_stat=pl.Series(t),
-        welch_df=pl.Series(df),
-        p_value=pl.Series(p),
-        q_value=pl.Series(q),
-        hedges_g=pl.Series(g),
-        significant=pl.Series(significant),
-        significance_on=pl.lit(significance_on),
-        alpha=pl.lit(alpha, pl.Float64),
-    )
-    return out.with_columns(
-        pl.col(c).fill_nan(None) for c in ("t_stat", "welch_df", "p_value", "q_value", "hedges_g")
-    )
+    try:
+        columns = [
+            f"baseline_{mean}",
+            f"baseline_{std}",
+            "baseline_n",
+            f"variant_{mean}",
+            f"variant_{std}",
+            "variant_n",
+        ]
+        arrays = con.sql(
+            f"select _row, _group, {', '.join(f'{c}::double as {c}' for c in columns)}"
+            " from _welch_in order by _row"
+        ).fetchnumpy()
+        if len(arrays["_row"]) == 0:
+            return 0
+        values = [np.ma.filled(arrays[c], np.nan) for c in columns]  # null -> NaN
+        t, df, p, g = welch(*values)
+        q = np.full(len(p), np.nan)
+        group = np.asarray(arrays["_group"])
+        for k in np.unique(group):
+            rows = np.flatnonzero(group == k)
+            q[rows] = benjamini_hochberg(p[rows])
+        tested = q if significance_on == "q" else p
+        with np.errstate(invalid="ignore"):
+            significant = np.isfinite(tested) & (tested <= alpha)
+        # NaN arrives as null (DuckDB reads a dict of NumPy arrays without a data frame library)
+        tests = {
+            "_row": np.asarray(arrays["_row"]),
+            "t_stat": t,
+            "welch_df": df,
+            "p_value": p,
+            "q_value": q,
+            "hedges_g": g,
+            "significant": significant,
+        }
+        con.register("_welch_out", tests)
+        extra = f", {derived}" if derived else ""
+        con.execute(
+            f"insert into {table} by name select i.* exclude (_row, _group),"
+            " o.* exclude (_row), ? as significance_on, ? as alpha"
+            + extra
+            + " from _welch_in as i inner join _welch_out as o using (_row)",
+            [significance_on, alpha],
+        )
+        con.unregister("_welch_out")
+        return len(t)
+    finally:
+        con.execute("drop table if exists _welch_in")
 
 
-def class_tstats(stats: pl.DataFrame, alpha: float, significance_on: str = "p") -> pl.DataFrame:
-    """`stats`: rows of view `class_recall_stats`. Returns rows of table `class_tstats`."""
-    if significance_on not in SIGNIFICANCE_ON:
-        raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
-    if stats.is_empty():
-        return pl.DataFrame()
-    stats = stats.sort("dataset", "experiment", "method", "sparsity", "class_id")
-    keys = ["dataset", "experiment", "method", "sparsity"]
-    out = welch_columns(stats, "mean_normalized", "std_recall", keys, alpha, significance_on)
-    return out.with_columns(
-        pl.col("baseline_n", "variant_n", "class_id").cast(pl.Int32),
-        delta_norm_recall=pl.col("variant_mean_normalized") - pl.col("baseline_mean_normalized"),
+def class_tstats(con: duckdb.DuckDBPyConnection, alpha: float, significance_on: str = "p") -> int:
+    """Write table `class_tstats` from view `class_recall_stats` (the caller deletes the old rows
+    first, in its transaction); returns the rows written."""
+    return insert_welch_tests(
+        con,
+        "select * from class_recall_stats order by dataset, experiment, method, sparsity, class_id",
+        "class_tstats",
+        "mean_normalized",
+        "std_recall",
+        ["dataset", "experiment", "method", "sparsity"],
+        alpha,
+        significance_on,
+        "i.variant_mean_normalized - i.baseline_mean_normalized as delta_norm_recall",
     )

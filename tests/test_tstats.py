@@ -17,9 +17,10 @@ def tstats_of(recall: pl.DataFrame, alpha: float = 0.05, on: str = "p") -> pl.Da
     """class_tstats of hand-made class_recall rows: the frame stands in for the view."""
     con = store.memory()
     con.register("class_recall", recall.to_arrow())
-    stats = store.frame(con, "select * from class_recall_stats")
+    class_tstats(con, alpha, on)
+    out = store.frame(con, "select * from class_tstats order by class_id")
     con.close()
-    return class_tstats(stats, alpha, on)
+    return out
 
 
 def test_benjamini_hochberg_by_hand():
@@ -112,7 +113,8 @@ def test_class_tstats_from_the_class_recall_view(con):
     for m, preds in {"v1": [1, 1, 1, 1], "v2": [0, 1, 1, 1]}.items():
         add_model(con, m, "magnitude", 0.5, experiment="e")
         add_predictions(con, m, "d", [(f"k{i}", i // 2, p) for i, p in enumerate(preds)])
-    out = class_tstats(store.frame(con, "select * from class_recall_stats"), 0.05).sort("class_id")
+    assert class_tstats(con, 0.05) == 2
+    out = store.frame(con, "select * from class_tstats order by class_id")
     # class 0 recalls: dense 1.0, .5 (top-1 1.0, .75 -> mean .875); pruned 0, .5 (.5, .75)
     base = [1.0 - 0.875, 0.5 - 0.875]
     var = [0.0 - 0.625, 0.5 - 0.625]
