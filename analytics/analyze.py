@@ -64,8 +64,9 @@ def main(root: WorkRoot, cfg: AnalyzeConfig, force: bool = False) -> bool:
             " count(*) filter (where significant) from class_tstats",
         )[0]
         summary = (
-            f"analyze: {counts['pie']:,} PIE rows, {counts['model_accuracy']:,} (model, dataset)"
-            f" pairs, class_tstats for {n_pop} (dataset, population) pairs with {n_sig}"
+            f"analyze: {counts['pie_unranked']:,} PIE rows,"
+            f" {counts['model_accuracy']:,} (model, dataset) pairs, class_tstats for {n_pop}"
+            f" (dataset, population) pairs with {n_sig}"
             f" significant class rows at {cfg.significance_on} <= {cfg.alpha:g},"
             f" robustness_tstats for {n_robust} (dataset, population) pairs"
             f" (ties: {cfg.mode_tie_break})"

@@ -188,7 +188,7 @@ def check_agreement(path: Path, out: str) -> None:
     import polars as pl
 
     con = store.connect(open_root(path, create=False), read_only=True)
-    ours = store.frame(con, "select sparsity, key, is_pie from materialised.pie")
+    ours = store.frame(con, "select sparsity, key, is_pie from materialised.pie_unranked")
     tstats = store.frame(
         con, "select sparsity, class_id, t_stat, p_value from class_tstats order by all"
     )

@@ -3,8 +3,9 @@
 Each view in RELATIONS keeps its one definition in `pie/sql/views/<name>.sql`. `build` creates the
 table `materialised.<name>` from that view, in dependency order, and points the connection's
 name at it (a temporary view, which shadows the stored one), so each relation is computed from
-the materialised ones before it: the predictions are scanned once in all (population_votes;
-model_class_counts is a table, counted when the predictions are stored). The fingerprint of the
+the materialised ones before it: the predictions are scanned once in all (population_votes,
+held in memory for the build: TRANSIENT; model_class_counts is a table, counted when the
+predictions are stored). The fingerprint of the
 inputs (view `analysis_inputs`: predictions, inference runs, models, datasets, analysis
 settings) is stored with every table in `materialisations`.
 
@@ -28,13 +29,17 @@ SCHEMA = "materialised"
 RELATIONS = (
     "model_accuracy",
     "class_recall_stats",
-    "population_votes",
     "modal_labels",
-    "pie",
+    "pie_unranked",
     "pie_accuracy",
     "pie_classes",
     "robustness",
 )
+# Computed before RELATIONS, in memory, for the build only: population_votes (a row per population,
+# image and predicted label) is read by modal_labels and pie and then dropped; it is not stored
+# (at 3x the rows of modal_labels, writing it would cost more than anything read from it saves),
+# so label_votes computes from the predictions.
+TRANSIENT = ("population_votes",)
 
 
 def fingerprint(con: duckdb.DuckDBPyConnection) -> str:
@@ -78,6 +83,9 @@ def build(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         if name not in RELATIONS:  # materialised by an earlier pie, no longer
             con.execute(f"drop table {SCHEMA}.{name}")
     con.execute("delete from materialisations where name not in ?", [list(RELATIONS)])
+    for name in TRANSIENT:
+        con.execute(f"create or replace temp table _{name} as select * from {name}")
+        con.execute(f"create or replace temp view {name} as select * from _{name}")
     counts = {}
     for name in RELATIONS:
         start = time.perf_counter()
@@ -89,4 +97,7 @@ def build(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             " values (?, ?, ?, ?)",
             [name, current, counts[name], time.perf_counter() - start],
         )
+    for name in TRANSIENT:
+        con.execute(f"drop view {name}")  # the stored view again: it computes from predictions
+        con.execute(f"drop table _{name}")
     return counts

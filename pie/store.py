@@ -49,6 +49,7 @@ VIEWS = (
     "class_recall",
     "class_recall_stats",
     "modal_labels",
+    "pie_unranked",
     "pie",
     "pie_accuracy",
     "pie_classes",

@@ -51,7 +51,7 @@ def test_analyze_materialises_and_readers_use_the_tables(analysed):
     assert materialised.is_fresh(con)
     assert materialised.attach(con)
     plan = "\n".join(r[1] for r in store.rows(con, "explain select * from pie"))
-    assert "predictions" not in plan and "pie" in plan  # a scan of materialised.pie
+    assert "predictions" not in plan and "pie" in plan  # a scan of materialised.pie_unranked
     assert pies(con) == {"a": True, "b": False, "c": True, "e": False}
     con.close()
     assert analyze.main(analysed, AnalyzeConfig(experiment="exp", dataset="d")) is False
