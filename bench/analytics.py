@@ -1,20 +1,24 @@
 """`pie analyze` against idiomatic pandas at the paper's scale, each as its own process.
 
     .venv/bin/python bench/analytics.py [--keys 50000] [--models 30] [--scale 1] [--memory 2GB]
+                                        [--repeat 3]
 
 Generates, reproducibly (seed 0), predictions of the paper's shape: 6 populations (dense and
 magnitude at 0.1 ... 0.9) x 30 models x 50,000 images x 1,000 classes (9 M rows), where images
 differ in difficulty and in how much pruning hurts them, so that PIEs exist. Then, timing each
 as a separate process, start-up included:
 
-1. `pie analyze --force` (materialises votes, modes, PIEs, PIE accuracy and classes, class
-   recall, robustness, and writes class_tstats and robustness_tstats),
+1. `pie analyze --force` (counts votes, materialises modes, PIEs with their L1 distances, PIE
+   accuracy and classes, per-class recall statistics, robustness, and writes class_tstats and
+   robustness_tstats),
 2. pandas: load the predictions from Parquet, modal labels (ties to the largest class id), PIE
    sets, per-class Welch t-tests of normalised recall (scipy.stats.ttest_ind),
 
 checks that PIE membership, t and p agree, and times a PIE count per sparsity through `pie sql`
-and `pie summary` as commands. Peak memory (max RSS) of each process is printed. --scale 10
-multiplies the images (90 M rows, as with corrupted variants) and skips pandas.
+and `pie summary` as commands. Each command runs --repeat times, interleaved with the others
+(this machine is shared and noisy): the table prints the median, the range and the peak memory
+(max RSS) of each, and the ratios of the medians. --scale 10 multiplies the images (90 M rows, as
+with corrupted variants) and skips pandas.
 
 pandas comes from the `dev` extras (`make env`); without it the pandas side is skipped.
 """
@@ -224,6 +228,9 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=30)
     parser.add_argument("--scale", type=int, default=1, help="x images (10: 90 M rows)")
     parser.add_argument("--memory", default=None, help="memory_limit [2GB; 4GB at scale > 1]")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each command, interleaved [3]: medians"
+    )
     args = parser.parse_args()
     keys = args.keys * args.scale
     memory = args.memory or ("2GB" if args.scale == 1 else "4GB")
@@ -245,30 +252,39 @@ def main() -> None:
             f" memory_limit {memory}, {os.cpu_count()} cores"
         )
         root = ["--root", str(path)]
-        rows = []
-        t_analyze, rss, text = timed(pie("analyze", "--force", *root))
-        print(text.strip().splitlines()[-1])
-        rows.append(("pie analyze (process)", t_analyze, rss))
+        count = "select sparsity, count(*) filter (where is_pie) as pies from pie group by all"
+        commands = {"pie analyze (process)": pie("analyze", "--force", *root)}
         if with_pandas:
             out = str(tmp / "pandas")
             script = tmp / "pandas_pies.py"
             script.write_text(PANDAS)
-            t_pandas, rss, _ = timed([sys.executable, str(script), str(parquet), out])
-            rows.insert(0, ("pandas (process, baseline)", t_pandas, rss))
-            check_agreement(path, out)
-        count = "select sparsity, count(*) filter (where is_pie) as pies from pie group by all"
-        seconds, rss, text = timed(pie("sql", count + " order by 1", *root))
-        rows.append(("pie sql: PIE count per sparsity", seconds, rss))
-        print(text.strip())
-        seconds, rss, _ = timed(pie("summary", *root))
-        rows.append(("pie summary", seconds, rss))
-        base = rows[0][1] if with_pandas else None
+            baseline = "pandas (process, baseline)"
+            commands = {baseline: [sys.executable, str(script), str(parquet), out], **commands}
+        commands["pie sql: PIE count per sparsity"] = pie("sql", count + " order by 1", *root)
+        commands["pie summary"] = pie("summary", *root)
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        for i in range(args.repeat):  # interleaved, so that the machine's noise hits all alike
+            for name, command in commands.items():
+                seconds, rss, text = timed(command)
+                runs[name].append((seconds, rss))
+                if i == 0 and name.startswith("pie analyze"):
+                    print(text.strip().splitlines()[-1])
+                if i == 0 and name.startswith("pie sql"):
+                    print(text.strip())
+            if i == 0 and with_pandas:
+                check_agreement(path, out)
+        median = {name: float(np.median([s for s, _ in r])) for name, r in runs.items()}
+        base = median[baseline] if with_pandas else None
         print(
-            f"{'command':<36}{'seconds':>9}{'peak GB':>9}" + (f"{'x pandas':>10}" if base else "")
+            f"{'command':<36}{'median s':>9}{'min-max s':>12}{'peak GB':>9}"
+            + (f"{'x pandas':>10}" if base else "")
         )
-        for name, seconds, rss in rows:
-            ratio = f"{base / seconds:>10.1f}" if base else ""
-            print(f"{name:<36}{seconds:>9.2f}{rss:>9.2f}{ratio}")
+        for name, r in runs.items():
+            seconds = [s for s, _ in r]
+            spread = f"{min(seconds):.2f}-{max(seconds):.2f}"
+            ratio = f"{base / median[name]:>10.1f}" if base else ""
+            print(f"{name:<36}{median[name]:>9.2f}{spread:>12}{max(g for _, g in r):>9.2f}{ratio}")
+        print(f"({args.repeat} runs of each command, interleaved; ratios of the medians)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
