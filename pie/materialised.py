@@ -29,7 +29,7 @@ SCHEMA = "materialised"
 RELATIONS = (
     "model_accuracy",
     "class_recall_stats",
-    "modal_labels",
+    "population_modes",
     "pie_unranked",
     "pie_accuracy",
     "pie_classes",

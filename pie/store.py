@@ -43,8 +43,10 @@ LOCK_FILE = ".lock"  # `writer_lock`: the one writing stage of a work root
 VIEWS = (
     "model_populations",
     "population_predictions",
+    "populations",
     "population_votes",
     "label_votes",
+    "population_modes",
     "model_accuracy",
     "class_recall",
     "class_recall_stats",

@@ -12,20 +12,36 @@
 -- the rule 'exclude' (setting mode_tie_break) such an image is neither PIE nor non-PIE: is_pie is
 -- null. cie_rank: 1 for the image whose label distributions differ most (largest l1_distance,
 -- ties by key) within its (dataset, population): the CIE ranking, any compression method.
--- Computed from pie_unranked (materialised); the ranking is a window over it, which DuckDB skips
--- when a query does not use cie_rank.
+-- population_id, key_id: the integer ids the analysis joins on (populations, image_keys).
+-- pie_unranked (what `pie analyze` stores) with the names and keys; the ranking is a window,
+-- which DuckDB skips when a query does not use cie_rank.
 with unranked as (
     select *
     from pie_unranked
+),
+
+named as (
+    select
+        u.dataset,
+        p.experiment,
+        p.method,
+        p.sparsity,
+        k.key,
+        u.* exclude (dataset, population_id, key_id),
+        u.population_id,
+        u.key_id
+    from unranked as u
+    inner join populations as p using (population_id)
+    inner join image_keys as k using (key_id)
 ),
 
 final as (
     select
         *,
         row_number() over (
-            partition by dataset, experiment, method, sparsity order by l1_distance desc, key
+            partition by dataset, population_id order by l1_distance desc, key
         ) as cie_rank
-    from unranked
+    from named
 )
 
 select * from final

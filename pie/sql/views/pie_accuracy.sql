@@ -8,9 +8,10 @@
 -- the other rows dataset = pie_dataset. Images
 -- excluded by the tie rule 'exclude' (is_pie null) are in neither subset.
 with membership as (
-    select dataset as pie_dataset, experiment, method, sparsity, key_id, is_pie
-    from pie
-    where is_pie is not null
+    select u.dataset as pie_dataset, u.population_id, p.dense_population_id, u.key_id, u.is_pie
+    from pie_unranked as u
+    inner join populations as p using (population_id)
+    where u.is_pie is not null
 ),
 
 clean as (
@@ -31,8 +32,8 @@ targets as (
 ),
 
 modes as (
-    select dataset, experiment, method, sparsity, key_id, n_models, fraction_correct
-    from modal_labels
+    select dataset, population_id, key_id, n_models, fraction_correct
+    from population_modes
 ),
 
 evaluated as (
@@ -41,9 +42,7 @@ evaluated as (
         t.pie_dataset,
         t.corruption,
         t.severity,
-        m.experiment,
-        m.method,
-        m.sparsity,
+        m.population_id,
         m.is_pie,
         b.n_models * b.fraction_correct as baseline_correct,
         b.n_models as baseline_n,
@@ -52,19 +51,16 @@ evaluated as (
     from membership as m
     inner join targets as t on t.pie_dataset = m.pie_dataset
     inner join modes as b
-        on b.dataset = t.dataset and b.experiment = m.experiment and b.key_id = m.key_id
-        and b.sparsity = 0
+        on b.dataset = t.dataset and b.population_id = m.dense_population_id
+        and b.key_id = m.key_id
     inner join modes as v
-        on v.dataset = t.dataset and v.experiment = m.experiment and v.key_id = m.key_id
-        and v.method = m.method and v.sparsity = m.sparsity
+        on v.dataset = t.dataset and v.population_id = m.population_id and v.key_id = m.key_id
 ),
 
-final as (
+per_subset as (
     select
         dataset,
-        experiment,
-        method,
-        sparsity,
+        population_id,
         is_pie,
         any_value(pie_dataset) as pie_dataset,
         any_value(corruption) as corruption,
@@ -73,7 +69,24 @@ final as (
         sum(baseline_correct) / sum(baseline_n) as baseline_top1,
         sum(variant_correct) / sum(variant_n) as variant_top1
     from evaluated
-    group by dataset, experiment, method, sparsity, is_pie
+    group by dataset, population_id, is_pie
+),
+
+final as (
+    select
+        s.dataset,
+        p.experiment,
+        p.method,
+        p.sparsity,
+        s.is_pie,
+        s.pie_dataset,
+        s.corruption,
+        s.severity,
+        s.n_images,
+        s.baseline_top1,
+        s.variant_top1
+    from per_subset as s
+    inner join populations as p using (population_id)
 )
 
 select * from final

@@ -1,51 +1,41 @@
--- pie_unranked: one row per (dataset, variant population, image): view pie without its ranking
--- (materialised by `pie analyze`; pie adds cie_rank when a query asks for it). See pie for the
--- columns.
--- keys: (dataset, experiment, method, sparsity, key)
--- key_id: the key interned (image_keys); images are matched on it, not on the key string.
+-- pie_unranked: one row per (dataset, variant population, image): view pie on integer ids, without
+-- names, keys or the ranking (pie adds them). What `pie analyze` stores; see pie for the columns.
+-- keys: (dataset, population_id, key_id)
+-- population_id: the variant population (populations); its baseline is the population's
+-- dense_population_id. key_id: the image's key interned (image_keys).
 with tie_rule as (
     select coalesce(any_value(value), 'largest') as rule
     from settings
     where name = 'mode_tie_break'
 ),
 
-modes as (
-    select *
-    from modal_labels
+variant as (
+    select m.*, p.dense_population_id
+    from population_modes as m
+    inner join populations as p using (population_id)
+    where p.sparsity > 0
 ),
 
 dense as (
-    select * from modes where sparsity = 0
+    select m.*
+    from population_modes as m
+    inner join populations as p using (population_id)
+    where p.sparsity = 0
 ),
 
-variant as (
-    select * from modes where sparsity > 0
-),
-
-counts as (
+votes as (
     select
-        m.dataset,
-        m.experiment,
-        m.sparsity,
-        m.population_id,
-        m.key_id,
+        v.dataset,
+        v.population_id,
+        p.sparsity,
+        p.dense_population_id,
+        v.key_id,
         v.pred,
         v.n_votes,
         m.n_models
     from population_votes as v
-    inner join modes as m using (dataset, population_id, key_id)
-),
-
-dense_counts as (
-    select dataset, experiment, key_id, pred, n_votes, n_models
-    from counts
-    where sparsity = 0
-),
-
-variant_counts as (
-    select dataset, experiment, population_id, key_id, pred, n_votes, n_models
-    from counts
-    where sparsity > 0
+    inner join population_modes as m using (dataset, population_id, key_id)
+    inner join populations as p using (population_id)
 ),
 
 overlap as (
@@ -55,18 +45,19 @@ overlap as (
         v.key_id,
         sum(least(v.n_votes * d.n_models, d.n_votes * v.n_models))
         / (any_value(v.n_models) * any_value(d.n_models)) as overlap
-    from variant_counts as v
-    inner join dense_counts as d using (dataset, experiment, key_id, pred)
+    from votes as v
+    inner join votes as d
+        on d.dataset = v.dataset and d.population_id = v.dense_population_id
+        and d.key_id = v.key_id and d.pred = v.pred
+    where v.sparsity > 0
     group by v.dataset, v.population_id, v.key_id
 ),
 
 joined as (
     select
         v.dataset,
-        v.experiment,
-        v.method,
-        v.sparsity,
-        v.key,
+        v.population_id,
+        v.key_id,
         v.label,
         d.mode as baseline_mode,
         v.mode as variant_mode,
@@ -85,18 +76,18 @@ joined as (
         d.mode = v.label as baseline_correct,
         v.mode = v.label as variant_correct,
         2 - 2 * coalesce(o.overlap, 0) as l1_distance,
-        d.tied or v.tied as tie_decided,
-        v.population_id,
-        v.key_id
+        d.tied or v.tied as tie_decided
     from variant as v
-    inner join dense as d using (dataset, experiment, key_id)
+    inner join dense as d
+        on d.dataset = v.dataset and d.population_id = v.dense_population_id
+        and d.key_id = v.key_id
     left join overlap as o
         on o.dataset = v.dataset and o.population_id = v.population_id and o.key_id = v.key_id
     cross join tie_rule as t
 ),
 
 final as (
-    select * exclude (population_id)
+    select *
     from joined
 )
 
