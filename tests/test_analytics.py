@@ -57,6 +57,19 @@ def test_analyze_materialises_and_readers_use_the_tables(analysed):
     assert analyze.main(analysed, AnalyzeConfig(experiment="exp", dataset="d")) is False
 
 
+def test_every_stored_relation_is_unique_on_the_keys_its_header_states(analysed):
+    """The `-- keys:` line of each materialised view is its grain (and the order it is stored
+    in): no two rows share them."""
+    con = store.connect(analysed, read_only=True)
+    for name in materialised.RELATIONS:
+        keys = materialised.keys(name)
+        n, distinct = store.rows(
+            con, f"select count(*), count(distinct ({keys})) from materialised.{name}"
+        )[0]
+        assert n == distinct > 0, name
+    con.close()
+
+
 def test_new_predictions_make_it_stale_never_silently_read(analysed):
     """A new dataset's predictions change the fingerprint: summary refuses, the views compute
     from the predictions (the new dataset's PIEs are there), `pie analyze` brings it back."""
