@@ -1,7 +1,7 @@
 """`pie analyze` against idiomatic pandas at the paper's scale, each as its own process.
 
     .venv/bin/python bench/analytics.py [--keys 50000] [--models 30] [--scale 1] [--memory 2GB]
-                                        [--repeat 3]
+                                        [--repeat 4]
 
 Generates, reproducibly (seed 0), predictions of the paper's shape: 6 populations (dense and
 magnitude at 0.1 ... 0.9) x 30 models x 50,000 images x 1,000 classes (9 M rows), where images
@@ -15,10 +15,10 @@ as a separate process, start-up included:
    sets, per-class Welch t-tests of normalised recall (scipy.stats.ttest_ind),
 
 checks that PIE membership, t and p agree, and times a PIE count per sparsity through `pie sql`
-and `pie summary` as commands. Each command runs --repeat times, interleaved with the others
-(this machine is shared and noisy): the table prints the median, the range and the peak memory
-(max RSS) of each, and the ratios of the medians. --scale 10 multiplies the images (90 M rows, as
-with corrupted variants) and skips pandas.
+and `pie summary` as commands. Each command runs --repeat times, interleaved with the others in
+an order rotated each round (this machine is shared and noisy): the table prints the median, the
+range and the peak memory (max RSS) of each, and the ratios of the medians. --scale 10
+multiplies the images (90 M rows, as with corrupted variants) and skips pandas.
 
 pandas comes from the `dev` extras (`make env`); without it the pandas side is skipped.
 """
@@ -231,7 +231,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=1, help="x images (10: 90 M rows)")
     parser.add_argument("--memory", default=None, help="memory_limit [2GB; 4GB at scale > 1]")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs of each command, interleaved [3]: medians"
+        "--repeat", type=int, default=4, help="runs of each command, interleaved [4]: medians"
     )
     args = parser.parse_args()
     keys = args.keys * args.scale
@@ -265,9 +265,12 @@ def main() -> None:
         commands["pie sql: PIE count per sparsity"] = pie("sql", count + " order by 1", *root)
         commands["pie summary"] = pie("summary", *root)
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        for i in range(args.repeat):  # interleaved, so that the machine's noise hits all alike
-            for name, command in commands.items():
-                seconds, rss, text = timed(command)
+        names = list(commands)
+        for i in range(args.repeat):
+            # interleaved, so that the machine's noise hits all alike, and in an order rotated
+            # each round: on this VM a command run right after pandas (1.5 GB) is ~0.2 s slower
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                seconds, rss, text = timed(commands[name])
                 runs[name].append((seconds, rss))
                 if i == 0 and name.startswith("pie analyze"):
                     print(text.strip().splitlines()[-1])
