@@ -1,6 +1,6 @@
 """Open a report page in headless Chromium: check it and take screenshots.
 
-    python -m report.browser work/report/index.html report.png [--full-page]
+    python -m report.browser work/report/index.html report.png [--full-page | --section ID]
 
 Playwright drives the system's Chromium (`chromium` on PATH, Debian's package: `make browser`
 installs it); nothing is downloaded. Every request the page makes other than `file:`, `data:`
@@ -99,21 +99,38 @@ def visit(index: Path, class_id: int | None = None, screenshot: Path | None = No
         return Visit(list(problems), figures, cards, thumbnails, filtered)
 
 
-def screenshot(index: Path, out: Path, full_page: bool = False) -> Path:
-    """A PNG of the page as it opens (the viewport, or the whole page)."""
+def screenshot(index: Path, out: Path, full_page: bool = False, section: str | None = None) -> Path:
+    """A PNG of the page as it opens: the viewport, the whole page, or one section (an element
+    id: top1, classes, pies, gallery, robustness)."""
     with opened(index) as (page, problems):
-        page.screenshot(path=str(out), full_page=full_page)
+        if section is None:
+            page.screenshot(path=str(out), full_page=full_page)
+        else:
+            element = page.locator(f"#{section}")
+            if element.count() != 1:
+                raise PieError(f"the report at {index} has no section #{section}")
+            element.screenshot(path=str(out))
     if problems:
         raise PieError(f"the report at {index} has problems: {problems[0]}")
     return out
 
 
+USAGE = "usage: python -m report.browser INDEX.html OUT.png [--full-page | --section ID]"
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3) or (len(argv) == 3 and argv[2] != "--full-page"):
-        print("usage: python -m report.browser INDEX.html OUT.png [--full-page]", file=sys.stderr)
+    options = argv[2:]
+    valid = options in ([], ["--full-page"]) or (len(options) == 2 and options[0] == "--section")
+    if len(argv) < 2 or not valid:
+        print(USAGE, file=sys.stderr)
         return 2
     try:
-        screenshot(Path(argv[0]), Path(argv[1]), full_page=len(argv) == 3)
+        screenshot(
+            Path(argv[0]),
+            Path(argv[1]),
+            full_page=options == ["--full-page"],
+            section=options[1] if len(options) == 2 else None,
+        )
     except PieError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
