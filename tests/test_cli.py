@@ -8,6 +8,7 @@ import shutil
 import polars as pl
 import pytest
 from conftest import FMNIST_DIR, assert_one_line_error, pie
+from PIL import Image
 
 from pie import store
 from pie.paths import open_root
@@ -362,3 +363,8 @@ def test_report_opens_in_a_browser_and_its_gallery_filters(run, tmp_path):
     assert seen.figures == 5
     assert seen.cards == seen.thumbnails == min(page_size, n_pie) > 0
     assert seen.filtered == min(page_size, n_label) != seen.cards
+    page, gallery = str(root.report / "index.html"), tmp_path / "gallery.png"
+    assert browser.main([page, str(gallery), "--section", "gallery"]) == 0
+    with Image.open(gallery) as image:  # the section alone: narrower than the 1280 px viewport
+        assert 0 < image.width < 1280 and image.height > 0
+    assert browser.main([page, str(gallery), "--section", "nope"]) == 2

@@ -155,3 +155,12 @@ def test_unknown_dataset_and_bad_setting_are_refused_in_one_line(analysed):
     bad.write_text(CONFIG + "[report]\nthumbnail = 2\n")
     result = report(analysed, "--config", str(bad), ok=False)
     assert_one_line_error(result, "report.thumbnail must be in [8, 512]")
+
+
+def test_screenshot_command_refuses_bad_arguments(capsys):
+    from report import browser
+
+    assert browser.main(["index.html"]) == 2
+    assert browser.main(["index.html", "out.png", "--section"]) == 2
+    assert browser.main(["index.html", "out.png", "--full"]) == 2
+    assert capsys.readouterr().err.count("usage:") == 3
