@@ -59,8 +59,8 @@ def main() -> None:
         start = time.perf_counter()
         with store.transaction(con):
             con.executemany(
-                "insert into predictions values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [[*r.values(), i] for i, r in enumerate(rows)],
+                "insert into predictions values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [[*r.values(), i, 0] for i, r in enumerate(rows)],
             )
         loop = args.baseline_rows / (time.perf_counter() - start)
         con.close()

@@ -231,8 +231,9 @@ def insert_predictions(
     con: duckdb.DuckDBPyConnection, select: str, params: Sequence[Any] = ()
 ) -> int:
     """Store the rows of `select` (a query with the columns PREDICTION_COLUMNS, by name) in
-    `predictions`, each with its key interned in `image_keys` (new keys get the next ids, in key
-    order), and add their counts to `model_class_counts`; returns the number of rows. With
+    `predictions`, each with its key interned in `image_keys` and its model id in `model_ords`
+    (new ones get the next ids, in sorted order), and add their counts to
+    `model_class_counts`; returns the number of rows. With
     delete_predictions, the one way predictions are written: callers hold the transaction (and
     the work root's writer lock)."""
     columns = ", ".join(PREDICTION_COLUMNS)
@@ -241,16 +242,21 @@ def insert_predictions(
         list(params),
     )
     try:
+        for table, name, ordinal in (
+            ("image_keys", "key", "key_id"),
+            ("model_ords", "model_id", "model_ord"),
+        ):
+            con.execute(
+                f"insert into {table} ({name}, {ordinal})"
+                f" select {name}, (select coalesce(max({ordinal}), 0) from {table})"
+                f" + row_number() over (order by {name})"
+                f" from (select distinct {name} from _incoming anti join {table} using ({name}))"
+            )
         con.execute(
-            "insert into image_keys (key, key_id)"
-            " select key, (select coalesce(max(key_id), 0) from image_keys)"
-            " + row_number() over (order by key)"
-            " from (select distinct key from _incoming anti join image_keys using (key))"
-        )
-        con.execute(
-            f"insert into predictions ({columns}, key_id)"
-            f" select {', '.join('i.' + c for c in PREDICTION_COLUMNS)}, k.key_id"
+            f"insert into predictions ({columns}, key_id, model_ord)"
+            f" select {', '.join('i.' + c for c in PREDICTION_COLUMNS)}, k.key_id, m.model_ord"
             " from _incoming as i inner join image_keys as k using (key)"
+            " inner join model_ords as m using (model_id)"
         )
         # counts of the new rows, summed with any the same (model, dataset, class) already has
         con.execute(

@@ -2,8 +2,8 @@
 -- key: (model_id, dataset, key); uniqueness is guaranteed by writing each (model_id, dataset)
 -- pair in one transaction that first deletes the pair's old rows and ends with its
 -- inference_runs row (no index: billions of rows). Rows are written and deleted only through
--- store.insert_predictions and store.delete_predictions, which fill key_id and keep
--- model_class_counts in step.
+-- store.insert_predictions and store.delete_predictions, which fill key_id and model_ord and
+-- keep model_class_counts in step.
 create table if not exists predictions (
     model_id varchar not null,
     dataset varchar not null,
@@ -13,5 +13,6 @@ create table if not exists predictions (
     top5 integer[] not null,  -- top-5 class ids, best first
     p_label float not null,   -- softmax probability of the true label
     p_pred float not null,    -- softmax probability of pred
-    key_id integer not null   -- the key interned (image_keys): what the analysis groups on
+    key_id integer not null,  -- the key interned (image_keys): what the analysis groups on
+    model_ord integer not null  -- the model id interned (model_ords): what it joins models on
 );

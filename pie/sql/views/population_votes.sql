@@ -15,7 +15,7 @@ with votes as (
         count(*) as n_votes,
         sum(p.p_label) as sum_p_label
     from predictions as p
-    inner join model_populations as m using (model_id)
+    inner join model_populations as m using (model_ord)
     group by p.dataset, m.population_id, p.key_id, p.pred
 ),
 
