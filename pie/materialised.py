@@ -1,13 +1,14 @@
 """Materialised analysis: the heavy views computed once by `pie analyze`, read by everyone after.
 
 Each view in RELATIONS keeps its one definition in `pie/sql/views/<name>.sql`. `build` creates the
-table `materialised.<name>` from that view, in dependency order, and points the connection's
-name at it (a temporary view, which shadows the stored one), so each relation is computed from
-the materialised ones before it: the predictions are scanned once in all (population_votes,
-held in memory for the build: TRANSIENT; model_class_counts is a table, counted when the
-predictions are stored). The fingerprint of the
-inputs (view `analysis_inputs`: predictions, inference runs, models, datasets, analysis
-settings) is stored with every table in `materialisations`.
+table `materialised.<name>` from that view, in dependency order and sorted by the keys its header
+states, and points the connection's name at it (a temporary view, which shadows the stored one),
+so each relation is computed from the materialised ones before it. The predictions are scanned
+once in all: for population_votes, held in memory for the build only (TRANSIENT);
+model_class_counts is a table counted when the predictions are stored. The public views over
+the stored ones (modal_labels, pie, ...) only add names, keys and the CIE ranking. The
+fingerprint of the inputs (view `analysis_inputs`: predictions, inference runs, models,
+datasets, analysis settings) is stored with every table in `materialisations`.
 
 Staleness: `attach` points a reader's connection at the materialised tables only when the stored
 fingerprint equals the current one; otherwise the names keep resolving to the views, which
