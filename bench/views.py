@@ -10,44 +10,33 @@ Paper shape: 6 populations (dense + 5 sparsities) x 30 models x 50,000 images x 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from pie import store
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-SPARSITIES = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
-PENALTY = (0.0, 0.02, 0.1, 0.25, 0.5, 1.0)  # how much each sparsity hurts sensitive images
+from pie import store  # noqa: E402
+
+# the predictions of bench/analytics.py's generator (one source of synthetic paper-shape data)
+spec = importlib.util.spec_from_file_location("bench_analytics", REPO / "bench" / "analytics.py")
+bench_analytics = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench_analytics)
+SPARSITIES = bench_analytics.SPARSITIES
 
 
 def synthetic(keys: int, models: int, rng: np.random.Generator) -> pa.Table:
-    """Images differ in difficulty (some are mostly misclassified, towards one confusable class)
-    and in how much pruning hurts them: top-1 falls from about 0.76 (dense) to 0.62 (0.9)."""
-    labels = rng.integers(0, 1000, keys).astype(np.int32)
-    confusable = (labels[:, None] + rng.integers(1, 1000, (keys, 3))) % 1000
-    easy, sensitivity = rng.normal(1.8, 2.0, keys), rng.exponential(1.0, keys)
-    parts = []
-    for sparsity, penalty in zip(SPARSITIES, PENALTY, strict=True):
-        p_right = 1 / (1 + np.exp(-(easy - penalty * sensitivity)))
-        for m in range(models):
-            right = rng.random(keys) < p_right
-            which = np.where(rng.random(keys) < 0.7, 0, rng.integers(1, 3, keys))
-            pred = np.where(right, labels, confusable[np.arange(keys), which]).astype(np.int32)
-            parts.append(
-                pl.DataFrame(
-                    {
-                        "model_id": f"s{sparsity}-m{m}",
-                        "dataset": "bench",
-                        "key": [f"k{i}" for i in range(keys)],
-                        "label": labels,
-                        "pred": pred,
-                        "sparsity": sparsity,
-                    }
-                )
-            )
-    return pl.concat(parts).to_arrow()
+    """bench/analytics.py's predictions in one table, with each model's sparsity."""
+    return pa.concat_tables(
+        table.append_column("sparsity", pa.array([sparsity] * table.num_rows))
+        for sparsity, _, table in bench_analytics.synthetic(keys, models, rng)
+    )
 
 
 def polars_pies(df: pl.DataFrame) -> pl.DataFrame:
@@ -85,11 +74,7 @@ def main() -> None:
             [model_id, "dense" if sparsity == 0 else "magnitude", sparsity, sparsity],
         )
     con.register("synthetic", table)
-    store.insert_predictions(
-        con,
-        "select model_id, dataset, key, label, pred, [pred] as top5, 0.5 as p_label,"
-        " 0.5 as p_pred from synthetic",
-    )
+    store.insert_predictions(con, "select * exclude (sparsity) from synthetic")
     print(
         f"{table.num_rows:,} prediction rows ({args.keys:,} images x {args.models} models x "
         f"{len(SPARSITIES)} populations)"
