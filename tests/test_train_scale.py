@@ -41,17 +41,12 @@ CONFIGS = sorted((REPO / "pie" / "configs").glob("*.toml"))
 
 def tiny_toml(tmp_path: Path, **extra) -> Path:
     """TINY_TRAIN as a config file, one magnitude model at 0.5, in this process's workers."""
-    settings = dict(
-        epochs=3,
-        batch_size=16,
-        prune_start_epoch=0.5,
-        prune_end_epoch=2,
-        prune_frequency=1,
-        device="cpu",
-        workers=1,
-        sparsities=[0.5],
-        seeds=1,
-    )
+    default = TrainConfig()
+    settings = {  # the fields TINY_TRAIN sets, then these
+        f.name: getattr(TINY, f.name)
+        for f in dataclasses.fields(TINY)
+        if f.name != "experiment" and getattr(TINY, f.name) != getattr(default, f.name)
+    } | dict(workers=1, sparsities=[0.5], seeds=1)
     lines = ['name = "t"', "[train]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in {**settings, **extra}.items()]
     path = tmp_path / "tiny.toml"
