@@ -79,7 +79,9 @@ def rebuild(con: duckdb.DuckDBPyConnection, cfg: AnalyzeConfig, started: datetim
 def main(root: WorkRoot, cfg: AnalyzeConfig, force: bool = False) -> bool:
     """Bring the materialised analysis up to date; returns whether anything was recomputed."""
     started = datetime.now()
-    with store.connect(root) as con:
+    # the work root's one writer while it runs: beside a running `pie infer` or `pie train` it
+    # stops at once, naming it, rather than analyse predictions that are still arriving
+    with store.writer_lock(root, "pie analyze"), store.connect(root) as con:
         store.configure(con, cfg.memory_limit, cfg.threads)
         if not store.rows(con, "select count(*) from predictions")[0][0]:
             raise PieError("no predictions: run `pie infer` first")

@@ -70,6 +70,14 @@ def test_every_stored_relation_is_unique_on_the_keys_its_header_states(analysed)
     con.close()
 
 
+def test_analyze_beside_another_writer_stops_at_once_naming_it(analysed):
+    cfg = AnalyzeConfig(experiment="exp", dataset="d")
+    busy = pytest.raises(PieError, match=r"is being written by pid \d+: pie infer")
+    with store.writer_lock(analysed, "pie infer"), busy:
+        analyze.main(analysed, cfg, force=True)
+    assert analyze.main(analysed, cfg, force=True)  # the lock went with its holder
+
+
 def test_new_predictions_make_it_stale_never_silently_read(analysed):
     """A new dataset's predictions change the fingerprint: summary refuses, the views compute
     from the predictions (the new dataset's PIEs are there), `pie analyze` brings it back."""
