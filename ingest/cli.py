@@ -166,11 +166,8 @@ def imagenet_c(
 
     check_name(parent, "--parent dataset name")
     work = open_root(root)
-    con = store.connect(work, read_only=True)
-    try:
+    with store.connect(work, read_only=True) as con:
         space = catalog.label_space(con, catalog.dataset(con, parent)["label_space"])
-    finally:
-        con.close()
     pack.main(
         work,
         load(cfg_path, workers, None, shard_max_count, shard_max_size),
@@ -202,11 +199,8 @@ def csv_manifest(
     if label_space in catalog.BUILTIN_SPACES:
         space = catalog.BUILTIN_SPACES[label_space]()
     else:
-        con = store.connect(work, read_only=True)
-        try:
+        with store.connect(work, read_only=True) as con:
             space = catalog.label_space(con, label_space)
-        finally:
-            con.close()
     pack.main(
         work,
         load(cfg_path, workers, seed, shard_max_count, shard_max_size),
