@@ -452,3 +452,89 @@ def test_reference_schedule_without_any_update_is_refused():
         check_schedule(cfg, 64)
     check_schedule(dataclasses.replace(cfg, prune_frequency=2), 64)  # fires at step 2
     check_schedule(dataclasses.replace(cfg, masked_weights="frozen"), 64)  # pie: at begin
+
+
+REFERENCE_RANK = """
+import sys
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from pie.models import prunable_weights
+from train.pruning import ReferencePruner, Schedule
+from train.trainer import param_groups, share_masks
+
+
+def run(rank, store, out):  # rank -1: one process alone, on the whole batch
+    if rank >= 0:
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)
+    )
+    generator = torch.Generator().manual_seed(100 + max(rank, 0))  # rank 1: other draws
+    schedule = Schedule(0.6, begin_step=1, end_step=5, frequency=2, reference=True)
+    share = share_masks if rank >= 0 else None
+    pruner = ReferencePruner(
+        model, prunable_weights(model), "random_independent", schedule, generator, share=share
+    )
+    groups = param_groups(model, 1e-2, "reference")
+    opt = torch.optim.SGD(groups, lr=0.5, momentum=0.9, nesterov=True)
+    net = nn.parallel.DistributedDataParallel(model) if rank >= 0 else model
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 20, generator=g), torch.randint(0, 4, (16,), generator=g)
+    mine = slice(8 * rank, 8 * rank + 8) if rank >= 0 else slice(0, 16)
+    for step in range(8):
+        pruner.update(step, opt)
+        loss = F.cross_entropy(net(x[mine]), y[mine])
+        opt.zero_grad()
+        loss.backward()
+        pruner.mask_gradients()
+        opt.step()
+    raw = {n: w.detach().clone() for n, w in pruner.weights.items()}
+    masks = dict(pruner.masks)
+    pruner.finish()
+    torch.save({"raw": raw, "masks": masks, "state": model.state_dict()}, out)
+
+
+if __name__ == "__main__":
+    run(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+"""
+
+
+def test_reference_under_ddp_takes_rank_zeros_masks_and_averages_masked_gradients(tmp_path):
+    """Two gloo ranks, each half of a global batch of 16, random_independent under "reference"
+    with a different generator on rank 1: both ranks end with rank 0's masks, and raw weights and
+    checkpoint equal to one process on the whole batch (a model without batch norm)."""
+    script = tmp_path / "rank.py"
+    script.write_text(REFERENCE_RANK)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                str(rank),
+                str(tmp_path / "store"),
+                str(tmp_path / f"{rank}.pt"),
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        for rank in (0, 1)
+    ]
+    alone: dict = {"__name__": "alone"}
+    exec(REFERENCE_RANK, alone)
+    alone["run"](-1, "", str(tmp_path / "-1.pt"))
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err.decode()[-2000:]
+    out = {r: torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in (0, 1, -1)}
+    for name, mask in out[-1]["masks"].items():
+        assert not mask.all()  # pruned
+        assert torch.equal(out[0]["masks"][name], mask) and torch.equal(out[1]["masks"][name], mask)
+        assert torch.equal(out[0]["raw"][name], out[1]["raw"][name])
+        assert torch.allclose(out[0]["raw"][name], out[-1]["raw"][name], rtol=1e-5, atol=1e-6)
+    for name, value in out[-1]["state"].items():
+        assert torch.allclose(out[0]["state"][name], value, rtol=1e-5, atol=1e-6), name
