@@ -318,9 +318,10 @@ def bernoulli_masks(
 
 
 class Pruner:
-    """Owns the masks of a model's prunable weights (see the module docstring for what a
-    masked weight gets). Call `update(t, optimizer)` at the start of every step t, before the
-    forward pass; `backward` masks the gradients (`mask_gradient`, a hook on each weight)."""
+    """masked_weights = "frozen": owns the masks of a model's prunable weights (see the module
+    docstring for what a masked weight gets). Call `update(t, optimizer)` at the start of every
+    step t, before the forward pass; `backward` masks the gradients (`mask_gradient`, a hook on
+    each weight)."""
 
     def __init__(
         self,
@@ -333,6 +334,8 @@ class Pruner:
     ):
         if method not in METHODS:
             raise ValueError(f"unknown pruning method {method!r} (known: {', '.join(METHODS)})")
+        if schedule.reference:
+            raise ValueError("masked_weights = frozen takes pie's firing rule, not the reference's")
         self.weights = weights
         self.method = method
         self.schedule = schedule
