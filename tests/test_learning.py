@@ -135,6 +135,7 @@ def test_dense_and_90_percent_pruned_models_learn_and_the_summary_adds_up(root, 
         assert row["mean_top1"] == pytest.approx(statistics.mean(top1[m] for m in members))
         assert row["std_top1"] == pytest.approx(statistics.stdev(top1[m] for m in members))
     pruned = rows[1]
+    assert pruned["n_classes_tested"] == CLASSES  # the classes the test set holds
     modes = {k: mode(v) for k, v in votes[("magnitude", 0.9, "learn")].items()}
     pies = [k for k in modes if modes[k][0] != dense_modes[k][0]]
     assert pruned["n_pie"] == len(pies)
