@@ -23,7 +23,7 @@ from pie.errors import PieError
 from pie.models import create, prunable_weights
 from pie.paths import WorkRoot
 from train import population, trainer
-from train.pruning import Pruner, Schedule, sparsity_report
+from train.pruning import Pruner, ReferencePruner, Schedule, sparsity_report
 from train.trainer import check_schedule, make_job, train_one
 
 REPO = Path(__file__).resolve().parent.parent
@@ -371,3 +371,170 @@ def test_the_watcher_alone_ends_an_orphan(tmp_path):
         """,
     )
     kill_and_check(parent, tmp_path, 1)
+
+
+# -- masked_weights = "reference" through train_one -----------------------------------------
+
+REFERENCE = dataclasses.replace(TINY, masked_weights="reference", prune_frequency=2)
+
+
+def test_reference_checkpoint_is_the_training_forward_in_a_stock_state_dict(packed, monkeypatch):
+    """random_independent under "reference": the saved state_dict loads strictly into the stock
+    model and equals the training model's effective weights raw w * mask, whose kept entries
+    carry 1 / (1 - s) (s of the last update: steps 2, 4, 6, 8 of 12, last_update from 0)."""
+    seen = {}
+    real = ReferencePruner.finish
+
+    def recording(self):
+        seen["raw"] = {n: w.detach().clone() for n, w in self.weights.items()}
+        seen["factor"] = {n: f.clone() for n, f in self.factors.items()}
+        seen["effective"] = {n: m.weight.detach().clone() for n, m in self.modules.items()}
+        seen["last_update"], seen["masks"] = self.last_update, dict(self.masks)
+        real(self)
+
+    monkeypatch.setattr(ReferencePruner, "finish", recording)
+    job = make_job("t", "random_independent", 0.6, seed=0)
+    sidecar = train_one(packed, REFERENCE, job, 10, "fashion-mnist")
+    state = torch.load(packed.checkpoint(job.model_id) / "model.pt", weights_only=True)
+    stock = create("small_cnn", 10, 1, 28)
+    stock.load_state_dict(state)  # strict: stock names, nothing extra
+    assert seen["last_update"] == 8 and sidecar.schedule["end_step"] == 8
+    scale = torch.tensor(1 / (1 - 0.6), dtype=torch.float32)  # s at step 8 = end: the target
+    for name in ("conv1.weight", "conv2.weight", "fc1.weight"):
+        keep = seen["masks"][name]
+        assert torch.equal(state[name], seen["effective"][name])
+        assert torch.equal(state[name], seen["raw"][name] * seen["factor"][name])
+        assert torch.equal(seen["factor"][name][keep], scale.expand(int(keep.sum())))
+        assert (state[name][~keep] == 0).all()
+        assert abs((~keep).float().mean().item() - 0.6) < 0.1  # a Bernoulli draw
+    checkpoints.load(packed.checkpoint(job.model_id))  # pie's own loader takes it as well
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random_independent"])
+def test_reference_resumes_between_mask_updates_to_the_same_bytes(packed, method):
+    """A state saved at step 5 (updates at 2, 4, 6, 8) holds the raw weights, the masks and
+    last_update; the resumed job's model.pt equals an uninterrupted run's, byte for byte."""
+    cfg = dataclasses.replace(REFERENCE, save_every=5)
+    job = make_job("t", method, 0.6, seed=0)
+    path = packed.path / "resume" / f"{job.model_id}.pt"
+
+    class Stop(Exception):
+        pass
+
+    real = trainer.resume.save
+
+    def save_then_die(*args, **kwargs):
+        real(*args, **kwargs)
+        raise Stop
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer.resume, "save", save_then_die)
+        with pytest.raises(Stop):
+            train_one(packed, cfg, job, 10, "fashion-mnist")
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 5 and state["pruner"]["last_update"] == 4
+    assert "fc1.parametrizations.weight.original" in state["model"]  # the raw weights
+    assert not state["pruner"]["masks"]["fc1.weight"].all()
+    resumed = train_one(packed, cfg, job, 10, "fashion-mnist")
+    assert not path.exists()
+    weights = (packed.checkpoint(job.model_id) / checkpoints.WEIGHTS).read_bytes()
+    whole = train_one(packed, dataclasses.replace(cfg, save_every=0), job, 10, "fashion-mnist")
+    assert whole.sha256 == resumed.sha256
+    assert (packed.checkpoint(job.model_id) / checkpoints.WEIGHTS).read_bytes() == weights
+
+
+def test_reference_schedule_without_any_update_is_refused():
+    # 4 steps per epoch: begin = end = 2, but the first update needs step >= 0 + 3
+    cfg = dataclasses.replace(
+        REFERENCE, sparsities=(0.5,), prune_start_epoch=0.5, prune_end_epoch=0.5, prune_frequency=3
+    )
+    with pytest.raises(PieError, match=r"no mask update would fire: .* \[2, 2\] .* = 3"):
+        check_schedule(cfg, 64)
+    check_schedule(dataclasses.replace(cfg, prune_frequency=2), 64)  # fires at step 2
+    check_schedule(dataclasses.replace(cfg, masked_weights="frozen"), 64)  # pie: at begin
+
+
+REFERENCE_RANK = """
+import sys
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from pie.models import prunable_weights
+from train.pruning import ReferencePruner, Schedule
+from train.trainer import param_groups, share_masks
+
+
+def run(rank, store, out):  # rank -1: one process alone, on the whole batch
+    if rank >= 0:
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)
+    )
+    generator = torch.Generator().manual_seed(100 + max(rank, 0))  # rank 1: other draws
+    schedule = Schedule(0.6, begin_step=1, end_step=5, frequency=2, reference=True)
+    share = share_masks if rank >= 0 else None
+    pruner = ReferencePruner(
+        model, prunable_weights(model), "random_independent", schedule, generator, share=share
+    )
+    groups = param_groups(model, 1e-2, "reference")
+    opt = torch.optim.SGD(groups, lr=0.5, momentum=0.9, nesterov=True)
+    net = nn.parallel.DistributedDataParallel(model) if rank >= 0 else model
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 20, generator=g), torch.randint(0, 4, (16,), generator=g)
+    mine = slice(8 * rank, 8 * rank + 8) if rank >= 0 else slice(0, 16)
+    for step in range(8):
+        pruner.update(step, opt)
+        loss = F.cross_entropy(net(x[mine]), y[mine])
+        opt.zero_grad()
+        loss.backward()
+        pruner.mask_gradients()
+        opt.step()
+    raw = {n: w.detach().clone() for n, w in pruner.weights.items()}
+    masks = dict(pruner.masks)
+    pruner.finish()
+    torch.save({"raw": raw, "masks": masks, "state": model.state_dict()}, out)
+
+
+if __name__ == "__main__":
+    run(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+"""
+
+
+def test_reference_under_ddp_takes_rank_zeros_masks_and_averages_masked_gradients(tmp_path):
+    """Two gloo ranks, each half of a global batch of 16, random_independent under "reference"
+    with a different generator on rank 1: both ranks end with rank 0's masks, and raw weights and
+    checkpoint equal to one process on the whole batch (a model without batch norm)."""
+    script = tmp_path / "rank.py"
+    script.write_text(REFERENCE_RANK)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                str(rank),
+                str(tmp_path / "store"),
+                str(tmp_path / f"{rank}.pt"),
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        for rank in (0, 1)
+    ]
+    alone: dict = {"__name__": "alone"}
+    exec(REFERENCE_RANK, alone)
+    alone["run"](-1, "", str(tmp_path / "-1.pt"))
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err.decode()[-2000:]
+    out = {r: torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in (0, 1, -1)}
+    for name, mask in out[-1]["masks"].items():
+        assert not mask.all()  # pruned
+        assert torch.equal(out[0]["masks"][name], mask) and torch.equal(out[1]["masks"][name], mask)
+        assert torch.equal(out[0]["raw"][name], out[1]["raw"][name])
+        assert torch.allclose(out[0]["raw"][name], out[-1]["raw"][name], rtol=1e-5, atol=1e-6)
+    for name, value in out[-1]["state"].items():
+        assert torch.allclose(out[0]["state"][name], value, rtol=1e-5, atol=1e-6), name

@@ -227,11 +227,19 @@ def test_the_reference_recipe_is_the_papers():
     assert learning_rate(60 * 312, total, per_epoch, cfg) == pytest.approx(0.016)
     assert learning_rate(80 * 312, total, per_epoch, cfg) == pytest.approx(0.0016)
     model = create("resnet50", 1000, 3, 224)
-    groups = trainer.param_groups(model, cfg.weight_decay)
+    assert cfg.masked_weights == "reference"
+    groups = trainer.param_groups(model, cfg.weight_decay, cfg.masked_weights)
     assert groups[0]["weight_decay"] == 1e-4 and groups[1]["weight_decay"] == 0.0
     bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
           for p in m.parameters()}  # fmt: skip
-    assert bn and bn <= {id(p) for p in groups[1]["params"]}
+    # the reference's l2 loss: every variable but batch norm's, the classifier bias included
+    assert bn == {id(p) for p in groups[1]["params"]}
+    assert any(p is model.fc.bias for p in groups[0]["params"])
+    # its updates: last_update + 500 <= step within [9984, 24960]
+    plan = trainer.schedule(cfg, 0.9, per_epoch)
+    updates = plan.update_steps()
+    assert (updates[0], updates[1], updates[-1], len(updates)) == (9984, 10484, 24484, 30)
+    assert plan.sparsity_at(24484) == pytest.approx(0.9 * (1 - (476 / 14976) ** 3))
     weights = prunable_weights(model, cfg.prune_layers)
     assert "conv1.weight" in weights and "fc.weight" not in weights
     assert len(weights) == 53  # every conv of ResNet-50, the stem and the downsamples included

@@ -27,6 +27,7 @@ DATA_PATHS = ("auto", "memory", "stream")
 AUGMENTS = ("auto", "resized_crop_flip", "crop_flip", "flip", "none")
 LAYER_SETS = ("reference", "convs", "all")
 PRECISIONS = ("fp32", "bf16")
+MASKED_WEIGHTS = ("frozen", "reference")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class TrainConfig:
     warmup_epochs: float = 0.5
     momentum: float = 0.9
     nesterov: bool = True
-    weight_decay: float = 1e-4  # not on batch-norm parameters or biases
+    # frozen: not on batch-norm parameters or biases; reference: on all but batch norm's
+    weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     # auto: pad-4, random crop and flip for inputs <= 32 px, random resized crop (scale
     # 0.08-1) and flip above; or one of resized_crop_flip, crop_flip, flip, none
@@ -74,6 +76,12 @@ class TrainConfig:
     # but the last; convs = convolutions only; all = every conv and dense layer
     prune_layers: str = "reference"
     keep_layers: tuple[str, ...] = ()  # fnmatch patterns of weight names left dense
+    # what a masked weight is (train.pruning): "frozen" holds it at 0, without gradient or
+    # momentum; "reference" (the study's TF pruning) trains the raw weight under the forward
+    # w * mask, recomputes masks from the raw |w| (pruned weights can return), scales the kept
+    # weights of random_independent by 1 / (1 - s), fires updates when last_update +
+    # prune_frequency <= step, and puts weight decay on biases too
+    masked_weights: str = "frozen"
     # execution
     device: str = "auto"
     threads: int = 1  # torch threads per model: part of what makes a checkpoint bit-exact
@@ -97,6 +105,7 @@ class TrainConfig:
             "data": (self.data, DATA_PATHS),
             "prune_layers": (self.prune_layers, LAYER_SETS),
             "precision": (self.precision, PRECISIONS),
+            "masked_weights": (self.masked_weights, MASKED_WEIGHTS),
         }
         for key, (value, known) in choices.items():
             if value not in known:

@@ -2,7 +2,8 @@
 `<root>/resume/<model_id>.pt`, and a later run of the same command continues from it.
 
 The state is everything the next step depends on: weights and batch-norm statistics, the
-optimizer's state (momentum), the pruner's masks and the values it keeps for masked weights,
+optimizer's state (momentum), the pruner's masks and the values it keeps for masked weights
+(under masked_weights = "reference": the raw weights, the masks, their scale and last_update),
 the step (which fixes the epoch, the position in the epoch's order, the learning rate and the
 pruning schedule: they are all functions of the step), the last losses, and every RNG (torch's
 CPU and CUDA generators, the pruner's generator, NumPy's and Python's global ones). The data

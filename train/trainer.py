@@ -36,7 +36,7 @@ from pie.models import create, prunable_weights, resolve_device
 from pie.paths import WorkRoot
 from train import augment, data, finetune, remote, resume
 from train.config import TrainConfig
-from train.pruning import Masks, Pruner, Schedule, sparsity_report
+from train.pruning import Masks, Pruner, ReferencePruner, Schedule, sparsity_report
 
 
 @dataclass(frozen=True)
@@ -71,22 +71,34 @@ def steps(cfg: TrainConfig, n_images: int) -> tuple[int, int]:
 
 def schedule(cfg: TrainConfig, sparsity: float, steps_per_epoch: int) -> Schedule:
     """The pruning schedule in steps; steps are counted from 0 and masks update at the start
-    of a step, so `prune_start_epoch = prune_end_epoch = 0` prunes to target before step 0."""
+    of a step, so `prune_start_epoch = prune_end_epoch = 0` prunes to target before step 0
+    (under masked_weights = "frozen"; "reference" fires by the reference's rule)."""
     return Schedule(
         sparsity,
         round(cfg.prune_start_epoch * steps_per_epoch),
         round(cfg.prune_end_epoch * steps_per_epoch),
         cfg.prune_frequency,
+        reference=cfg.masked_weights == "reference",
     )
 
 
 def check_schedule(cfg: TrainConfig, n_images: int) -> None:
     """Refuse a config whose pruned models would end below target: the last mask update
-    (at `end_step`, see `Schedule.is_update`) must fall on a step that runs."""
+    (at `end_step` under "frozen", see `Schedule.update_steps`) must fall on a step that runs;
+    under "reference", some update must fire at all."""
     if not any(s > 0 for s in cfg.sparsities):
         return
     steps_per_epoch, total = steps(cfg, n_images)
-    end = schedule(cfg, 1.0, steps_per_epoch).end_step
+    plan = schedule(cfg, 1.0, steps_per_epoch)
+    updates = plan.update_steps()
+    if not updates:
+        raise PieError(
+            f"no mask update would fire: under masked_weights = reference an update needs a step"
+            f" t in [{plan.begin_step}, {plan.end_step}] (prune_start_epoch, prune_end_epoch) with"
+            f" t >= prune_frequency = {plan.frequency} (last_update starts at 0); widen the"
+            " pruning epochs or lower prune_frequency"
+        )
+    end = updates[-1]
     if end > total - 1:
         raise PieError(
             f"prune_end_epoch = {cfg.prune_end_epoch:g} puts the last mask update at step {end}, "
@@ -109,10 +121,29 @@ def learning_rate(step: int, total: int, steps_per_epoch: int, cfg: TrainConfig)
     return base * 0.1**passed
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv and dense weights only, not on batch-norm parameters or biases."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    rest = [p for p in model.parameters() if p.ndim <= 1]
+BATCH_NORMS = (
+    torch.nn.BatchNorm1d,
+    torch.nn.BatchNorm2d,
+    torch.nn.BatchNorm3d,
+    torch.nn.SyncBatchNorm,
+)
+
+
+def param_groups(
+    model: torch.nn.Module, weight_decay: float, masked_weights: str = "frozen"
+) -> list[dict[str, Any]]:
+    """Weight decay on conv and dense weights only, not on batch-norm parameters or biases
+    ("frozen"); or on every parameter but batch norm's, biases included (masked_weights =
+    "reference": the reference's l2 loss covers every variable but batch norm's)."""
+    if masked_weights == "reference":
+        norms = {
+            id(p) for m in model.modules() if isinstance(m, BATCH_NORMS) for p in m.parameters()
+        }
+        decay = [p for p in model.parameters() if id(p) not in norms]
+    else:
+        decay = [p for p in model.parameters() if p.ndim > 1]
+    chosen = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if id(p) not in chosen]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
@@ -288,14 +319,22 @@ def train_one(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
-        param_groups(model, cfg.weight_decay), lr=0.0, momentum=cfg.momentum, nesterov=cfg.nesterov
+        param_groups(model, cfg.weight_decay, cfg.masked_weights),
+        lr=0.0,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
     )
     plan = schedule(cfg, job.sparsity, steps_per_epoch)
     pruner = None
     if job.sparsity > 0:
         weights = prunable_weights(model, cfg.prune_layers, cfg.keep_layers)
         share = share_masks if world.distributed else None
-        pruner = Pruner(weights, job.method, plan, generator, tuple(cfg.block), share)
+        if cfg.masked_weights == "reference":
+            pruner = ReferencePruner(
+                model, weights, job.method, plan, generator, tuple(cfg.block), share
+            )
+        else:
+            pruner = Pruner(weights, job.method, plan, generator, tuple(cfg.block), share)
 
     # where a killed run of this job stopped
     state_file = resume.state_path(root, job.model_id)
@@ -344,6 +383,8 @@ def train_one(
                 )
             distributed.barrier(world)
 
+    if pruner is not None:
+        pruner.finish()  # "reference": w * mask baked into the stock weights
     test_top1 = evaluate(model, root, cfg, device, world, eval_center_crop_only)
     if not world.is_main:
         distributed.barrier(world)
