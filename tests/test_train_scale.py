@@ -276,21 +276,6 @@ def test_torchrun_two_cpu_ranks_train_one_checkpoint(packed, tmp_path):
     assert abs(alone.test_top1 - sidecar.test_top1) <= 0.15
 
 
-def test_masks_are_rank_zeros_under_a_process_group(tmp_path):
-    """One gloo rank in this process: share_masks goes through the collective and comes back
-    as the same boolean masks."""
-    import torch.distributed as dist
-
-    store = dist.FileStore(str(tmp_path / "store"), 1)
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
-    try:
-        masks = {"a": torch.rand(5, 7) < 0.5, "b": torch.zeros(3, dtype=torch.bool)}
-        shared = trainer.share_masks(masks)
-    finally:
-        dist.destroy_process_group()
-    assert all(shared[k].dtype == torch.bool and torch.equal(shared[k], masks[k]) for k in masks)
-
-
 # -- resume -----------------------------------------------------------------------------------
 
 
