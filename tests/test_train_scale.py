@@ -193,6 +193,57 @@ def test_gpu_option_on_cpu_is_one_line_at_the_cli(packed, tmp_path):
     assert_one_line_error(result, "precision = bf16 need a CUDA device")
 
 
+@pytest.fixture
+def algorithm_flags():
+    """torch's process-wide algorithm settings, put back after the test."""
+    cudnn = torch.backends.cudnn
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.deterministic,
+        cudnn.benchmark,
+    )
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    cudnn.deterministic, cudnn.benchmark = saved[2:]
+
+
+def test_deterministic_algorithms_always_on_cpu_and_on_cuda_only_when_asked(
+    packed, tmp_path, monkeypatch, algorithm_flags
+):
+    cudnn, cuda = torch.backends.cudnn, torch.device("cuda")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    # CUDA by default: the fastest kernels, cudnn timing its algorithms, nothing forced
+    assert trainer.determinism(TINY, cuda) is False
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert cudnn.benchmark and not cudnn.deterministic
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    # CUDA with train.deterministic: what each library needs for it
+    assert trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda) is True
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert cudnn.deterministic and not cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    # too late (CUDA started without it) or a value cuBLAS does not make deterministic: refused
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":1:1")
+    with pytest.raises(PieError, match="one of :4096:8, :16:8, the environment has ':1:1'"):
+        trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(PieError, match="before CUDA starts, and CUDA started without it"):
+        trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
+    # CPU: deterministic algorithms whatever the setting, and the sidecar says so
+    torch.use_deterministic_algorithms(False)
+    pie("train", "-c", str(tiny_toml(tmp_path)), "--root", str(packed.path))
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    sidecar = checkpoints.read_sidecar(packed.checkpoint("t-magnitude-s0.5-seed0"))
+    assert (sidecar.config["deterministic"], sidecar.deterministic) == (False, True)
+    # an execution setting: the checkpoint stands when it changes
+    toml = tiny_toml(tmp_path, deterministic=True)
+    assert "1 already there" in pie("train", "-c", str(toml), "--root", str(packed.path)).output
+
+
 # -- recipes ----------------------------------------------------------------------------------
 
 SECTIONS = {
