@@ -332,7 +332,9 @@ def test_torchrun_two_cpu_ranks_train_one_checkpoint(packed, tmp_path):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_a_run_killed_midway_resumes_to_the_same_bytes(packed, tmp_path):
-    toml = tiny_toml(tmp_path, epochs=60, save_every=10)
+    """SIGKILL inside the pruning schedule, then a new process: 240 steps, masks updated at
+    steps 2, 12, ..., 192 and 200, states every 15 steps, each strictly between two updates."""
+    toml = tiny_toml(tmp_path, epochs=60, save_every=15, prune_end_epoch=50, prune_frequency=10)
     model_id = "t-magnitude-s0.5-seed0"
     state = packed.path / "resume" / f"{model_id}.pt"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -350,7 +352,8 @@ def test_a_run_killed_midway_resumes_to_the_same_bytes(packed, tmp_path):
     assert state.exists()
     assert not (packed.checkpoint(model_id) / "model.json").exists()  # killed midway
     saved_at = torch.load(state, weights_only=True)["step"]
-    assert 0 < saved_at < 240
+    assert 0 < saved_at < 200 and saved_at % 15 == 0  # inside the schedule
+    assert (saved_at - 2) % 10 != 0  # between two mask updates
 
     result = pie("train", "-c", str(toml), "--root", str(packed.path))
     assert "1 resumed" in result.output
