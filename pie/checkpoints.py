@@ -62,6 +62,8 @@ class Sidecar:
     torch_version, device, seconds  where and how long it trained
     world_size             processes that trained it together (torchrun), 1 without
     data                   the input path it took: 'memory' or 'stream' ('' before these fields)
+    deterministic          whether only deterministic algorithms ran: always on CPU, on CUDA
+                           with `train.deterministic` (false in sidecars from before this field)
     sha256                 of `model.pt`; `load` refuses weights that do not match
     path                   the checkpoint directory relative to the work root
                            (`checkpoints/<model_id>`): resolve it with `directory(root)`
@@ -93,6 +95,7 @@ class Sidecar:
     path: str = ""  # filled in by `save`
     world_size: int = 1
     data: str = ""
+    deterministic: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

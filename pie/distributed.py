@@ -1,13 +1,23 @@
 """Several processes, torch's way: `torchrun` starts them and sets RANK, WORLD_SIZE,
-LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `init` joins the process group (gloo on CPU, nccl
-on CUDA) and says who this process is. Without torchrun it is a world of one and nothing
-is initialised, so every stage runs the same code in one process or in many.
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `init` joins the process group and says who this
+process is. Without torchrun it is a world of one and nothing is initialised, so every stage
+runs the same code in one process or in many.
 
     torchrun --nproc_per_node=4 -m pie train ...
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\
         --rdzv_endpoint=HOST:29500 -m pie infer ...
 
-Only rank 0 writes the database and the checkpoints; the others compute.
+Backends (`backend`): gloo on CPU; on CUDA "cpu:gloo,cuda:nccl", so a CUDA tensor goes
+through nccl and a CPU tensor through gloo. nccl alone has no CPU path (an all_reduce of a CPU
+tensor fails under it), so with this mapping every collective works whatever device its
+tensor is on. Object collectives (`broadcast_object`) and barriers go through gloo too (torch
+takes the cpu backend for them when one is mapped). Each process still takes the GPU of its
+LOCAL_RANK (`torch.cuda.set_device`) before the group starts, so that nccl's communicators and
+the process's CUDA work land on that GPU rather than all on GPU 0.
+
+Every collective pie makes goes through the helpers here: `broadcast_object`, `broadcast`,
+`all_reduce_sum`, `barrier`. Only rank 0 writes the database and the checkpoints; the others
+compute.
 """
 
 from __future__ import annotations
@@ -40,10 +50,17 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def backend(device: torch.device) -> str:
+    """The backend `init_process_group` gets for a run on `device`: "gloo" on CPU,
+    "cpu:gloo,cuda:nccl" on CUDA (nccl for CUDA tensors, gloo for CPU tensors and objects)."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def init(device: torch.device) -> World:
     """Join the process group when launched by torchrun; a world of one otherwise.
 
-    On CUDA each process takes the GPU of its LOCAL_RANK. Idempotent.
+    On CUDA each process takes the GPU of its LOCAL_RANK first, then the group starts with
+    `backend(device)`. Idempotent.
     """
     if not launched():
         return World()
@@ -52,7 +69,7 @@ def init(device: torch.device) -> World:
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend(device))
     return World(rank, size, local_rank)
 
 
@@ -75,6 +92,20 @@ def broadcast_object(world: World, value: Any, src: int = 0) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def broadcast(world: World, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Rank `src`'s `tensor` on every rank, in place; returns it."""
+    if world.distributed:
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
+def all_reduce_sum(world: World, tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of `tensor` over the ranks, in place on every rank; returns it."""
+    if world.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 def shutdown(world: World) -> None:

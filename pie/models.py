@@ -65,6 +65,33 @@ def small_cnn(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return SmallCNN(num_classes, in_channels, image_size)
 
 
+class TinyCNN(nn.Module):
+    """A test arch, not for studies: SmallCNN's layout (two strided 3x3 convolutions, a hidden
+    dense layer, the classifier) at width 8 and 32 hidden units, without batch norm.
+
+    Without batch norm a training step does not depend on how the global batch is split over
+    processes (batch-norm statistics are per process under DistributedDataParallel), so a
+    multi-process run can be checked weight for weight against a one-process run.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, width: int = 8):
+        super().__init__()
+        side = math.ceil(math.ceil(image_size / 2) / 2)
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.fc1 = nn.Linear(2 * width * side * side, 32)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.conv2(self.conv1(x).relu()).relu()
+        return self.fc(self.fc1(x.flatten(1)).relu())
+
+
+@register("tiny_cnn")
+def tiny_cnn(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    return TinyCNN(num_classes, in_channels, image_size)
+
+
 def torchvision_resnet(name: str) -> Constructor:
     def build(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
         if in_channels != 3:

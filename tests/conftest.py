@@ -75,18 +75,24 @@ def con() -> duckdb.DuckDBPyConnection:
     connection.close()
 
 
-@pytest.fixture
-def packed(root: WorkRoot, tmp_path: Path) -> WorkRoot:
-    """`root` with a random 64-image fmnist-train and 20-image fmnist-test packed."""
+def pack_tiny(root: WorkRoot, scratch: Path) -> WorkRoot:
+    """`root` with a random 64-image fmnist-train and 20-image fmnist-test packed (IDX files
+    written to `scratch`)."""
     from ingest import pack, sources
     from ingest.config import IngestConfig
 
     rng = np.random.default_rng(0)
     for stem, n in (("train", 64), ("t10k", 20)):
-        write_idx(tmp_path / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(tmp_path / f"{stem}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
-    pack.main(root, IngestConfig(), [sources.fashion_mnist(tmp_path, s) for s in ("train", "test")])
+        write_idx(scratch / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(scratch / f"{stem}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    pack.main(root, IngestConfig(), [sources.fashion_mnist(scratch, s) for s in ("train", "test")])
     return root
+
+
+@pytest.fixture
+def packed(root: WorkRoot, tmp_path: Path) -> WorkRoot:
+    """`root` with a random 64-image fmnist-train and 20-image fmnist-test packed."""
+    return pack_tiny(root, tmp_path)
 
 
 @pytest.fixture

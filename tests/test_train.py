@@ -461,6 +461,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from pie.models import prunable_weights
 from train.pruning import ReferencePruner, Schedule
+from functools import partial
+from pie.distributed import World
 from train.trainer import param_groups, share_masks
 
 
@@ -475,7 +477,7 @@ def run(rank, store, out):  # rank -1: one process alone, on the whole batch
     )
     generator = torch.Generator().manual_seed(100 + max(rank, 0))  # rank 1: other draws
     schedule = Schedule(0.6, begin_step=1, end_step=5, frequency=2, reference=True)
-    share = share_masks if rank >= 0 else None
+    share = partial(share_masks, World(rank, 2)) if rank >= 0 else None
     pruner = ReferencePruner(
         model, prunable_weights(model), "random_independent", schedule, generator, share=share
     )

@@ -193,6 +193,57 @@ def test_gpu_option_on_cpu_is_one_line_at_the_cli(packed, tmp_path):
     assert_one_line_error(result, "precision = bf16 need a CUDA device")
 
 
+@pytest.fixture
+def algorithm_flags():
+    """torch's process-wide algorithm settings, put back after the test."""
+    cudnn = torch.backends.cudnn
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.deterministic,
+        cudnn.benchmark,
+    )
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    cudnn.deterministic, cudnn.benchmark = saved[2:]
+
+
+def test_deterministic_algorithms_always_on_cpu_and_on_cuda_only_when_asked(
+    packed, tmp_path, monkeypatch, algorithm_flags
+):
+    cudnn, cuda = torch.backends.cudnn, torch.device("cuda")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    # CUDA by default: the fastest kernels, cudnn timing its algorithms, nothing forced
+    assert trainer.determinism(TINY, cuda) is False
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert cudnn.benchmark and not cudnn.deterministic
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    # CUDA with train.deterministic: what each library needs for it
+    assert trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda) is True
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert cudnn.deterministic and not cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    # too late (CUDA started without it) or a value cuBLAS does not make deterministic: refused
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":1:1")
+    with pytest.raises(PieError, match="one of :4096:8, :16:8, the environment has ':1:1'"):
+        trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(PieError, match="before CUDA starts, and CUDA started without it"):
+        trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
+    # CPU: deterministic algorithms whatever the setting, and the sidecar says so
+    torch.use_deterministic_algorithms(False)
+    pie("train", "-c", str(tiny_toml(tmp_path)), "--root", str(packed.path))
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    sidecar = checkpoints.read_sidecar(packed.checkpoint("t-magnitude-s0.5-seed0"))
+    assert (sidecar.config["deterministic"], sidecar.deterministic) == (False, True)
+    # an execution setting: the checkpoint stands when it changes
+    toml = tiny_toml(tmp_path, deterministic=True)
+    assert "1 already there" in pie("train", "-c", str(toml), "--root", str(packed.path)).output
+
+
 # -- recipes ----------------------------------------------------------------------------------
 
 SECTIONS = {
@@ -284,27 +335,14 @@ def test_torchrun_two_cpu_ranks_train_one_checkpoint(packed, tmp_path):
     assert abs(alone.test_top1 - sidecar.test_top1) <= 0.15
 
 
-def test_masks_are_rank_zeros_under_a_process_group(tmp_path):
-    """One gloo rank in this process: share_masks goes through the collective and comes back
-    as the same boolean masks."""
-    import torch.distributed as dist
-
-    store = dist.FileStore(str(tmp_path / "store"), 1)
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
-    try:
-        masks = {"a": torch.rand(5, 7) < 0.5, "b": torch.zeros(3, dtype=torch.bool)}
-        shared = trainer.share_masks(masks)
-    finally:
-        dist.destroy_process_group()
-    assert all(shared[k].dtype == torch.bool and torch.equal(shared[k], masks[k]) for k in masks)
-
-
 # -- resume -----------------------------------------------------------------------------------
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_a_run_killed_midway_resumes_to_the_same_bytes(packed, tmp_path):
-    toml = tiny_toml(tmp_path, epochs=60, save_every=10)
+    """SIGKILL inside the pruning schedule, then a new process: 240 steps, masks updated at
+    steps 2, 12, ..., 192 and 200, states every 15 steps, each strictly between two updates."""
+    toml = tiny_toml(tmp_path, epochs=60, save_every=15, prune_end_epoch=50, prune_frequency=10)
     model_id = "t-magnitude-s0.5-seed0"
     state = packed.path / "resume" / f"{model_id}.pt"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -322,7 +360,8 @@ def test_a_run_killed_midway_resumes_to_the_same_bytes(packed, tmp_path):
     assert state.exists()
     assert not (packed.checkpoint(model_id) / "model.json").exists()  # killed midway
     saved_at = torch.load(state, weights_only=True)["step"]
-    assert 0 < saved_at < 240
+    assert 0 < saved_at < 200 and saved_at % 15 == 0  # inside the schedule
+    assert (saved_at - 2) % 10 != 0  # between two mask updates
 
     result = pie("train", "-c", str(toml), "--root", str(packed.path))
     assert "1 resumed" in result.output

@@ -9,8 +9,9 @@ from pie.config import DEVICES
 # settings that do not change any model's weights: how the run executes, and which jobs exist
 # (a job is one method, sparsity and seed); every other setting is part of what a checkpoint is.
 # `save_every` is execution only because a resumed job is bit-identical to an uninterrupted one;
-# `channels_last` and `compile` change kernels, not the computation (float rounding aside, as
-# on another GPU); `precision` changes the arithmetic and is part of what a checkpoint is.
+# `channels_last`, `compile` and `deterministic` change kernels, not the computation (float
+# rounding aside, as on another GPU); `precision` changes the arithmetic and is part of what a
+# checkpoint is.
 EXECUTION = (
     "device",
     "threads",
@@ -19,6 +20,7 @@ EXECUTION = (
     "save_every",
     "channels_last",
     "compile",
+    "deterministic",
 )
 POPULATION = ("methods", "sparsities", "seeds")
 
@@ -90,6 +92,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA only)
     channels_last: bool = False  # CUDA only
     compile: bool = False  # torch.compile the model, CUDA only
+    # CUDA: deterministic algorithms only (cudnn.deterministic, no cudnn.benchmark, cuBLAS's
+    # fixed workspace), slower; off: the fastest kernels. CPU runs are always deterministic.
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         for s in self.sparsities:

@@ -42,6 +42,7 @@ from train.trainer import (
     check_device,
     check_schedule,
     check_world,
+    determinism,
     make_job,
     preprocess,
     train_one,
@@ -123,6 +124,7 @@ def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
     (on rank 0; an empty list on the other ranks)."""
     started = datetime.now()
     device = resolve_device(cfg.device)
+    determinism(cfg, device)  # before CUDA starts (CUBLAS_WORKSPACE_CONFIG)
     world = distributed.init(device)
     check_world(cfg, world)
     check_device(cfg, device)

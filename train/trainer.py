@@ -3,14 +3,16 @@ evaluation, checkpoint. Runs in a worker process (or in every torchrun process, 
 and never touches the database.
 
 Determinism: the torch seed is derived from (experiment, method, sparsity, seed); the data
-order and augmentation come from (seed, epoch, step) (`train.data`); `threads` is fixed; so
-the same job gives a bit-identical `model.pt` on CPU, resumed or not (`train.resume`).
+order and augmentation come from (seed, epoch, step) (`train.data`); `threads` is fixed; on CPU
+only deterministic algorithms run; so the same job gives a bit-identical `model.pt` on CPU,
+resumed or not (`train.resume`). On CUDA the fast kernels run (cudnn.benchmark on) unless
+`train.deterministic` asks for deterministic ones (`determinism`).
 
 Under torchrun every process runs `train_one` for the same job: the model is wrapped in
-DistributedDataParallel (gloo on CPU, nccl on CUDA), each process takes its slice of every
-global batch (`batch_size` is the global batch, the learning rate follows it), the pruning
-masks are computed on rank 0 and broadcast, test top-1 is summed over the ranks, and rank 0
-alone writes resumable states and the checkpoint.
+DistributedDataParallel (`pie.distributed`: gloo on CPU, nccl for CUDA tensors), each process
+takes its slice of every global batch (`batch_size` is the global batch, the learning rate
+follows it), the pruning masks are computed on rank 0 and broadcast, test top-1 is summed over
+the ranks, and rank 0 alone writes resumable states and the checkpoint.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from pie import checkpoints, distributed
@@ -173,13 +176,47 @@ def check_device(cfg: TrainConfig, device: torch.device) -> None:
         raise PieError(f"{', '.join(asked)} need a CUDA device; this run trains on {device}")
 
 
-def share_masks(masks: Masks) -> Masks:
+CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")  # the values cuBLAS takes for reproducible results
+
+
+def determinism(cfg: TrainConfig, device: torch.device) -> bool:
+    """Set torch's algorithm choice for a run on `device`; returns whether only deterministic
+    algorithms run (recorded in the sidecar).
+
+    CPU: always deterministic algorithms (what makes a CPU `model.pt` bit-identical, resumed
+    or not). CUDA: by default the fastest kernels, cudnn.benchmark on (it times the convolution
+    algorithms for each new input shape and keeps the fastest) and no determinism asked; with
+    `train.deterministic` torch's deterministic algorithms only (an operation that has none
+    fails), cudnn.deterministic on, benchmark off, and CUBLAS_WORKSPACE_CONFIG=:4096:8, which
+    must be in the environment before CUDA starts: set here if unset, refused in one line if
+    CUDA already started without it."""
+    if device.type != "cuda":
+        torch.use_deterministic_algorithms(True)
+        return True
+    if cfg.deterministic:
+        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_initialized():
+            raise PieError(
+                "train.deterministic needs CUBLAS_WORKSPACE_CONFIG=:4096:8 before CUDA starts, "
+                "and CUDA started without it: set it in the environment"
+            )
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC[0])
+        if os.environ["CUBLAS_WORKSPACE_CONFIG"] not in CUBLAS_DETERMINISTIC:
+            raise PieError(
+                f"train.deterministic needs CUBLAS_WORKSPACE_CONFIG set to one of "
+                f"{', '.join(CUBLAS_DETERMINISTIC)}, the environment has "
+                f"{os.environ['CUBLAS_WORKSPACE_CONFIG']!r}"
+            )
+    torch.backends.cudnn.deterministic = cfg.deterministic
+    torch.backends.cudnn.benchmark = not cfg.deterministic
+    torch.use_deterministic_algorithms(cfg.deterministic)
+    return cfg.deterministic
+
+
+def share_masks(world: World, masks: Masks) -> Masks:
     """Rank 0's masks on every rank (bool tensors travel as uint8)."""
     out = {}
     for name, mask in masks.items():
-        box = mask.to(torch.uint8)
-        dist.broadcast(box, src=0)
-        out[name] = box.bool()
+        out[name] = distributed.broadcast(world, mask.to(torch.uint8), src=0).bool()
     return out
 
 
@@ -274,8 +311,7 @@ def evaluate(
         with autocast(cfg, device):
             pred = model(normalize(x, pre)).argmax(1).cpu()
         correct += torch.tensor([int((pred == y).sum()), len(y)])
-    if world.distributed:
-        dist.all_reduce(correct)
+    distributed.all_reduce_sum(world, correct)
     return int(correct[0]) / max(1, int(correct[1]))
 
 
@@ -297,12 +333,12 @@ def train_one(
     which write nothing). Continues from the job's resumable state when there is one."""
     started = time.time()
     device = resolve_device(cfg.device)
+    deterministic = determinism(cfg, device)  # before CUDA starts
     world = distributed.init(device)
     device = distributed.device_of(world, device)
     check_world(cfg, world)
     check_device(cfg, device)
     torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     pre = preprocess(cfg)
     shards = data.shard_set(root.shards(cfg.dataset), cfg.dataset)
     path = data.choose_path(cfg.data, shards.n_images, pre, shards.remote)
@@ -328,7 +364,7 @@ def train_one(
     pruner = None
     if job.sparsity > 0:
         weights = prunable_weights(model, cfg.prune_layers, cfg.keep_layers)
-        share = share_masks if world.distributed else None
+        share = partial(share_masks, world) if world.distributed else None
         if cfg.masked_weights == "reference":
             pruner = ReferencePruner(
                 model, weights, job.method, plan, generator, tuple(cfg.block), share
@@ -425,6 +461,7 @@ def train_one(
         seconds=round(time.time() - started, 2),
         world_size=world.size,
         data=path,
+        deterministic=deterministic,
     )
     saved = checkpoints.save(root, model.cpu(), sidecar)
     state_file.unlink(missing_ok=True)
