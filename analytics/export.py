@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from analytics.config import ExportConfig
-from pie import catalog, console, store
+from pie import catalog, console, durable, store
 from pie.catalog import DatasetSpec, is_recorded, record_dataset
 from pie.config import to_dict
 from pie.errors import PieError
@@ -116,7 +116,7 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
     frame = pl.DataFrame([flat(r) for r in rows])
     partial = path.with_name(path.name + ".partial")
     frame.write_parquet(partial) if path.suffix == ".parquet" else frame.write_csv(partial)
-    partial.replace(path)
+    durable.replace(partial, path)
 
 
 def main(root: WorkRoot, cfg: ExportConfig, force: bool = False) -> Path:

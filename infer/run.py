@@ -26,7 +26,8 @@ stops at once, but the database only for the planning step and each load step: `
 Under torchrun every rank evaluates its share of each group's batches into its own parts; rank 0
 plans, holds the lock and loads. At the start of a run, `.tmp` parts (a run killed mid-write) are
 removed, complete leftover pairs are loaded, or dropped if their checkpoint or dataset changed
-since. Kill it at any point and rerun: finished pairs stay, nothing is duplicated or partial.
+since; a part that cannot be read (a crash before its data reached the disk) is dropped. Kill
+it at any point and rerun: finished pairs stay, nothing is duplicated or partial.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from infer.sink import (
     load_pair,
     part_meta,
     part_path,
+    read_leftovers,
     read_part_info,
 )
 from pie import catalog, checkpoints, console, distributed, store
@@ -169,10 +171,9 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
                 return None
             return Fingerprint(models[model_id].sha256, dataset_hash(shards))
 
-        leftover_rows, dropped = 0, 0
-        complete, incomplete = complete_pairs(
-            [read_part_info(p) for p in sorted(staging.glob("*.parquet"))]
-        )
+        leftover_rows = 0
+        readable, dropped = read_leftovers(sorted(staging.glob("*.parquet")))
+        complete, incomplete = complete_pairs(readable)
         for parts in complete:
             if parts[0].fingerprint == current(parts[0].model_id, parts[0].dataset):
                 leftover_rows += load_pair(con, parts)

@@ -37,6 +37,7 @@ from typing import Any, BinaryIO
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from pie import durable
 from pie.errors import PieError
 
 INDEX = "index.json"
@@ -174,7 +175,7 @@ def publish(partial: Path, out_dir: Path, shards: Sequence[ShardFile]) -> None:
     write_index(partial, out_dir.name, shards)
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    partial.rename(out_dir)
+    durable.replace(partial, out_dir)
 
 
 def write_shards(
