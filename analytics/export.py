@@ -120,7 +120,14 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 
 
 def main(root: WorkRoot, cfg: ExportConfig, force: bool = False) -> Path:
-    """Write the export (skipped when it exists, unless `force`); returns its directory."""
+    """Write the export (skipped when it exists, unless `force`); returns its directory. The
+    run is the work root's one writer (`store.writer_lock`: beside another it stops at once,
+    naming it); it reads the PIE set, writes the shards, then records them in a short step."""
+    with store.writer_lock(root, f"pie export {export_name(cfg)}"):
+        return write(root, cfg, force)
+
+
+def write(root: WorkRoot, cfg: ExportConfig, force: bool) -> Path:
     started = datetime.now()
     subset = "nonpie" if cfg.non_pie else "pie"
     what = "non-PIE" if cfg.non_pie else "PIE"
