@@ -74,7 +74,7 @@ from pie.errors import PieError
 from pie.images import Preprocess, center_crop_only
 from pie.models import resolve_device
 from pie.paths import WorkRoot
-from pie.shards import INDEX, dataset_hash
+from pie.shards import INDEX, check_present, dataset_hash
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,7 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
     done, stale = 0, 0
     for d in datasets:
         content = dataset_hash(dirs[d["name"]])
+        check_present(dirs[d["name"]])
         by_geometry: dict[str, list[Member]] = {}
         for m in models.values():
             if m.label_space != d["label_space"]:

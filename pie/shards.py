@@ -302,6 +302,15 @@ def local_path(url: str) -> str | None:
     return url
 
 
+def check_present(directory: Path) -> None:
+    """Every local shard the index lists is there: a missing one is a user error naming it
+    (before a run starts rather than in a loader worker). Remote shards are not looked at."""
+    for url, _ in shard_urls(directory):
+        path = local_path(url)
+        if path is not None and not Path(path).is_file():
+            raise PieError(f"shard {path} is missing: its dataset changed since it was packed")
+
+
 def shard_paths(directory: Path) -> list[Path]:
     """The local files of a dataset's shards; a `pipe:` shard has none (a user error)."""
     paths = []
@@ -370,7 +379,13 @@ def open_url(url: str) -> Iterator[BinaryIO]:
             raise PieError(f"shard command {command!r} exited with status {status}")
     elif parsed.scheme == "file" or not parsed.scheme or len(parsed.scheme) == 1:
         path = url2pathname(parsed.path) if parsed.scheme == "file" else url
-        with open(path, "rb") as f:
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            raise PieError(
+                f"shard {path} is missing: its dataset changed since it was packed"
+            ) from None
+        with f:
             yield f
     else:
         from webdataset.gopen import gopen  # imports torch: only for remote schemes
