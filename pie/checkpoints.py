@@ -2,9 +2,10 @@
 as zeros, loadable into the stock model) and `checkpoints/<model_id>/model.json` (the sidecar,
 a `Sidecar`: everything needed to rebuild, preprocess for and trust the weights).
 
-A checkpoint is written whole into `<model_id>.partial`, then put in place by a rename: a new
-one by a plain rename, a replacement by swapping the two directories in one atomic call
-(Linux `renameat2(RENAME_EXCHANGE)`, macOS `renamex_np(RENAME_SWAP)`), so a reader always sees
+A checkpoint is written whole into `<model_id>.partial`, synced to disk (`pie.durable`), then
+put in place by a rename: a new one by a plain rename, a replacement by swapping the two
+directories in one atomic call (Linux `renameat2(RENAME_EXCHANGE)`, macOS
+`renamex_np(RENAME_SWAP)`), so a reader always sees
 a whole old or a whole new checkpoint, never none. Where no atomic swap exists the old one is
 first renamed to `<model_id>.old` (a moment with no checkpoint); `clean` puts it back if the
 process died there. What a killed job leaves (`.partial`, `.old`) is cleared by `clean`, which

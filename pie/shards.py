@@ -2,9 +2,9 @@
 
 A sample is one image with its integer label and JSON metadata, stored as
 `<key>.<ext>` (the source bytes, untouched), `<key>.cls` (the label in ASCII) and
-`<key>.json`. Shards are written into a `.partial` directory that is renamed into place
-once complete, so a dataset directory is either whole or absent. Bytes are reproducible:
-fixed mtime, owner and mode, samples in the order given, JSON with sorted keys.
+`<key>.json`. Shards are written into a `.partial` directory that is synced and renamed into
+place once complete (`pie.durable`), so a dataset directory is either whole or absent. Bytes
+are reproducible: fixed mtime, owner and mode, samples in the order given, JSON with sorted keys.
 
 Where one shard ends is decided by the samples alone (`shard_bounds`): at most `max_count`
 samples, and a shard closes before the sample whose image bytes, plus `SAMPLE_OVERHEAD` for

@@ -71,7 +71,7 @@ def killed_after(root: WorkRoot, seconds: float, *args: str) -> None:
 
 def contents(root: WorkRoot) -> tuple[dict, dict]:
     """(every table's rows, sorted, without timings; `runs` as (stage, experiment, config)
-    only, since a resumed run's summary counts what was left to do), (sha256 of every file
+    only, since a rerun's summary counts what was left to do), (sha256 of every file
     under the root by relative path, the database and the lock file aside)."""
     tables = {}
     with store.connect(root, read_only=True) as con:
@@ -86,8 +86,7 @@ def contents(root: WorkRoot) -> tuple[dict, dict]:
                     "select column_name from information_schema.columns where table_name = ?",
                     [table],
                 )
-                if c not in TIMINGS
-                and (table != "runs" or c in ("stage", "experiment", "config"))
+                if c not in TIMINGS and (table != "runs" or c in ("stage", "experiment", "config"))
             ]
             select = ", ".join(f'"{c}"' for c in columns)
             tables[table] = sorted(store.rows(con, f"select {select} from {table}"), key=repr)
@@ -100,10 +99,18 @@ def contents(root: WorkRoot) -> tuple[dict, dict]:
 
 
 def assert_same(killed: WorkRoot, reference: WorkRoot) -> None:
+    """Equal files and tables. `runs`, the log of finished runs, may lack the killed run when
+    it died after its last row was committed (the rerun then finds nothing to do), but never
+    holds a run twice."""
     got, want = contents(killed), contents(reference)
     assert got[1] == want[1]  # the same files, byte for byte, and no leftovers
+    assert got[0].keys() == want[0].keys()
     for table in want[0]:
-        assert got[0][table] == want[0][table], table
+        if table == "runs":
+            assert all(got[0][table].count(r) <= want[0][table].count(r) for r in got[0][table])
+            assert set(got[0][table]) <= set(want[0][table])
+        else:
+            assert got[0][table] == want[0][table], table
 
 
 def copies(base: WorkRoot, tmp_path: Path) -> tuple[WorkRoot, WorkRoot]:
@@ -147,14 +154,22 @@ def pies(tmp_path) -> WorkRoot:
     return base
 
 
-INGEST = [("ingest.pack", "write_shard", 1), ("ingest.pack", "publish", 1)]
+# mid-packing (one shard of three written), published but not recorded, inside the transaction
+INGEST = [
+    pytest.param(("ingest.pack", "write_shard", 1), marks=pytest.mark.slow),
+    ("ingest.pack", "publish", 1),
+    ("pie.store", "append", 2),
+]
+# the first variant published but not recorded; recorded, the second not
 CORRUPT = [("ingest.corrupt", "publish", 1), ("ingest.corrupt", "record", 1)]
+# inside the transaction: the relations materialised; class_tstats written too
 ANALYZE = [("pie.materialised", "build", 1), ("analytics.tstats", "class_tstats", 1)]
+# the shards published, no manifest; the manifest written, nothing recorded
 EXPORT = [("analytics.export", "write_shards", 1), ("analytics.export", "write_manifest", 1)]
 CORRUPT_ARGS = ("corrupt", "fmnist-test", "-x", "fog,gaussian_noise", "-s", "1", "--workers", "1")
 
 
-@pytest.mark.parametrize("moment", [*INGEST, ("pie.store", "append", 2)])
+@pytest.mark.parametrize("moment", INGEST)
 def test_ingest_killed_then_rerun_equals_an_uninterrupted_run(tmp_path, moment):
     killed, reference = (open_root(tmp_path / name) for name in ("killed", "reference"))
     args = ingest_args(fmnist_source(tmp_path / "fmnist"))
