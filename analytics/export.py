@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from analytics.config import ExportConfig
-from pie import catalog, console, store
+from pie import catalog, console, durable, store
 from pie.catalog import DatasetSpec, is_recorded, record_dataset
 from pie.config import to_dict
 from pie.errors import PieError
@@ -116,11 +116,18 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
     frame = pl.DataFrame([flat(r) for r in rows])
     partial = path.with_name(path.name + ".partial")
     frame.write_parquet(partial) if path.suffix == ".parquet" else frame.write_csv(partial)
-    partial.replace(path)
+    durable.replace(partial, path)
 
 
 def main(root: WorkRoot, cfg: ExportConfig, force: bool = False) -> Path:
-    """Write the export (skipped when it exists, unless `force`); returns its directory."""
+    """Write the export (skipped when it exists, unless `force`); returns its directory. The
+    run is the work root's one writer (`store.writer_lock`: beside another it stops at once,
+    naming it); it reads the PIE set, writes the shards, then records them in a short step."""
+    with store.writer_lock(root, f"pie export {export_name(cfg)}"):
+        return write(root, cfg, force)
+
+
+def write(root: WorkRoot, cfg: ExportConfig, force: bool) -> Path:
     started = datetime.now()
     subset = "nonpie" if cfg.non_pie else "pie"
     what = "non-PIE" if cfg.non_pie else "PIE"

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from pie import durable
 from pie.images import Preprocess, normalize
 
 ROW_GROUP = 32_768
@@ -148,7 +149,7 @@ class PartWriter:
         self.flush()
         self.writer.add_key_value_metadata(extra)
         self.writer.close()
-        self.tmp.rename(self.path)
+        durable.replace(self.tmp, self.path)
         return self.path
 
     def abandon(self) -> None:

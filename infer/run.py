@@ -26,7 +26,8 @@ stops at once, but the database only for the planning step and each load step: `
 Under torchrun every rank evaluates its share of each group's batches into its own parts; rank 0
 plans, holds the lock and loads. At the start of a run, `.tmp` parts (a run killed mid-write) are
 removed, complete leftover pairs are loaded, or dropped if their checkpoint or dataset changed
-since. Kill it at any point and rerun: finished pairs stay, nothing is duplicated or partial.
+since; a part that cannot be read (a crash before its data reached the disk) is dropped. Kill
+it at any point and rerun: finished pairs stay, nothing is duplicated or partial.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from infer.sink import (
     load_pair,
     part_meta,
     part_path,
+    read_leftovers,
     read_part_info,
 )
 from pie import catalog, checkpoints, console, distributed, store
@@ -72,7 +74,7 @@ from pie.errors import PieError
 from pie.images import Preprocess, center_crop_only
 from pie.models import resolve_device
 from pie.paths import WorkRoot
-from pie.shards import INDEX, dataset_hash
+from pie.shards import INDEX, check_present, dataset_hash
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,9 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
                 return None
             return Fingerprint(models[model_id].sha256, dataset_hash(shards))
 
-        leftover_rows, dropped = 0, 0
-        complete, incomplete = complete_pairs(
-            [read_part_info(p) for p in sorted(staging.glob("*.parquet"))]
-        )
+        leftover_rows = 0
+        readable, dropped = read_leftovers(sorted(staging.glob("*.parquet")))
+        complete, incomplete = complete_pairs(readable)
         for parts in complete:
             if parts[0].fingerprint == current(parts[0].model_id, parts[0].dataset):
                 leftover_rows += load_pair(con, parts)
@@ -202,6 +203,7 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
     done, stale = 0, 0
     for d in datasets:
         content = dataset_hash(dirs[d["name"]])
+        check_present(dirs[d["name"]])
         by_geometry: dict[str, list[Member]] = {}
         for m in models.values():
             if m.label_space != d["label_space"]:

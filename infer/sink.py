@@ -97,6 +97,19 @@ def read_part_info(path: Path) -> PartInfo:
     )
 
 
+def read_leftovers(paths: list[Path]) -> tuple[list[PartInfo], int]:
+    """The PartInfo of each readable part, and how many were not: a part that Parquet cannot
+    open or that lacks pie's metadata (zero-length or cut short by a crash, say) is deleted."""
+    infos, dropped = [], 0
+    for path in paths:
+        try:
+            infos.append(read_part_info(path))
+        except (pa.ArrowException, OSError, KeyError, ValueError):
+            path.unlink()
+            dropped += 1
+    return infos, dropped
+
+
 def complete_pairs(parts: list[PartInfo]) -> tuple[list[list[PartInfo]], list[PartInfo]]:
     """Leftover parts as (complete pairs: every rank's part, one fingerprint; the rest)."""
     by_pair: dict[tuple, list[PartInfo]] = defaultdict(list)

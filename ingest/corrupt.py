@@ -11,8 +11,8 @@ parent's, shard for shard). So no decoded copy of the parent is ever made, memor
 and the bytes depend on neither the grouping, the order of the work nor the number of workers.
 Each image is stored as PNG (lossless: the corruption is the only change) or, with
 `format = "jpeg"`, as JPEG of `jpeg_quality` (85: how the released ImageNet-C was stored). This
-process alone writes the database, each variant as its last shard arrives (tasks run in any
-order, so that slow corruptions do not leave workers idle).
+process alone writes the database, in a short step for each variant as its last shard arrives
+(tasks run in any order, so that slow corruptions do not leave workers idle).
 
 A variant already stored is skipped when it was made with the same settings (seed, image_size,
 channels, format, jpeg_quality) and refused with one line naming the difference otherwise.
@@ -35,7 +35,7 @@ from ingest.config import CorruptConfig
 from ingest.corruptions import corrupt
 from ingest.pack import Workers, is_packed_as, record
 from pie import catalog, console, store
-from pie.catalog import DatasetSpec
+from pie.catalog import DatasetSpec, LabelSpace
 from pie.config import to_dict
 from pie.errors import PieError
 from pie.images import Preprocess, decode
@@ -140,80 +140,97 @@ def parent_rows(
 
 
 def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
-    """Write every missing (corruption, severity) variant of `cfg.dataset`; returns their names."""
+    """Write every missing (corruption, severity) variant of `cfg.dataset`; returns their names.
+    The run is the work root's one writer (`store.writer_lock`: beside another it stops at
+    once, naming it) and opens the database only for short steps: the plan, each variant's
+    rows, the run record."""
     started = datetime.now()
-    with store.connect(root) as con:
-        parent = catalog.dataset(con, cfg.dataset)
-        if parent["kind"] != "clean":
-            raise PieError(f"dataset {cfg.dataset!r} is {parent['kind']}: corrupt a clean one")
-        space = catalog.label_space(con, parent["label_space"])
-        subset = tuple(parent["class_subset"]) if parent["class_subset"] else None
-        todo = [
-            spec_of(cfg, space.name, c, s, subset)
-            for c in cfg.corruptions
-            for s in cfg.severities
-            if not is_packed_as(con, root, spec_of(cfg, space.name, c, s, subset))
-        ]
-        urls = shard_urls(root.shards(cfg.dataset)) if todo else []
-        rows = parent_rows(con, cfg.dataset, len(urls)) if todo else []
-        partials = {spec.name: partial_dir(root.shards(spec.name)) for spec in todo}
-        # one task per (parent shard, group of variants): each group decodes the shard once;
-        # enough groups that every worker has work even for a parent of one shard
-        n_groups = min(len(todo), -(-cfg.workers // max(1, len(urls))))
-        groups = [todo[g::n_groups] for g in range(n_groups)]  # round robin: mixed costs
-        tasks = [
-            (
-                url,
-                [
-                    (v.corruption, v.severity, partials[v.name] / shard_name(v.name, k))
-                    for v in group
-                ],
-                cfg,
-                space.names(),
-            )
-            for k, (url, _) in enumerate(urls)
-            for group in groups
-        ]
-        files: dict[str, dict[int, ShardFile]] = {spec.name: {} for spec in todo}
-        done: list[str] = []
-
-        def finish(spec: DatasetSpec, arrived: dict[int, ShardFile]) -> None:
-            """A variant's last shard arrived: publish it and record its rows."""
-            shards = [arrived[k] for k in range(len(urls))]
-            publish(partials.pop(spec.name), root.shards(spec.name), shards)
-            names = [f.name for f in shards]
-            keys = [key for key, _, _ in rows]
-            labels = [label for _, label, _ in rows]
-            written = Written(keys, labels, [names[k] for _, _, k in rows], len(shards))
-            record(con, root, spec, space, written, [])
-            done.append(spec.name)
-
-        total = len(todo) * sum(n for _, n in urls)
-        try:
-            with (
-                Workers(cfg.workers) as workers,
-                console.progress(f"corrupting {cfg.dataset}", total) as advance,
-            ):
-                for i, made in workers.unordered(corrupt_shard, tasks):
-                    k, group = divmod(i, n_groups)
-                    for spec, file in zip(groups[group], made, strict=True):
-                        if file.nsamples != urls[k][1]:
-                            raise PieError(
-                                f"{urls[k][0]} holds {file.nsamples} images, its index says "
-                                f"{urls[k][1]}: repack {cfg.dataset}"
-                            )
-                        files[spec.name][k] = file
-                        advance(file.nsamples)
-                        if len(files[spec.name]) == len(urls):
-                            finish(spec, files.pop(spec.name))
-        finally:
-            for partial in partials.values():  # variants left unfinished
-                shutil.rmtree(partial, ignore_errors=True)
+    with store.writer_lock(root, f"pie corrupt {cfg.dataset}"):
+        with store.connect(root) as con:
+            parent = catalog.dataset(con, cfg.dataset)
+            if parent["kind"] != "clean":
+                raise PieError(f"dataset {cfg.dataset!r} is {parent['kind']}: corrupt a clean one")
+            space = catalog.label_space(con, parent["label_space"])
+            subset = tuple(parent["class_subset"]) if parent["class_subset"] else None
+            todo = [
+                spec_of(cfg, space.name, c, s, subset)
+                for c in cfg.corruptions
+                for s in cfg.severities
+                if not is_packed_as(con, root, spec_of(cfg, space.name, c, s, subset))
+            ]
+            urls = shard_urls(root.shards(cfg.dataset)) if todo else []
+            rows = parent_rows(con, cfg.dataset, len(urls)) if todo else []
+        done = write_variants(root, cfg, space, todo, urls, rows)
         summary = (
             f"corrupt: wrote {len(done)} variants of {cfg.dataset} "
             f"({len(cfg.corruptions) * len(cfg.severities) - len(done)} already there)"
         )
         if done:
-            store.record_run(con, "corrupt", None, to_dict(cfg), summary, started)
+            with store.connect(root) as con:
+                store.record_run(con, "corrupt", None, to_dict(cfg), summary, started)
     console.say(summary)
     return sorted(done)
+
+
+def write_variants(
+    root: WorkRoot,
+    cfg: CorruptConfig,
+    space: LabelSpace,
+    todo: list[DatasetSpec],
+    urls: list[tuple[str, int]],
+    rows: list[tuple[str, int, int]],
+) -> list[str]:
+    """Write the variants `todo` from the parent's shards `urls` and rows `rows`, each
+    published and recorded as its last shard arrives; returns their names in that order."""
+    partials = {spec.name: partial_dir(root.shards(spec.name)) for spec in todo}
+    # one task per (parent shard, group of variants): each group decodes the shard once;
+    # enough groups that every worker has work even for a parent of one shard
+    n_groups = min(len(todo), -(-cfg.workers // max(1, len(urls))))
+    groups = [todo[g::n_groups] for g in range(n_groups)]  # round robin: mixed costs
+    tasks = [
+        (
+            url,
+            [(v.corruption, v.severity, partials[v.name] / shard_name(v.name, k)) for v in group],
+            cfg,
+            space.names(),
+        )
+        for k, (url, _) in enumerate(urls)
+        for group in groups
+    ]
+    files: dict[str, dict[int, ShardFile]] = {spec.name: {} for spec in todo}
+    done: list[str] = []
+
+    def finish(spec: DatasetSpec, arrived: dict[int, ShardFile]) -> None:
+        """A variant's last shard arrived: publish it and record its rows."""
+        shards = [arrived[k] for k in range(len(urls))]
+        publish(partials.pop(spec.name), root.shards(spec.name), shards)
+        names = [f.name for f in shards]
+        keys = [key for key, _, _ in rows]
+        labels = [label for _, label, _ in rows]
+        written = Written(keys, labels, [names[k] for _, _, k in rows], len(shards))
+        with store.connect(root) as con:
+            record(con, root, spec, space, written, [])
+        done.append(spec.name)
+
+    total = len(todo) * sum(n for _, n in urls)
+    try:
+        with (
+            Workers(cfg.workers) as workers,
+            console.progress(f"corrupting {cfg.dataset}", total) as advance,
+        ):
+            for i, made in workers.unordered(corrupt_shard, tasks):
+                k, group = divmod(i, n_groups)
+                for spec, file in zip(groups[group], made, strict=True):
+                    if file.nsamples != urls[k][1]:
+                        raise PieError(
+                            f"{urls[k][0]} holds {file.nsamples} images, its index says "
+                            f"{urls[k][1]}: repack {cfg.dataset}"
+                        )
+                    files[spec.name][k] = file
+                    advance(file.nsamples)
+                    if len(files[spec.name]) == len(urls):
+                        finish(spec, files.pop(spec.name))
+    finally:
+        for partial in partials.values():  # variants left unfinished
+            shutil.rmtree(partial, ignore_errors=True)
+    return done

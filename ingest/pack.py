@@ -11,7 +11,8 @@ streaming (nothing in memory but the unit or shard at hand):
    .permutation`: streaming readers then see classes mixed), cut into shards by count and bytes
    (`pie.shards.shard_bounds`, decided by the entries alone) and each shard is written whole by
    one worker. The bytes are therefore the same whatever the number of workers.
-This process holds the entries (about 200 bytes per image) and alone writes the database.
+This process holds the entries (about 200 bytes per image) and alone writes the database, in
+short steps (readers are not kept out while images are checked and packed).
 
 Shards are renamed into place only when complete and rows are written after them, so an
 interrupted run leaves either nothing or a directory without rows, which a rerun rebuilds.
@@ -204,23 +205,19 @@ def scan(source: Source, cfg: IngestConfig, workers: Workers) -> tuple[list[Entr
     return entries, rejected
 
 
-def pack(
-    con: duckdb.DuckDBPyConnection,
-    root: WorkRoot,
-    source: Source,
-    cfg: IngestConfig,
-    workers: Workers | None = None,
-) -> int:
-    """Write one dataset; returns the number of images packed. A source without a single image
-    is a user error saying where pie looked; its rejected inputs are still recorded in
-    `ingest_errors`. `workers`: a pool to share between datasets (else one for this call)."""
+def pack(root: WorkRoot, source: Source, cfg: IngestConfig, workers: Workers | None = None) -> int:
+    """Write one dataset, then record its rows in one short write step; returns the number of
+    images packed. A source without a single image is a user error saying where pie looked;
+    its rejected inputs are still recorded in `ingest_errors`. `workers`: a pool to share
+    between datasets (else one for this call). The caller holds the work root's writer lock."""
     if workers is None:
         with Workers(cfg.workers) as own:
-            return pack(con, root, source, cfg, own)
+            return pack(root, source, cfg, own)
     spec = source.spec
     entries, rejected = scan(source, cfg, workers)
     if not entries:
-        record_rejected(con, spec.name, rejected)
+        with store.connect(root) as con:
+            record_rejected(con, spec.name, rejected)
         why = f"no image for dataset {spec.name} in {source.looked_in}"
         if rejected:
             why += f"; {len(rejected)} file{'s' * (len(rejected) > 1)} rejected, see ingest_errors"
@@ -255,7 +252,8 @@ def pack(
     publish(partial, out, files)
     shards = [f.name for f, (a, b) in zip(files, spans, strict=True) for _ in range(b - a)]
     written = Written([e.key for e in entries], [e.label for e in entries], shards, len(files))
-    record(con, root, spec, source.space, written, rejected)
+    with store.connect(root) as con:
+        record(con, root, spec, source.space, written, rejected)
     return len(entries)
 
 
@@ -292,26 +290,32 @@ def record_rejected(con: duckdb.DuckDBPyConnection, name: str, rejected: list[Re
 
 def main(root: WorkRoot, cfg: IngestConfig, sources: list[Source]) -> list[str]:
     """Pack every source whose dataset is not stored yet; returns the names packed. A dataset
-    stored with other settings stops the run before anything is packed."""
+    stored with other settings stops the run before anything is packed. The run is the work
+    root's one writer (`store.writer_lock`: beside another it stops at once, naming it) and
+    opens the database only for short steps: the check, each dataset's rows, the run record."""
     started = datetime.now()
     sources = [replace(s, spec=replace(s.spec, settings=settings(s, cfg))) for s in sources]
-    with store.connect(root) as con, Workers(cfg.workers) as workers:
-        skipped = [s.spec.name for s in sources if is_packed_as(con, root, s.spec)]
-        packed, images, errors = [], 0, 0
-        for source in sources:
-            spec = source.spec
-            if spec.name in skipped:
-                continue
-            images += pack(con, root, source, cfg, workers)
-            errors += store.rows(
-                con, "select count(*) from ingest_errors where dataset = ?", [spec.name]
+    names = ", ".join(s.spec.name for s in sources)
+    with store.writer_lock(root, f"pie ingest ({names})"):
+        with store.connect(root) as con:
+            skipped = [s.spec.name for s in sources if is_packed_as(con, root, s.spec)]
+        packed, images = [], 0
+        with Workers(cfg.workers) as workers:
+            for source in sources:
+                if source.spec.name not in skipped:
+                    images += pack(root, source, cfg, workers)
+                    packed.append(source.spec.name)
+        with store.connect(root) as con:
+            errors = store.rows(
+                con,
+                "select count(*) from ingest_errors where list_contains(?, dataset)",
+                [packed],
             )[0][0]
-            packed.append(spec.name)
-        summary = f"ingest: packed {len(packed)} datasets ({images} images"
-        summary += f", {errors} rejected, see table ingest_errors)" if errors else ")"
-        if skipped:
-            summary += f"; already there: {', '.join(skipped)}"
-        if packed:
-            store.record_run(con, "ingest", None, to_dict(cfg), summary, started)
+            summary = f"ingest: packed {len(packed)} datasets ({images} images"
+            summary += f", {errors} rejected, see table ingest_errors)" if errors else ")"
+            if skipped:
+                summary += f"; already there: {', '.join(skipped)}"
+            if packed:
+                store.record_run(con, "ingest", None, to_dict(cfg), summary, started)
     console.say(summary)
     return packed

@@ -2,9 +2,10 @@
 as zeros, loadable into the stock model) and `checkpoints/<model_id>/model.json` (the sidecar,
 a `Sidecar`: everything needed to rebuild, preprocess for and trust the weights).
 
-A checkpoint is written whole into `<model_id>.partial`, then put in place by a rename: a new
-one by a plain rename, a replacement by swapping the two directories in one atomic call
-(Linux `renameat2(RENAME_EXCHANGE)`, macOS `renamex_np(RENAME_SWAP)`), so a reader always sees
+A checkpoint is written whole into `<model_id>.partial`, synced to disk (`pie.durable`), then
+put in place by a rename: a new one by a plain rename, a replacement by swapping the two
+directories in one atomic call (Linux `renameat2(RENAME_EXCHANGE)`, macOS
+`renamex_np(RENAME_SWAP)`), so a reader always sees
 a whole old or a whole new checkpoint, never none. Where no atomic swap exists the old one is
 first renamed to `<model_id>.old` (a moment with no checkpoint); `clean` puts it back if the
 process died there. What a killed job leaves (`.partial`, `.old`) is cleared by `clean`, which
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from pie import durable
 from pie.errors import PieError
 from pie.models import create
 from pie.paths import WorkRoot
@@ -135,14 +138,14 @@ def save(root: WorkRoot, model: nn.Module, sidecar: Sidecar) -> Sidecar:
     )
     (partial / SIDECAR).write_text(sidecar.to_json())
     if not directory.exists():
-        partial.rename(directory)
-    elif exchange(partial, directory):
+        durable.replace(partial, directory)
+    elif durable.replace(partial, directory, exchange):
         shutil.rmtree(partial)  # the old checkpoint, swapped out
     else:
         old = directory.with_name(directory.name + OLD)
         shutil.rmtree(old, ignore_errors=True)
         directory.rename(old)
-        partial.rename(directory)
+        durable.replace(partial, directory)
         shutil.rmtree(old)
     return sidecar
 
@@ -181,11 +184,27 @@ def clean(checkpoints: Path) -> list[str]:
     for path in sorted(checkpoints.glob(f"*{PARTIAL}")) + sorted(checkpoints.glob(f"*{OLD}")):
         target = path.with_name(path.name.removesuffix(path.suffix))
         if path.suffix == OLD and not target.exists():
-            path.rename(target)
+            durable.replace(path, target)
         else:
             shutil.rmtree(path)
         cleared.append(path.name)
     return cleared
+
+
+def read_torch(path: Path, what: str) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU; a file torch cannot read (text, a
+    pickle of other objects, a truncated or empty file) is a one-line PieError naming `what`.
+    torch's own warnings about the file are silenced: the error says what matters."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types (UnpicklingError, KeyError, EOFError...)
+        text = " ".join(str(e).split())  # torch's text spans lines; keep what names the cause
+        _, found, cause = text.partition("WeightsUnpickler error:")
+        detail = cause.split(". ")[0].split(" Check the documentation")[0] if found else text
+        reason = type(e).__name__ + (f": {detail.strip()[:160]}" if detail.strip() else "")
+        raise PieError(f"{what} {path} cannot be read by torch.load ({reason})") from None
 
 
 def read_sidecar(directory: Path) -> Sidecar:
@@ -207,5 +226,5 @@ def load(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.Module
         sidecar.preprocess["channels"],
         sidecar.preprocess["size"],
     )
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(read_torch(weights, "checkpoint"))
     return model.to(device).eval(), sidecar

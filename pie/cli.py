@@ -30,11 +30,21 @@ class PieGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except PieError as e:
-            console.err.print(f"error: {e}", markup=False, soft_wrap=True)
+            console.err.print(f"error: {message(e)}", markup=False, soft_wrap=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             console.err.print("interrupted: nothing half-written was kept", markup=False)
             ctx.exit(130)
+
+
+def message(error: PieError) -> str:
+    """The error's message. One raised in a DataLoader worker comes back re-raised by torch
+    with the worker's traceback in its text ("Caught PieError in DataLoader worker process 0.
+    Original Traceback ..."): its last line holds the worker's own message."""
+    text = str(error)
+    if text.startswith("Caught PieError"):
+        return text.rstrip().splitlines()[-1].removeprefix("pie.errors.PieError: ")
+    return text
 
 
 app = typer.Typer(

@@ -2,9 +2,9 @@
 
 A sample is one image with its integer label and JSON metadata, stored as
 `<key>.<ext>` (the source bytes, untouched), `<key>.cls` (the label in ASCII) and
-`<key>.json`. Shards are written into a `.partial` directory that is renamed into place
-once complete, so a dataset directory is either whole or absent. Bytes are reproducible:
-fixed mtime, owner and mode, samples in the order given, JSON with sorted keys.
+`<key>.json`. Shards are written into a `.partial` directory that is synced and renamed into
+place once complete (`pie.durable`), so a dataset directory is either whole or absent. Bytes
+are reproducible: fixed mtime, owner and mode, samples in the order given, JSON with sorted keys.
 
 Where one shard ends is decided by the samples alone (`shard_bounds`): at most `max_count`
 samples, and a shard closes before the sample whose image bytes, plus `SAMPLE_OVERHEAD` for
@@ -37,6 +37,7 @@ from typing import Any, BinaryIO
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from pie import durable
 from pie.errors import PieError
 
 INDEX = "index.json"
@@ -174,7 +175,7 @@ def publish(partial: Path, out_dir: Path, shards: Sequence[ShardFile]) -> None:
     write_index(partial, out_dir.name, shards)
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    partial.rename(out_dir)
+    durable.replace(partial, out_dir)
 
 
 def write_shards(
@@ -301,6 +302,15 @@ def local_path(url: str) -> str | None:
     return url
 
 
+def check_present(directory: Path) -> None:
+    """Every local shard the index lists is there: a missing one is a user error naming it
+    (before a run starts rather than in a loader worker). Remote shards are not looked at."""
+    for url, _ in shard_urls(directory):
+        path = local_path(url)
+        if path is not None and not Path(path).is_file():
+            raise PieError(f"shard {path} is missing: its dataset changed since it was packed")
+
+
 def shard_paths(directory: Path) -> list[Path]:
     """The local files of a dataset's shards; a `pipe:` shard has none (a user error)."""
     paths = []
@@ -369,7 +379,13 @@ def open_url(url: str) -> Iterator[BinaryIO]:
             raise PieError(f"shard command {command!r} exited with status {status}")
     elif parsed.scheme == "file" or not parsed.scheme or len(parsed.scheme) == 1:
         path = url2pathname(parsed.path) if parsed.scheme == "file" else url
-        with open(path, "rb") as f:
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            raise PieError(
+                f"shard {path} is missing: its dataset changed since it was packed"
+            ) from None
+        with f:
             yield f
     else:
         from webdataset.gopen import gopen  # imports torch: only for remote schemes

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from pie import console
 from pie.errors import PieError
 from pie.paths import WorkRoot
 
@@ -35,9 +36,10 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 # Bumped whenever a table of pie/sql/schema changes shape; stored in `settings`. A database of
 # another version is refused in one line rather than failing later in the middle of a stage.
 SCHEMA_VERSION = "5"
-# How long a connection retries while another process holds the database file (seconds).
+# How long a reader retries while a writer holds the database file (seconds); a writer waits
+# for readers as long as it must, and says whom it waits for after WAIT_NOTICE seconds.
 READ_WAIT = 30.0
-WRITE_WAIT = 120.0
+WAIT_NOTICE = 2.0
 LOCK_FILE = ".lock"  # `writer_lock`: the one writing stage of a work root
 # Views in dependency order (a view may read the ones before it).
 VIEWS = (
@@ -70,8 +72,11 @@ def connect(
 
     DuckDB lets one process open the file for writing or many for reading, not both: a writer
     (`pie infer` connects, loads, closes for each short load step) and a reader therefore meet
-    now and then. Either one retries with a short backoff for `wait` seconds (READ_WAIT for a
-    reader, WRITE_WAIT for a writer) before it gives up with one line naming the holder.
+    now and then. Either one retries with a short backoff. A reader gives up after `wait`
+    seconds (READ_WAIT) with one line naming the holder. A writer, the work root's one writer
+    (`writer_lock`) in the middle of what may be a long run, waits as long as it must (or
+    `wait` seconds when given): after WAIT_NOTICE seconds it says once, on stderr, whom it
+    waits for (the process DuckDB names, with its command line where /proc shows it).
 
     sandbox=True (`pie sql`): read-only, DuckDB's external access off (no file other than the
     database is read or written, no extension installed or loaded) and the configuration locked.
@@ -80,10 +85,10 @@ def connect(
     if read_only and not root.db.exists():
         raise PieError(f"no database at {root.db}: run `pie ingest` first")
     settings = {"enable_external_access": False, "lock_configuration": True} if sandbox else {}
-    deadline = time.monotonic() + (
-        wait if wait is not None else READ_WAIT if read_only else WRITE_WAIT
-    )
-    pause = 0.02
+    started = time.monotonic()
+    if wait is None:
+        wait = READ_WAIT if read_only else float("inf")
+    pause, told = 0.02, False
     while True:
         try:
             con = duckdb.connect(str(root.db), read_only=read_only, config=settings)
@@ -91,10 +96,17 @@ def connect(
         except duckdb.IOException as e:
             if "lock" not in str(e).lower():
                 raise PieError(f"cannot open database {root.db}: {e}") from None
-            if time.monotonic() >= deadline:
-                holder = re.search(r"PID (\d+)", str(e))
+            holder = re.search(r"PID (\d+)", str(e))
+            waited = time.monotonic() - started
+            if waited >= wait:
                 by = f" by process {holder.group(1)}" if holder else " by another process"
                 raise PieError(f"database {root.db} is locked{by}: try again later") from None
+            if not read_only and not told and waited >= WAIT_NOTICE:
+                who = describe(int(holder.group(1))) if holder else "its readers"
+                console.err.print(
+                    f"waiting for {who} to close {root.db}", markup=False, soft_wrap=True
+                )
+                told = True
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
     try:
@@ -105,6 +117,17 @@ def connect(
     if not read_only and stored_digest(con) != schema_digest():
         create_schema(con)
     return con
+
+
+def describe(pid: int) -> str:
+    """`process <pid> (<its command line>)`, the command where /proc shows it."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return f"process {pid}"
+    command = " ".join(a.decode(errors="replace") for a in argv if a)
+    command = " ".join(command.split())  # one line, whatever the arguments hold
+    return f"process {pid} ({command[:200]})" if command else f"process {pid}"
 
 
 @contextmanager

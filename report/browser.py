@@ -91,7 +91,7 @@ def visit(index: Path, class_id: int | None = None, screenshot: Path | None = No
             ".filter(i => i.complete && i.naturalWidth > 0).length"
         )
         if screenshot is not None:
-            page.screenshot(path=str(screenshot))
+            save(screenshot, page.screenshot())
         filtered = None
         if class_id is not None:
             page.select_option("#filter-class", str(class_id))
@@ -99,17 +99,34 @@ def visit(index: Path, class_id: int | None = None, screenshot: Path | None = No
         return Visit(list(problems), figures, cards, thumbnails, filtered)
 
 
+def check_writable(out: Path) -> None:
+    """Refuse, before the browser starts, a screenshot path whose directory is missing or not
+    writable, or that names a directory."""
+    if out.is_dir() or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise PieError(f"cannot write the screenshot to {out}: not a writable file path")
+
+
+def save(out: Path, png: bytes) -> None:
+    """Write the PNG; a path that cannot be written is a user error in one line."""
+    try:
+        out.write_bytes(png)
+    except OSError as e:
+        raise PieError(f"cannot write the screenshot to {out}: {e.strerror}") from None
+
+
 def screenshot(index: Path, out: Path, full_page: bool = False, section: str | None = None) -> Path:
     """A PNG of the page as it opens: the viewport, the whole page, or one section (an element
     id: top1, classes, pies, gallery, robustness)."""
+    check_writable(out)
     with opened(index) as (page, problems):
         if section is None:
-            page.screenshot(path=str(out), full_page=full_page)
+            png = page.screenshot(full_page=full_page)
         else:
             element = page.locator(f"#{section}")
             if element.count() != 1:
                 raise PieError(f"the report at {index} has no section #{section}")
-            element.screenshot(path=str(out))
+            png = element.screenshot()
+    save(out, png)
     if problems:
         raise PieError(f"the report at {index} has problems: {problems[0]}")
     return out

@@ -7,10 +7,9 @@ entries without images, and one warning line says so.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pie import console
+from pie import console, durable
 from pie.paths import WorkRoot
 from report import data, gallery, page
 from report.config import ReportConfig
@@ -33,7 +32,7 @@ def main(root: WorkRoot, cfg: ReportConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     partial.write_text(html, encoding="utf-8")
-    os.replace(partial, out)
+    durable.replace(partial, out)
     console.out.print(
         f"report: {out} ({len(html) / 1e6:.1f} MB; {len(study.gallery)} of"
         f" {study.n_pie_entries} PIE entries in the gallery, {len(images)} thumbnails)",

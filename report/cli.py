@@ -49,8 +49,10 @@ def report(
         "report",
         dict(dataset=dataset or default_dataset(cfg_path), max_gallery=max_gallery),
     )
-    page = build.main(open_root(root, create=False), cfg)
     if screenshot is not None:
         from report import browser
 
+        browser.check_writable(screenshot)  # before the page is built, not after
+    page = build.main(open_root(root, create=False), cfg)
+    if screenshot is not None:
         browser.screenshot(page, screenshot)

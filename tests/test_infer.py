@@ -155,8 +155,7 @@ def test_repacked_dataset_is_evaluated_again(world, tmp_path):
     }
 
     write_fmnist(tmp_path / "v2", seed=1)  # other images, same count
-    with store.connect(root) as con:
-        pack.pack(con, root, sources.fashion_mnist(tmp_path / "v2", "test"), IngestConfig())
+    pack.pack(root, sources.fashion_mnist(tmp_path / "v2", "test"), IngestConfig())
     new_hash = dataset_hash(root.shards("fmnist-test"))
     assert new_hash != old_hash
 

@@ -30,10 +30,7 @@ def dense_weights(path: str, arch: str, num_classes: int) -> dict[str, torch.Ten
         return model.state_dict()
     if not source.is_file():
         raise PieError(f"--init-from {source}: no such checkpoint directory or weights file")
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, or one with code in it
-        raise PieError(f"--init-from {source} is not a state_dict file ({e})") from None
+    state = checkpoints.read_torch(source, "--init-from")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

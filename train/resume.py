@@ -10,15 +10,15 @@ CPU and CUDA generators, the pruner's generator, NumPy's and Python's global one
 order and the augmentation draws are functions of (seed, epoch, step) (`train.data`), so they
 need no state. On CPU a resumed job therefore ends bit-identical to an uninterrupted one.
 
-A state is written to `<name>.partial` and renamed over the old one (atomic on POSIX), so a
-kill leaves the previous whole state. It is deleted once the job's checkpoint is written. A
-state made with other settings is refused in one line, like a checkpoint (`differences`).
+A state is written to `<name>.partial`, synced and renamed over the old one (`pie.durable`),
+so a kill or a crash leaves the previous whole state. It is deleted once the job's checkpoint
+is written. A state made with other settings is refused in one line, like a checkpoint
+(`differences`); one torch cannot read, in one line naming it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pie import checkpoints, durable
 from pie.errors import PieError
 from pie.paths import WorkRoot
 from train.config import EXECUTION, POPULATION
@@ -78,7 +79,7 @@ def save(
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + PARTIAL)
     torch.save(state, partial)
-    os.replace(partial, path)
+    durable.replace(partial, path)
 
 
 def load(
@@ -90,10 +91,9 @@ def load(
     generator: torch.Generator,
 ) -> tuple[int, list[float]]:
     """Restore a saved state into a freshly built job; returns (step to run next, losses)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a file that is not a state (torch raises many types)
-        raise PieError(f"resume state {path} is unreadable ({e}): delete it") from None
+    state = checkpoints.read_torch(path, "resume state")
+    if not isinstance(state, dict) or "config" not in state:
+        raise PieError(f"resume state {path} is not a resume state: delete it")
     stored = json.loads(state["config"])
     differ = differences(stored, config)
     if differ:
@@ -116,6 +116,8 @@ def load(
 
 
 def clean(root: WorkRoot) -> None:
-    """Remove half-written states (a kill during `save`)."""
-    for partial in (root.path / "resume").glob(f"*{PARTIAL}"):
-        partial.unlink()
+    """Remove half-written states (a kill during `save`) and empty ones (a crash of a pie
+    that renamed before syncing): their jobs start over, as without a state."""
+    for path in (root.path / "resume").glob("*"):
+        if path.name.endswith(PARTIAL) or (path.is_file() and path.stat().st_size == 0):
+            path.unlink()
