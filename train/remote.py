@@ -24,9 +24,11 @@ Augmentation draws come from (seed, epoch, the image's index in shard order).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,8 +43,7 @@ SHUFFLE_BUFFER = 1000  # samples per loader worker
 PREFETCH = 64  # decoded samples each loader worker keeps ready
 
 
-@dataclass(frozen=True)
-class Piece:
+class Piece(NamedTuple):
     """Samples [start, stop) of shard `shard` (its position in the index)."""
 
     shard: int
@@ -56,32 +57,29 @@ Dealt = list[list[list[Piece]]]  # [rank][loader worker] -> pieces, in reading o
 def cut(sizes: Sequence[int], order: Sequence[int], lengths: Sequence[int]) -> list[list[Piece]]:
     """Lay the shards of `order` end to end and cut the sample sequence into consecutive runs
     of `lengths` samples (their sum at most the samples there are); each run as pieces."""
-    sizes = np.asarray(sizes, np.int64)
-    order = np.asarray(order, np.int64)
-    ends = np.cumsum(sizes[order])
-    starts = ends - sizes[order]
-    bounds = np.cumsum([0, *lengths])
-    if bounds[-1] > (ends[-1] if len(ends) else 0):
+    order = [int(k) for k in order]
+    ends = list(itertools.accumulate(int(sizes[k]) for k in order))
+    bounds = list(itertools.accumulate(lengths, initial=0))
+    if bounds[-1] > (ends[-1] if ends else 0):
         raise ValueError(f"runs of {bounds[-1]} samples cut from {sum(sizes)}")
     runs = []
-    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        first = int(np.searchsorted(ends, a, "right"))
-        last = int(np.searchsorted(starts, b, "left"))
-        runs.append(
-            [
-                Piece(
-                    int(order[k]), max(a - int(starts[k]), 0), min(b, int(ends[k])) - int(starts[k])
-                )
-                for k in range(first, last)
-                if min(b, int(ends[k])) > max(a, int(starts[k]))
-            ]
-        )
+    for a, b in itertools.pairwise(bounds):
+        run = []
+        for k in range(bisect.bisect_right(ends, a), len(order)):
+            start = ends[k] - int(sizes[order[k]])
+            if start >= b:
+                break
+            if ends[k] > start:
+                run.append(Piece(order[k], max(a - start, 0), min(b, ends[k]) - start))
+        runs.append(run)
     return runs
 
 
 def split(pieces: list[Piece], parts: int) -> list[list[Piece]]:
     """`pieces` cut into `parts` consecutive runs of equal sample counts (the first ones one
     sample more where they do not divide)."""
+    if parts == 1:
+        return [pieces]
     sizes = [p.stop - p.start for p in pieces]
     total = sum(sizes)
     lengths = [total // parts + (w < total % parts) for w in range(parts)]

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -164,15 +165,11 @@ def epoch_shapes(
             )
             held = tuple(sum(remote.samples(rank)) for rank in dealt)
             shards = tuple(len({p.shard for w in rank for p in w}) for rank in dealt)
-            workers = tuple(n for rank in dealt for n in remote.samples(rank))
+            workers = tuple(k for rank in dealt for k in remote.samples(rank))
             shape = EpochShape(epoch, run, per_rank, held, shards, workers)
         else:
-            starts = [
-                data.rank_positions(s, cfg.batch_size, 0, world_size).start for s in range(run)
-            ]
             held = tuple(
-                sum(min(per_rank, max(0, n - (a + r * per_rank))) for a in starts)
-                for r in range(world_size)
+                local_held(cfg.batch_size, r, world_size, run, n) for r in range(world_size)
             )
             shape = EpochShape(epoch, run, per_rank, held)
         short = [r for r, h in enumerate(shape.held) if h < shape.quota]
@@ -184,6 +181,15 @@ def epoch_shapes(
             )
         out.append(shape)
     return out
+
+
+def local_held(batch: int, rank: int, world_size: int, run: int, n: int) -> int:
+    """Images of a set of `n` that rank `rank` finds at its positions (`data.rank_positions`)
+    over `run` steps of one epoch's order."""
+    first = data.rank_positions(0, batch, rank, world_size)
+    stride = data.rank_positions(1, batch, rank, world_size).start - first.start
+    starts = first.start + stride * np.arange(run)
+    return int(np.clip(n - starts, 0, len(first)).sum())
 
 
 def check_run(
