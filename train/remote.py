@@ -24,8 +24,6 @@ Augmentation draws come from (seed, epoch, the image's index in shard order).
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import random
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -57,43 +55,32 @@ Dealt = list[list[list[Piece]]]  # [rank][loader worker] -> pieces, in reading o
 def cut(sizes: Sequence[int], order: Sequence[int], lengths: Sequence[int]) -> list[list[Piece]]:
     """Lay the shards of `order` end to end and cut the sample sequence into consecutive runs
     of `lengths` samples (their sum at most the samples there are); each run as pieces."""
-    order = [int(k) for k in order]
-    ends = list(itertools.accumulate(int(sizes[k]) for k in order))
-    bounds = list(itertools.accumulate(lengths, initial=0))
-    if bounds[-1] > (ends[-1] if ends else 0):
-        raise ValueError(f"runs of {bounds[-1]} samples cut from {sum(sizes)}")
-    runs = []
-    for a, b in itertools.pairwise(bounds):
-        run = []
-        for k in range(bisect.bisect_right(ends, a), len(order)):
-            start = ends[k] - int(sizes[order[k]])
-            if start >= b:
-                break
-            if ends[k] > start:
-                run.append(Piece(order[k], max(a - start, 0), min(b, ends[k]) - start))
-        runs.append(run)
+    return split([(int(k), 0, int(sizes[k])) for k in order], lengths)
+
+
+def split(pieces: Sequence[tuple[int, int, int]], lengths: Sequence[int]) -> list[list[Piece]]:
+    """`pieces`, in order, cut into consecutive runs of `lengths` samples (their sum at most
+    the samples the pieces hold)."""
+    runs: list[list[Piece]] = [[] for _ in lengths]
+    w, room = 0, lengths[0] if lengths else 0
+    for shard, start, stop in pieces:
+        while start < stop:
+            while room == 0:
+                w += 1
+                if w == len(lengths):
+                    return runs
+                room = lengths[w]
+            take = min(room, stop - start)
+            runs[w].append(Piece(shard, start, start + take))
+            start, room = start + take, room - take
+    if room or any(lengths[w + 1 :]):
+        raise ValueError(f"runs of {sum(lengths)} samples cut from fewer")
     return runs
 
 
-def split(pieces: list[Piece], parts: int) -> list[list[Piece]]:
-    """`pieces` cut into `parts` consecutive runs of equal sample counts (the first ones one
-    sample more where they do not divide)."""
-    if parts == 1:
-        return [pieces]
-    sizes = [p.stop - p.start for p in pieces]
-    total = sum(sizes)
-    lengths = [total // parts + (w < total % parts) for w in range(parts)]
-    return [
-        [
-            Piece(
-                pieces[q.shard].shard,
-                pieces[q.shard].start + q.start,
-                pieces[q.shard].start + q.stop,
-            )
-            for q in run
-        ]
-        for run in cut(sizes, range(len(pieces)), lengths)
-    ]
+def equal(total: int, parts: int) -> list[int]:
+    """`total` in `parts` counts as equal as can be, the first ones one more."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
 
 
 def deal(
@@ -104,15 +91,23 @@ def deal(
     what is left (`trainer.epoch_shapes` refuses such a run before it starts)."""
     n = sum(sizes)
     lengths = [min(quota, max(0, n - r * quota)) for r in range(world)]
-    order = epoch_order(len(sizes), seed, epoch).numpy()
-    return [split(run, max(1, workers)) for run in cut(sizes, order, lengths)]
+    order = epoch_order(len(sizes), seed, epoch).tolist()
+    return per_worker(cut(sizes, order, lengths), lengths, workers)
 
 
 def deal_eval(sizes: Sequence[int], world: int, workers: int) -> Dealt:
-    """Evaluation's pieces per (rank, loader worker): every image once over the ranks."""
-    n = sum(sizes)
-    lengths = [n // world + (r < n % world) for r in range(world)]
-    return [split(run, max(1, workers)) for run in cut(sizes, range(len(sizes)), lengths)]
+    """Evaluation's pieces per (rank, loader worker): every image once over the ranks, in
+    index order."""
+    lengths = equal(sum(sizes), world)
+    return per_worker(cut(sizes, range(len(sizes)), lengths), lengths, workers)
+
+
+def per_worker(runs: list[list[Piece]], lengths: list[int], workers: int) -> Dealt:
+    """Each rank's run cut into equal runs for its loader workers (0 workers: one)."""
+    return [
+        split(run, equal(length, max(1, workers)))
+        for run, length in zip(runs, lengths, strict=True)
+    ]
 
 
 def samples(dealt: Sequence[Sequence[Piece]]) -> list[int]:
