@@ -133,19 +133,23 @@ def plan(
         work = open_root(root, create=False)
         train = train_plan.from_index(work.shards(cfg.dataset), cfg.dataset)
         evalset = train_plan.from_index(work.shards(cfg.eval_dataset), cfg.eval_dataset)
+        classes_from = "--classes" if classes else "the database"
         classes = classes or train_plan.classes_in(work, cfg.dataset)
     else:
         if eval_images is None:
             raise PieError("--train-images needs --eval-images too")
+        classes_from = "--classes"
         train = train_plan.from_counts(cfg.dataset, train_images, shard_images, remote)
         evalset = train_plan.from_counts(cfg.eval_dataset, eval_images, shard_images, remote)
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
     if world < 1:
         raise PieError(f"--world-size must be at least 1, got {world}")
-    found = train_plan.plan(cfg, train, evalset, world, classes or 1000)
+    if not classes:
+        classes, classes_from = 1000, "assumed: give --classes"
+    found = train_plan.plan(cfg, train, evalset, world, classes, classes_from)
     variants = corruption_variants(path, cfg.eval_dataset)
     datasets = [(evalset.name, evalset.images)] + [(v, evalset.images) for v in variants]
-    spec = infer_plan.ModelSpec(cfg.arch, classes or 1000, cfg.channels, cfg.image_size)
+    spec = infer_plan.ModelSpec(cfg.arch, classes, cfg.channels, cfg.image_size)
     infer_cfg = config.load(InferConfig, path, "infer")
     lines = found.lines + infer_plan.plan([spec] * found.n_jobs, datasets, infer_cfg, world)
     for line in lines:

@@ -85,7 +85,12 @@ class TrainPlan:
 
 
 def plan(
-    cfg: TrainConfig, train: SetSizes, evalset: SetSizes, world_size: int, classes: int
+    cfg: TrainConfig,
+    train: SetSizes,
+    evalset: SetSizes,
+    world_size: int,
+    classes: int,
+    classes_from: str = "the database",
 ) -> TrainPlan:
     """The plan of `cfg` on `world_size` ranks for a label space of `classes`; a config that
     cannot run to its end is a PieError (one line), as `pie train` refuses it."""
@@ -109,7 +114,7 @@ def plan(
         f"  training set    {described(train)}",
         f"  evaluation set  {described(evalset)}",
         f"  model           {cfg.arch}, {cfg.channels}x{cfg.image_size}x{cfg.image_size} inputs, "
-        f"{classes:,} classes, {cfg.precision}",
+        f"{classes:,} classes ({classes_from}), {cfg.precision}",
         f"  data path       {path} (train.data = {cfg.data}; {PATHS[path]})",
         f"  jobs            {len(population)} models: {population_text(cfg)}; "
         + (

@@ -17,6 +17,8 @@ once per epoch. The DataLoader takes the workers' samples in turn (worker 0, 1, 
 ...), so a rank's k-th sample of the epoch comes from worker k mod W; resumed after s steps of
 an epoch, worker w passes over (reads, does not decode) the samples the first s batches took
 from it, and the batches that follow are those of an uninterrupted run.
+Which samples a rank reads does not depend on the loader workers, their order does: on an
+object store `loader_workers` is part of the data order (keep it when resuming a job).
 Evaluation (`deal_eval`) cuts the shards, in index order, into R runs of N // R or N // R + 1
 samples: every image once over the ranks.
 Augmentation draws come from (seed, epoch, the image's index in shard order).
