@@ -3,7 +3,7 @@ from the shard indexes (tars never opened) or from image counts, without trainin
 
 Every number is computed by the code the run itself uses: the jobs (`population.jobs`), steps
 (`trainer.steps`), the pruning schedule (`trainer.schedule`), the data path (`data.choose_path`),
-each epoch's dealing to ranks and loader workers (`trainer.check_run`, the same refusals `pie
+each epoch's dealing to ranks and loader workers (`checks.check_run`, the same refusals `pie
 train` makes before it starts), the loaders' prefetch (the DataLoaders themselves, built and
 not iterated), the model's size and activations (`pie.footprint`).
 """
@@ -22,9 +22,10 @@ from pie.footprint import footprint, human
 from pie.paths import WorkRoot
 from pie.shards import INDEX, local_path, shard_urls
 from train import data, remote
+from train.checks import EpochShape, check_run
 from train.config import TrainConfig
 from train.population import jobs
-from train.trainer import EpochShape, check_run, preprocess, schedule, steps, torch_seed
+from train.trainer import preprocess, schedule, steps, torch_seed
 
 EVAL_BATCH = 250  # images per evaluation batch in training (`trainer.evaluate`)
 

@@ -6,7 +6,7 @@ trained once and shared by every method. Before anything trains:
 - the training and evaluation shards are checked against their index (missing or truncated
   shards are refused), GPU-only options on a CPU run are refused, the global batch must divide
   by the number of processes, and `init_from` must hold weights of this arch and class count;
-- a config that cannot run to its end is refused (`trainer.check_run`, which `pie plan`
+- a config that cannot run to its end is refused (`train.checks`, which `pie plan`
   runs too): a pruning schedule ending after the last step (its pruned models would end below
   target), or a rank that cannot fill its quota of images in some epoch;
 - a job whose checkpoint is on disk is not trained again, but only if that checkpoint was
@@ -37,11 +37,11 @@ from pie.models import create, resolve_device
 from pie.parallel import run_tasks
 from pie.paths import WorkRoot
 from train import data, finetune, resume
+from train.checks import check_run
 from train.config import TrainConfig
 from train.trainer import (
     Job,
     check_device,
-    check_run,
     check_world,
     make_job,
     preprocess,

@@ -90,7 +90,7 @@ def deal(
 ) -> Dealt:
     """One training epoch's pieces per (rank, loader worker), `quota` samples per rank (the
     module's rule); where the set holds fewer than `world` x `quota` samples the last ranks get
-    what is left (`trainer.epoch_shapes` refuses such a run before it starts)."""
+    what is left (`checks.epoch_shapes` refuses such a run before it starts)."""
     n = sum(sizes)
     lengths = [min(quota, max(0, n - r * quota)) for r in range(world)]
     order = epoch_order(len(sizes), seed, epoch).tolist()
