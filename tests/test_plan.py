@@ -68,8 +68,7 @@ def number(text: str) -> int:
 @pytest.mark.parametrize("recipe", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_recipe_plans_at_imagenet_scale(recipe, tmp_path):
     train_set, eval_set, batch, per_epoch, total, local_path, remote_path = RECIPES[recipe.stem]
-    epochs = -(-total // per_epoch)
-    last = total - (epochs - 1) * per_epoch  # steps of the last epoch
+    full, last = divmod(total, per_epoch)  # whole epochs, steps of a last partial one
     for shard in (1_000, 10_000):
         for remote in (False, True):
             root = tmp_path / f"{shard}-{remote}"
@@ -78,7 +77,11 @@ def test_every_recipe_plans_at_imagenet_scale(recipe, tmp_path):
             path = remote_path if remote else local_path
             for ranks in (8, 16):
                 per_rank = batch // ranks
-                quota = per_epoch * per_rank
+                quota = per_epoch * per_rank  # each rank's images in a whole epoch
+                # (epochs, steps, per-rank batch, images each rank delivers)
+                expect = [(f"0-{full - 1}", per_epoch, per_rank, quota)]
+                if last:
+                    expect.append((str(full), last, per_rank, last * per_rank))
                 for workers in (1, 12):
                     out = pie(
                         "plan", "-c", str(recipe), "--root", str(root),
@@ -88,24 +91,13 @@ def test_every_recipe_plans_at_imagenet_scale(recipe, tmp_path):
                     assert f"steps           {per_epoch:,} per epoch" in out
                     assert f"{total:,} per job" in out
                     rows = epoch_rows(out)
-                    # epoch ranges, steps, per-rank batch and images delivered by each rank
-                    shapes = [(per_epoch, per_rank, quota)] * (
-                        epochs - 1 if last < per_epoch else epochs
-                    )
-                    if last < per_epoch:
-                        shapes.append((last, per_rank, last * per_rank))
-                    full = epochs - 1 if last < per_epoch else epochs
-                    expect = [f"0-{full - 1}" if full > 1 else "0"]
-                    if last < per_epoch:
-                        expect.append(str(epochs - 1))
-                    assert [r[0] for r in rows] == expect
-                    assert [tuple(number(v) for v in r[1:4]) for r in rows] == [
-                        shapes[0],
-                        shapes[-1],
-                    ][: len(rows)]
-                    for r in rows:  # every rank holds what it delivers (its whole quota)
-                        assert number(r[4]) == (quota if path == "stream-remote" else number(r[3]))
-                    if path == "stream-remote":  # each loader worker an equal share
+                    assert [(r[0], *map(number, r[1:4])) for r in rows] == expect
+                    for r in rows:  # what each rank holds: the steps it runs, or on an object
+                        # store the whole epoch's quota (a last short epoch stops early)
+                        assert number(r[4]) == (quota if remote_path == path == "stream-remote"
+                                                else number(r[3]))  # fmt: skip
+                    if path == "stream-remote":  # every loader worker an equal share (these
+                        # quotas divide by 12)
                         assert {number(r[6]) for r in rows} == {quota // workers}
 
 
