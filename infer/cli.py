@@ -26,13 +26,19 @@ def infer(
     channels_last: Annotated[
         bool | None, typer.Option("--channels-last/--no-channels-last", help="CUDA only")
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the plan (pairs, rows, memory, disk) and evaluate nothing"
+        ),
+    ] = False,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
     """Evaluate every model on every dataset it has not seen; resumable, never duplicates.
 
     `torchrun --nproc_per_node=N -m pie infer` splits the batches across N processes."""
-    from infer import run
+    from infer import plan, run
 
     cfg = config.load(
         InferConfig,
@@ -47,4 +53,7 @@ def infer(
             channels_last=channels_last,
         ),
     )
+    if dry_run:
+        plan.dry_run(open_root(root, create=False), cfg)
+        return
     run.main(open_root(root), cfg)

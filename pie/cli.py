@@ -89,5 +89,108 @@ def tables(root: options.Root = None) -> None:
     query.tables(open_root(root, create=False))
 
 
+@app.command()
+def plan(
+    world_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Ranks (torchrun processes) \\[default: $WORLD_SIZE, else 1]", show_default=False
+        ),
+    ] = None,
+    loader_workers: Annotated[
+        int | None,
+        typer.Option(help="Loader workers per rank \\[default: config]", show_default=False),
+    ] = None,
+    train_images: Annotated[
+        int | None, typer.Option(help="Training images (instead of the work root's shard index)")
+    ] = None,
+    eval_images: Annotated[
+        int | None, typer.Option(help="Evaluation images (with --train-images)")
+    ] = None,
+    shard_images: Annotated[
+        int, typer.Option(help="Images per shard (with --train-images), the last shard short")
+    ] = 10_000,
+    remote: Annotated[
+        bool,
+        typer.Option("--remote/--local", help="Shards on an object store (with --train-images)"),
+    ] = False,
+    classes: Annotated[
+        int | None,
+        typer.Option(
+            help="Classes \\[default: the work root's database, else 1000]", show_default=False
+        ),
+    ] = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """What `pie train` and `pie infer` will do with this config, without training or decoding:
+    jobs, steps, each epoch's per-rank batches, mask updates, resume cadence, GPU memory,
+    /dev/shm and disk. A config that cannot run to its end is refused in one line."""
+    import os
+
+    from infer import plan as infer_plan
+    from infer.config import InferConfig
+    from pie import config
+    from train import plan as train_plan
+    from train.config import TrainConfig
+
+    path = Path(cfg_path)
+    cfg = config.load(TrainConfig, path, "train", dict(loader_workers=loader_workers))
+    check_corrupt_geometry(config.read_toml(path).get("corrupt", {}), cfg, path)
+    if train_images is None:
+        if eval_images is not None:
+            raise PieError("--eval-images goes with --train-images")
+        work = open_root(root, create=False)
+        train = train_plan.from_index(work.shards(cfg.dataset), cfg.dataset)
+        evalset = train_plan.from_index(work.shards(cfg.eval_dataset), cfg.eval_dataset)
+        classes_from = "--classes" if classes else "the database"
+        classes = classes or train_plan.classes_in(work, cfg.dataset)
+    else:
+        if eval_images is None:
+            raise PieError("--train-images needs --eval-images too")
+        classes_from = "--classes"
+        train = train_plan.from_counts(cfg.dataset, train_images, shard_images, remote)
+        evalset = train_plan.from_counts(cfg.eval_dataset, eval_images, shard_images, remote)
+    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 1:
+        raise PieError(f"--world-size must be at least 1, got {world}")
+    if not classes:
+        classes, classes_from = 1000, "assumed: give --classes"
+    found = train_plan.plan(cfg, train, evalset, world, classes, classes_from)
+    variants = corruption_variants(path, cfg.eval_dataset)
+    datasets = [(evalset.name, evalset.images)] + [(v, evalset.images) for v in variants]
+    spec = infer_plan.ModelSpec(cfg.arch, classes, cfg.channels, cfg.image_size)
+    infer_cfg = config.load(InferConfig, path, "infer")
+    lines = found.lines + infer_plan.plan([spec] * found.n_jobs, datasets, infer_cfg, world)
+    for line in lines:
+        console.out.print(line, markup=False, soft_wrap=True)
+
+
+def check_corrupt_geometry(table: dict, cfg, path: Path) -> None:
+    """A `[corrupt]` table whose image size or channels differ from the training geometry
+    (the parent's, which the models are fed) is refused: its variants would not be the
+    parent's images corrupted."""
+    for key, want in (("image_size", cfg.image_size), ("channels", cfg.channels)):
+        if key in table and table[key] != want:
+            raise PieError(
+                f"corrupt.{key} = {table[key]} in {path}, but the models see {cfg.dataset} at "
+                f"{key} = {want} (train.{key}): corruptions must be made at the parent's geometry"
+            )
+
+
+def corruption_variants(path: Path, eval_dataset: str) -> list[str]:
+    """The corrupted variants of `eval_dataset` the config's `[corrupt]` table makes (none
+    without one, or when it corrupts another dataset)."""
+    from ingest.config import CorruptConfig
+    from pie import config
+
+    if "corrupt" not in config.read_toml(path):
+        return []
+    corrupt = config.load(CorruptConfig, path, "corrupt")
+    if corrupt.dataset != eval_dataset:
+        return []
+    return [f"{eval_dataset}-{c}-{s}" for c in corrupt.corruptions for s in corrupt.severities]
+
+
 def main() -> None:
     app()

@@ -8,11 +8,14 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
+from conftest import TINY_TRAIN
 from test_infer import CFG, JOBS, query, world  # noqa: F401  (world: a fixture)
 from test_ingest_scale import jpeg
 
 from infer import stream
 from infer.run import main as infer
+from pie.distributed import World
 from pie.images import Preprocess
 from pie.shards import Sample, read_shards, write_shards
 
@@ -139,38 +142,113 @@ def fake_shards(tmp_path, sizes):
     return ShardSet("fake", tuple(out), True)
 
 
-def test_remote_epoch_reads_every_image_at_most_once(tmp_path):
+SIZES = [7, 3, 11, 2, 5, 9, 1]  # 38 images in shards of unequal sizes
+
+
+def remote_feed(tmp_path, shards, ranks, workers, start=0, total=None):
+    """Every rank's batches of `feed` over remote shards: global batch 6, 6 steps an epoch."""
+    from train.trainer import feed
+
+    cfg = replace(TINY_TRAIN, batch_size=6, augment="none", loader_workers=workers)
+    cfg = replace(cfg, image_size=8, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    total = 2 * 6 if total is None else total
+    return [
+        list(feed(cfg, None, shards, "stream-remote", 7, World(r, ranks), start, total, False))
+        for r in range(ranks)
+    ]
+
+
+@pytest.mark.parametrize("ranks, workers", [(3, 0), (3, 2), (2, 3)])
+def test_remote_ranks_fill_equal_quotas_from_unequal_shards(tmp_path, ranks, workers):
+    """38 images, global batch 6: 6 steps an epoch, 36 images, 2 left out; every rank gives its
+    6 steps x 6 / ranks images in each of 2 epochs, none twice in an epoch, with or without
+    loader workers, and a run resumed mid-epoch gets the same batches. (Dealing whole shards
+    round-robin left a rank short: 11 of its 12 images.)"""
+    shards = fake_shards(tmp_path, SIZES)
+    per_rank = 6 // ranks
+    got = remote_feed(tmp_path, shards, ranks, workers)
+    for epoch in (0, 1):
+        seen = []
+        for rank in range(ranks):
+            batches = got[rank][epoch * 6 : (epoch + 1) * 6]
+            assert len(got[rank]) == 12 and all(y.shape == (per_rank,) for _, y in batches)
+            seen += [int(v) for _, y in batches for v in y]
+        assert len(seen) == len(set(seen)) == 36 and set(seen) <= set(range(38))
+    # resumed after step 8 (epoch 1, step 2): the batches of the uninterrupted run
+    resumed = remote_feed(tmp_path, shards, ranks, workers, start=8)
+    for rank in range(ranks):
+        assert len(resumed[rank]) == 4
+        for (x, y), (x0, y0) in zip(resumed[rank], got[rank][8:], strict=True):
+            assert torch.equal(y, y0) and torch.equal(x, x0)
+
+
+def test_remote_evaluation_reads_every_image_once_over_the_ranks(tmp_path):
     from train.remote import RemoteEpoch, remote_batches, remote_loader
 
-    shards = fake_shards(tmp_path, [5] * 6)  # 30 images, labels = indices
-    pre = Preprocess(8, 3, (0.5,) * 3, (0.5,) * 3)
-    batch, ranks = 4, 2
-    steps = 30 // batch  # 7 steps of batch // ranks = 2 images on each rank
-    for epoch in (0, 1):
-        seen: list[int] = []
+    shards = fake_shards(tmp_path, SIZES)
+    for ranks, workers in ((3, 2), (5, 0)):
+        seen = []
         for rank in range(ranks):
-            ds = RemoteEpoch(shards, pre, "crop_flip", 7, epoch, rank, ranks, buffer=3)
-            got = list(remote_batches(remote_loader(ds, 0, False), 2, steps, rank))
-            assert len(got) == steps and all(x.shape == (2, 3, 8, 8) for x, _ in got)
-            seen.extend(int(y) for _, ys in got for y in ys)
-        assert len(seen) == len(set(seen)) == steps * batch  # none twice, 28 of the 30
-        assert set(seen) <= set(range(30))
-        # shards dealt to (rank, worker) round-robin from a permutation: each exactly once
-        dealt = [
-            RemoteEpoch(shards, pre, None, 7, epoch, r, ranks).mine(w, 2)
-            for r in (0, 1)
-            for w in (0, 1)
+            ds = RemoteEpoch(shards, PRE, None, 0, 0, rank, ranks, None, buffer=1)
+            got = list(remote_batches(remote_loader(ds, workers, False), 4, None, rank))
+            assert sum(len(y) for _, y in got) in (38 // ranks, 38 // ranks + 1)
+            seen += [int(v) for _, y in got for v in y]
+        assert sorted(seen) == list(range(38))
+
+
+def hand_deal(sizes, order, ranks, quota):
+    """Rank r's (shard, start, stop) pieces: the sample sequence of `order` cut at r x quota."""
+    spans, at = [], 0
+    for k in order:
+        spans.append((k, at, at + sizes[k]))
+        at += sizes[k]
+    return [
+        [
+            (k, max(a, r * quota) - a, min(b, (r + 1) * quota) - a)
+            for k, a, b in spans
+            if min(b, (r + 1) * quota) > max(a, r * quota)
         ]
-        assert sorted(s for d in dealt for s in d) == list(range(6))
-    one = [RemoteEpoch(shards, pre, None, 7, e, 0, 1).mine(0, 1) for e in range(4)]
-    assert len({tuple(o) for o in one}) > 1  # the order changes with the epoch
-    assert one[0] == RemoteEpoch(shards, pre, None, 7, 0, 0, 1).mine(0, 1)  # (seed, epoch) only
+        for r in range(ranks)
+    ]
+
+
+@pytest.mark.parametrize("shard", [10_000, 1_000])
+def test_dealing_at_full_imagenet_scale_is_exact_and_pure(shard):
+    """1,281,167 images, global batch 4096: 312 steps an epoch; 8 ranks x 512 = 159,744 images
+    a rank, 16 ranks x 256 = 79,872; 1,281,167 - 312 x 4096 = 1,215 left out an epoch."""
+    from train.data import epoch_order
+    from train.remote import deal
+
+    sizes = [shard] * (1_281_167 // shard) + [1_281_167 % shard]  # the last one short
+    for ranks, quota in ((8, 159_744), (16, 79_872)):
+        for workers in (1, 12):
+            for epoch in (0, 101):
+                dealt = deal(sizes, 5, epoch, ranks, workers, quota)
+                assert dealt == deal(sizes, 5, epoch, ranks, workers, quota)  # pure
+                order = epoch_order(len(sizes), 5, epoch).tolist()
+                expect = hand_deal(sizes, order, ranks, quota)
+                for rank, pieces in enumerate(dealt):
+                    flat = [(p.shard, p.start, p.stop) for w in pieces for p in w]
+                    merged = []  # a shard split between two workers: its pieces joined again
+                    for k, a, b in flat:
+                        if merged and merged[-1][0] == k and merged[-1][2] == a:
+                            merged[-1] = (k, merged[-1][1], b)
+                        else:
+                            merged.append((k, a, b))
+                    assert merged == expect[rank]
+                    assert sum(b - a for _, a, b in flat) == quota
+                    counts = [sum(p.stop - p.start for p in w) for w in pieces]
+                    assert counts == [
+                        quota // workers + (w < quota % workers) for w in range(workers)
+                    ]
+                    partial = [p for p in merged if (p[1], p[2]) != (0, sizes[p[0]])]
+                    assert len(partial) <= 2  # whole shards, a partial one at each end at most
+    assert deal(sizes, 5, 0, 8, 12, 159_744) != deal(sizes, 5, 1, 8, 12, 159_744)
 
 
 def test_training_over_pipe_shards(tmp_path, root):
     """A tiny pruning run over `pipe:cat` shards (streaming and in memory) finishes and reaches
     its sparsity; the sidecar says which path read the data."""
-    from conftest import TINY_TRAIN
     from test_infer import write_fmnist
 
     from ingest import pack, sources

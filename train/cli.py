@@ -41,6 +41,13 @@ def train(
         int | None, typer.Option(help="DataLoader worker processes per process (streaming)")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (steps, epochs, memory, disk; `pie plan`) and train nothing",
+        ),
+    ] = False,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
@@ -49,7 +56,7 @@ def train(
     Several processes or GPUs: `torchrun --nproc_per_node=N -m pie train ...` (see
     pie.distributed for several machines). A killed run resumes when run again.
     """
-    from train import population
+    from train import plan, population
 
     levels = options.numbers(sparsities, float, "--sparsity")
     cfg = config.load(
@@ -69,6 +76,9 @@ def train(
             device=device,
         ),
     )
+    if dry_run:
+        plan.dry_run(open_root(root, create=False), cfg)
+        return
     population.main(open_root(root), cfg)
 
 

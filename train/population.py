@@ -6,8 +6,9 @@ trained once and shared by every method. Before anything trains:
 - the training and evaluation shards are checked against their index (missing or truncated
   shards are refused), GPU-only options on a CPU run are refused, the global batch must divide
   by the number of processes, and `init_from` must hold weights of this arch and class count;
-- a config whose pruning schedule ends after the last step is refused (its pruned models
-  would end below target);
+- a config that cannot run to its end is refused (`train.checks`, which `pie plan`
+  runs too): a pruning schedule ending after the last step (its pruned models would end below
+  target), or a rank that cannot fill its quota of images in some epoch;
 - a job whose checkpoint is on disk is not trained again, but only if that checkpoint was
   made with the same settings: any difference in the resolved config, besides how the run
   executes (`EXECUTION`) and which jobs exist (`POPULATION`), is refused with one line.
@@ -36,15 +37,16 @@ from pie.models import create, resolve_device
 from pie.parallel import run_tasks
 from pie.paths import WorkRoot
 from train import data, finetune, resume
+from train.checks import check_run
 from train.config import TrainConfig
 from train.trainer import (
     Job,
     check_device,
-    check_schedule,
     check_world,
     determinism,
     make_job,
     preprocess,
+    torch_seed,
     train_one,
 )
 
@@ -96,7 +98,11 @@ def plan(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Plan:
     model = create(cfg.arch, n_classes, cfg.channels, cfg.image_size)  # fail here, not later
     if cfg.init_from:
         finetune.load_dense(model, cfg.init_from, cfg.arch, n_classes)
-    check_schedule(cfg, shards.n_images)
+    path = data.choose_path(cfg.data, shards.n_images, preprocess(cfg), shards.remote)
+    sizes = [n for _, n in shards.shards]
+    first = jobs(cfg)[:1]
+    seed = torch_seed(cfg.experiment, first[0]) if first else 0
+    check_run(cfg, sizes, path, world.size, seed)
     registered = catalog.model_ids(con)
     cleared = checkpoints.clean(root.checkpoints)  # we hold the writer lock: nobody else writes
     resume.clean(root)
@@ -115,7 +121,6 @@ def plan(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Plan:
     for sidecar in existing:
         if sidecar.model_id not in registered:
             catalog.register_model(con, sidecar)
-    path = data.choose_path(cfg.data, shards.n_images, preprocess(cfg), shards.remote)
     return Plan(pending, len(existing), n_classes, space, center_crop_only(eval_set), path)
 
 

@@ -1,18 +1,34 @@
 """Training over shards on an object store (an index of `pipe:` or other non-file URLs; the
 sidecar's `data` says "stream-remote"): no random access, so an epoch follows its own rule.
 
-The shard order is a permutation drawn from (seed, epoch); shards are dealt round-robin to
-(rank, loader worker); each worker reads its shards sequentially through a shuffle buffer of
-`SHUFFLE_BUFFER` samples seeded by (seed, epoch, rank, worker); every image is read at most once
-per epoch. Every rank takes the same `N // batch` steps as on local shards and stops there (a
-rank whose shards hold fewer than its steps' worth is a PieError: pack into more, equal shards).
+Who reads what (`deal`, a pure function of the shard sizes, seed, epoch, world size, loader
+workers and quota, called by the loader and by `pie plan` alike):
+- the shards are permuted by (seed, epoch) and laid end to end: one sequence of N samples;
+- rank r of R takes the contiguous run [r Q, (r+1) Q) of it, Q = steps per epoch x per-rank
+  batch (its quota): whole shards plus at most a partial one at each end, so every rank gets
+  exactly Q samples whatever the shard count and sizes; the N - R Q samples at the end of the
+  sequence (N mod batch) are not seen this epoch;
+- a rank's run is cut again into one contiguous run per loader worker, as equal as possible
+  (the first Q mod W workers take one sample more).
+A worker reads its pieces in order, each sequentially by URL (a piece starting inside a shard
+reads past the shard's first samples without decoding them), through a shuffle buffer of
+`SHUFFLE_BUFFER` samples seeded by (seed, epoch, rank, worker): every image is read at most
+once per epoch. The DataLoader takes the workers' samples in turn (worker 0, 1, ..., W-1, 0,
+...), so a rank's k-th sample of the epoch comes from worker k mod W; resumed after s steps of
+an epoch, worker w passes over (reads, does not decode) the samples the first s batches took
+from it, and the batches that follow are those of an uninterrupted run.
+Which samples a rank reads does not depend on the loader workers, their order does: on an
+object store `loader_workers` is part of the data order (keep it when resuming a job).
+Evaluation (`deal_eval`) cuts the shards, in index order, into R runs of N // R or N // R + 1
+samples: every image once over the ranks.
 Augmentation draws come from (seed, epoch, the image's index in shard order).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,14 +40,89 @@ from train.augment import mix, uniforms
 from train.data import ShardSet, batches, decode_sample, epoch_order
 
 SHUFFLE_BUFFER = 1000  # samples per loader worker
+PREFETCH = 64  # decoded samples each loader worker keeps ready
+
+
+class Piece(NamedTuple):
+    """Samples [start, stop) of shard `shard` (its position in the index)."""
+
+    shard: int
+    start: int
+    stop: int
+
+
+Dealt = list[list[list[Piece]]]  # [rank][loader worker] -> pieces, in reading order
+
+
+def cut(sizes: Sequence[int], order: Sequence[int], lengths: Sequence[int]) -> list[list[Piece]]:
+    """Lay the shards of `order` end to end and cut the sample sequence into consecutive runs
+    of `lengths` samples (their sum at most the samples there are); each run as pieces."""
+    return split([(int(k), 0, int(sizes[k])) for k in order], lengths)
+
+
+def split(pieces: Sequence[tuple[int, int, int]], lengths: Sequence[int]) -> list[list[Piece]]:
+    """`pieces`, in order, cut into consecutive runs of `lengths` samples (their sum at most
+    the samples the pieces hold)."""
+    runs: list[list[Piece]] = [[] for _ in lengths]
+    w, room = 0, lengths[0] if lengths else 0
+    for shard, start, stop in pieces:
+        while start < stop:
+            while room == 0:
+                w += 1
+                if w == len(lengths):
+                    return runs
+                room = lengths[w]
+            take = min(room, stop - start)
+            runs[w].append(Piece(shard, start, start + take))
+            start, room = start + take, room - take
+    if room or any(lengths[w + 1 :]):
+        raise ValueError(f"runs of {sum(lengths)} samples cut from fewer")
+    return runs
+
+
+def equal(total: int, parts: int) -> list[int]:
+    """`total` in `parts` counts as equal as can be, the first ones one more."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def deal(
+    sizes: Sequence[int], seed: int, epoch: int, world: int, workers: int, quota: int
+) -> Dealt:
+    """One training epoch's pieces per (rank, loader worker), `quota` samples per rank (the
+    module's rule); where the set holds fewer than `world` x `quota` samples the last ranks get
+    what is left (`checks.epoch_shapes` refuses such a run before it starts)."""
+    n = sum(sizes)
+    lengths = [min(quota, max(0, n - r * quota)) for r in range(world)]
+    order = epoch_order(len(sizes), seed, epoch).tolist()
+    return per_worker(cut(sizes, order, lengths), lengths, workers)
+
+
+def deal_eval(sizes: Sequence[int], world: int, workers: int) -> Dealt:
+    """Evaluation's pieces per (rank, loader worker): every image once over the ranks, in
+    index order."""
+    lengths = equal(sum(sizes), world)
+    return per_worker(cut(sizes, range(len(sizes)), lengths), lengths, workers)
+
+
+def per_worker(runs: list[list[Piece]], lengths: list[int], workers: int) -> Dealt:
+    """Each rank's run cut into equal runs for its loader workers (0 workers: one)."""
+    return [
+        split(run, equal(length, max(1, workers)))
+        for run, length in zip(runs, lengths, strict=True)
+    ]
+
+
+def samples(dealt: Sequence[Sequence[Piece]]) -> list[int]:
+    """Sample counts of a rank's (or a worker's) runs of pieces."""
+    return [sum(p.stop - p.start for p in pieces) for pieces in dealt]
 
 
 class RemoteEpoch(torch.utils.data.IterableDataset):
     """One epoch of a shard set on an object store, as (pixels uint8 tensor, label) samples (the
-    module's rule): shards permuted by (seed, epoch), dealt round-robin to
-    (rank, loader worker), each read sequentially through a shuffle buffer of `buffer` samples
-    seeded by (seed, epoch, rank, worker). With `policy` None (evaluation) images are decoded
-    by the fixed rule, in the order read."""
+    module's rule): `quota` samples per rank dealt by `deal`, or with quota None (evaluation)
+    every image once over the ranks (`deal_eval`), decoded by the fixed rule (`policy` None).
+    `skip`: samples of this rank's epoch already taken (a run resumed mid-epoch); they are
+    passed over, read but not decoded."""
 
     def __init__(
         self,
@@ -42,37 +133,46 @@ class RemoteEpoch(torch.utils.data.IterableDataset):
         epoch: int,
         rank: int,
         world: int,
+        quota: int | None,
+        skip: int = 0,
         buffer: int = SHUFFLE_BUFFER,
         center_crop_only: bool = False,
     ):
         self.shards, self.pre, self.policy, self.seed, self.epoch = shards, pre, policy, seed, epoch
-        self.rank, self.world, self.buffer = rank, world, buffer
+        self.rank, self.world, self.quota, self.skip, self.buffer = rank, world, quota, skip, buffer
         self.center_crop_only = center_crop_only
         self.starts = np.cumsum([0] + [n for _, n in shards.shards])
 
-    def mine(self, worker: int, workers: int) -> list[int]:
-        """The shards of (rank, worker) this epoch, in reading order."""
-        order = epoch_order(len(self.shards.shards), self.seed, self.epoch).tolist()
-        return order[self.rank * workers + worker :: self.world * workers]
+    def mine(self, worker: int, workers: int) -> list[Piece]:
+        """The pieces of (rank, worker) this epoch, in reading order."""
+        sizes = [n for _, n in self.shards.shards]
+        if self.quota is None:
+            return deal_eval(sizes, self.world, workers)[self.rank][worker]
+        return deal(sizes, self.seed, self.epoch, self.world, workers, self.quota)[self.rank][
+            worker
+        ]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        skip = self.skip // workers + (worker < self.skip % workers)
+        for k, (i, sample) in enumerate(self.shuffled(self.mine(worker, workers), worker)):
+            if k >= skip:
+                yield self.item(i, sample)
+
+    def shuffled(self, pieces: list[Piece], worker: int) -> Iterator[tuple[int, dict]]:
+        """(index in shard order, raw sample) of `pieces`, through the shuffle buffer."""
         rng = random.Random(mix(self.seed, self.epoch, self.rank, worker))
         pool: list[tuple[int, dict]] = []
-        for shard in self.mine(worker, workers):
-            url, n = self.shards.shards[shard]
-            for j, sample in enumerate(read_url(url)):
-                if j >= n:
-                    raise PieError(f"shard {url} holds more samples than its index's {n}")
-                pool.append((int(self.starts[shard]) + j, sample))
+        for piece in pieces:
+            for j, sample in read_piece(*self.shards.shards[piece.shard], piece.start, piece.stop):
+                pool.append((int(self.starts[piece.shard]) + j, sample))
                 if len(pool) >= self.buffer:
                     k = rng.randrange(len(pool))
                     pool[k], pool[-1] = pool[-1], pool[k]
-                    yield self.item(*pool.pop())
+                    yield pool.pop()
         rng.shuffle(pool)
-        for i, sample in pool:
-            yield self.item(i, sample)
+        yield from pool
 
     def item(self, i: int, sample: dict) -> tuple[torch.Tensor, int]:
         u = uniforms(self.seed, self.epoch, np.array([i]))[0]
@@ -82,13 +182,31 @@ class RemoteEpoch(torch.utils.data.IterableDataset):
         return torch.from_numpy(pixels.copy()), int(sample["cls"])
 
 
+def read_piece(url: str, n: int, start: int, stop: int) -> Iterator[tuple[int, dict]]:
+    """(position in the shard, raw sample) of samples [start, stop) of a shard of `n` samples,
+    read sequentially by URL; the samples before `start` are parsed, not decoded. A piece that
+    ends the shard reads it to the end, so a shard holding other than `n` samples, or a failed
+    `pipe:` command, is a PieError; one that ends earlier closes the stream there."""
+    j = -1
+    for j, sample in enumerate(read_url(url)):
+        if j >= n:
+            raise PieError(f"shard {url} holds more samples than its index's {n}")
+        if j >= start:
+            yield j, sample
+        if j + 1 == stop < n:
+            return
+    if j + 1 < stop or j + 1 < n:
+        raise PieError(f"shard {url} holds {j + 1} samples, its index says {n}")
+
+
 def remote_loader(dataset: RemoteEpoch, workers: int, pin: bool) -> torch.utils.data.DataLoader:
+    """Samples one at a time, decoded by `workers` processes, each keeping `PREFETCH` ready."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=None,
         num_workers=workers,
         pin_memory=pin,
-        prefetch_factor=64 if workers else None,
+        prefetch_factor=PREFETCH if workers else None,
     )
 
 
@@ -111,7 +229,7 @@ def remote_batches(
     if count is not None and done < count:
         raise PieError(
             f"rank {rank}'s shards held {done * size + len(images)} images this epoch, fewer than "
-            f"its {count} steps of {size}: pack the dataset into more shards of equal size"
+            f"its {count} steps of {size}: a shard holds fewer samples than its index says"
         )
     if images:
         yield torch.stack(images), torch.tensor(labels, dtype=torch.int64)

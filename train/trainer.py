@@ -252,13 +252,13 @@ def feed(
                 x = torch.from_numpy(pixels[idx])
                 x = augment.augment_batch(x, policy, seed, epoch, positions)
                 yield x, torch.from_numpy(labels[idx])
-        elif path == "stream-remote":
-            dataset = remote.RemoteEpoch(shards, pre, policy, seed, epoch, world.rank, world.size)
+        elif path == "stream-remote":  # resumed mid-epoch: the first batches passed over
+            quota, skip = steps_per_epoch * per_rank, first * per_rank
+            dataset = remote.RemoteEpoch(
+                shards, pre, policy, seed, epoch, world.rank, world.size, quota, skip
+            )
             loader = remote.remote_loader(dataset, cfg.loader_workers, pin)
-            batches = remote.remote_batches(loader, per_rank, stop, world.rank)
-            for _ in range(first):  # resumed mid-epoch: the epoch's first batches again
-                next(batches)
-            yield from batches
+            yield from remote.remote_batches(loader, per_rank, stop - first, world.rank)
         else:
             sampler = data.EpochSampler(
                 shards.n_images, seed, epoch, cfg.batch_size, world.rank, world.size, first, stop
@@ -294,7 +294,7 @@ def evaluate(
         )
     elif shards.remote:  # shards dealt to ranks, each read once
         dataset = remote.RemoteEpoch(
-            shards, pre, None, 0, 0, world.rank, world.size, 1, center_crop_only
+            shards, pre, None, 0, 0, world.rank, world.size, None, 0, 1, center_crop_only
         )
         loader = remote.remote_loader(dataset, cfg.loader_workers, device.type == "cuda")
         chunks = remote.remote_batches(loader, 250, None, world.rank)
