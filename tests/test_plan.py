@@ -115,9 +115,10 @@ def test_the_reference_plan_by_hand(tmp_path):
     assert "103 epochs, the last one of 176 steps" in out  # 32,000 - 102 x 312 = 176
     assert "left out        3,215 images an epoch" in out  # 1,281,167 - 312 x 4,096
     assert "quota           159,744 images per rank" in out  # 312 x 512
-    # masks: from 32 x 312 = 9,984 every 500 to 80 x 312 = 24,960: 9,984 + 29 x 500 = 24,484
-    # is the last on the grid, then the end step: 30 + 1 updates
-    assert "31 per pruned job, at steps 9,984, 10,484, 10,984, ..., 24,960" in out
+    # masks (masked_weights = "reference": an update fires when last_update + 500 <= t within
+    # [32 x 312, 80 x 312] = [9,984, 24,960]): 9,984 + k x 500 for k = 0..29, the last 24,484;
+    # nothing is forced at the end step under that rule: 30 updates
+    assert "30 per pruned job, at steps 9,984, 10,484, 10,984, ..., 24,484" in out
     # a state every 1,000 steps before the last: 1,000 ... 31,000
     assert "31 per job, at steps 1,000 ... 31,000" in out
     rows = epoch_rows(out)

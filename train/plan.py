@@ -103,9 +103,8 @@ def plan(
     per_epoch, total = steps(cfg, train.images)
     sched = schedule(cfg, 1.0, per_epoch)
     pruned = any(s > 0 for s in cfg.sparsities)
-    # the steps `Schedule.is_update` accepts among begin, every `frequency` after, and end
-    grid = [*range(sched.begin_step, sched.end_step + 1, sched.frequency), sched.end_step]
-    updates = sorted({s for s in grid if s < total and sched.is_update(s)}) if pruned else []
+    # the steps at which masks change, by the schedule's own rule (frozen or reference)
+    updates = [s for s in sched.update_steps() if s < total] if pruned else []
     saves = list(range(cfg.save_every, total, cfg.save_every)) if cfg.save_every else []
     per_rank = cfg.batch_size // world_size
     n = train.images
