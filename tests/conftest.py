@@ -35,6 +35,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if config.getoption("--reverse"):
         items.reverse()
 
+
 # A few seconds of CPU training on the `packed` fixture.
 TINY_TRAIN = TrainConfig(
     experiment="t",
