@@ -117,8 +117,8 @@ def test_every_severity_row_is_the_sources(table: str, name: str) -> None:
         assert row == pytest.approx(expected, rel=1e-12, abs=0), (table, name, severity)
 
 
-# REFERENCE: AlexNet top-1 error averaged over severities 1-5 on the released ImageNet-C files,
-# and on the clean validation set (the ImageNet-C paper)
+# AlexNet top-1 error averaged over severities 1-5 on the released ImageNet-C files, and on the
+# clean validation set (Hendrycks & Dietterich 2019)
 ALEXNET = {
     "clean": 0.435,
     "gaussian_noise": 0.886428,

@@ -1,7 +1,8 @@
 """Differential test of the whole analysis: random small studies, stored through
 store.insert_predictions, analysed by `pie analyze` (analytics.analyze.main) and exported by
-`pie export`, checked against a plain-Python + scipy re-implementation of the definitions written
-here (REFERENCE.md: per-class impact, PIE, CIE L1 distance, corruption error).
+`pie export`, checked against a plain-Python + scipy re-implementation written here from the
+definitions (per-class impact: Welch t-tests of recall normalised by the population's mean
+top-1; PIE: the modal labels differ; the CIE L1 distance; corruption error).
 
 Each study (one per seed): a dense population and pruned ones at 0.5 and 0.9, of 3-7 models
 each; 12 classes; a clean dataset and corrupted variants of it (one corruption at all five
