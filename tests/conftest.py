@@ -22,6 +22,20 @@ from train.config import TrainConfig
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 runner = CliRunner()
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reverse",
+        action="store_true",
+        help="run the collected tests in reverse order (a test must not depend on another's)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
 # A few seconds of CPU training on the `packed` fixture.
 TINY_TRAIN = TrainConfig(
     experiment="t",

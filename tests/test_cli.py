@@ -42,8 +42,8 @@ device = "cpu"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """The whole pipeline once; the tests below read what it left."""
+def pipeline(tmp_path_factory):
+    """The whole pipeline once per module: its work root and config file, never changed."""
     tmp = tmp_path_factory.mktemp("e2e")
     if not (FMNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
         pytest.fail(f"Fashion-MNIST missing at {FMNIST_DIR}: run `make data` (make test does)")
@@ -60,7 +60,17 @@ def run(tmp_path_factory):
         ["export", "--non-pie"],
     ):
         pie(*stage, *args)
-    return open_root(tmp / "work"), args
+    return tmp / "work", cfg
+
+
+@pytest.fixture
+def run(pipeline, tmp_path):
+    """A copy of the pipeline's work root for this test alone (paths in the database are
+    relative to the root), so a test may change it without another test seeing the change."""
+    work, cfg = pipeline
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    return open_root(copy), ("--config", str(cfg), "--root", str(copy))
 
 
 def query(root, sql: str):
@@ -215,7 +225,6 @@ def test_interrupted_infer_then_rerun_leaves_no_duplicate(run, monkeypatch):
 
 def test_summary_prints_per_sparsity_and_paths(run):
     _, args = run
-    pie("analyze", *args)  # an earlier test re-ran infer: the analysis is out of date
     out = pie("summary", *args).stdout
     assert "0.9" in out and "magnitude" in out and "database:" in out and "export:" in out
 
@@ -349,7 +358,6 @@ def test_report_opens_in_a_browser_and_its_gallery_filters(run, tmp_path):
     if browser.chromium() is None:
         pytest.skip("no `chromium` on PATH: Debian's chromium is needed (`make browser`)")
     root, args = run
-    pie("analyze", *args)  # an earlier test re-ran infer: the analysis is out of date
     shot = tmp_path / "report.png"
     pie("report", "--screenshot", str(shot), *args)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
