@@ -144,9 +144,7 @@ def load_pair(
                     [info.dataset, info.experiment],
                 )
                 # q-values are over an experiment's datasets: every row of it is stale
-                con.execute(
-                    "delete from robustness_tstats where experiment = ?", [info.experiment]
-                )
+                con.execute("delete from robustness_tstats where experiment = ?", [info.experiment])
             con.execute("delete from inference_runs where model_id = ? and dataset = ?", pair)
             n = store.rows(
                 con,

@@ -15,8 +15,9 @@ so every column type DuckDB has comes out as DuckDB writes it.
 When `pie analyze` is up to date, the view names resolve to its materialised tables
 (pie.materialised); otherwise the views compute from the predictions (correct, slower) and a
 note on stderr says so, as it does for a query over class_tstats or robustness_tstats when
-they were computed from other inputs than the current ones. `--timeout SECONDS` interrupts a query running longer. A query naming
-a table that does not exist gets one line naming those that do.
+they were computed from other inputs than the current ones. `--timeout SECONDS` interrupts a
+query running longer. A query naming a table that does not exist gets one line naming those
+that do.
 """
 
 from __future__ import annotations

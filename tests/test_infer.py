@@ -25,7 +25,6 @@ from ingest import pack, sources
 from ingest.config import IngestConfig
 from pie import catalog, checkpoints, store
 from pie.catalog import DatasetSpec
-from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, center_crop_only, decode
 from pie.shards import Sample, dataset_hash, read_shards, write_shards
 from train.config import TrainConfig

@@ -12,15 +12,17 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import TINY_TRAIN, add_predictions, assert_one_line_error, pie
-from test_analytics import analysed  # noqa: F401  (a fixture)
-from test_infer import CFG, JOBS, assert_same, expected, images, query, stored, world  # noqa: F401
+from conftest import TINY_TRAIN, add_dataset, add_predictions, assert_one_line_error, pie
+from test_analytics import votes
+from test_infer import CFG, JOBS, assert_same, expected, images, query, stored, train, write_fmnist
 from test_train_infer import write_parts
 
 from analytics import analyze
 from analytics.config import AnalyzeConfig
 from infer.run import main as infer
 from infer.sink import load_pair
+from ingest import pack, sources
+from ingest.config import IngestConfig
 from pie import catalog, checkpoints, materialised, store
 from pie.errors import PieError
 from pie.shards import sha256_file
@@ -29,6 +31,27 @@ from train.trainer import train_one
 
 TINY = replace(TINY_TRAIN, epochs=2, prune_end_epoch=1.5)
 M0, M1 = (j.model_id for j in JOBS)
+
+
+@pytest.fixture
+def world(root, tmp_path):
+    """fmnist-train (48) and fmnist-test (20) packed, dense M0 and M1 trained and registered."""
+    write_fmnist(tmp_path / "v1", seed=0)
+    found = [sources.fashion_mnist(tmp_path / "v1", s) for s in ("train", "test")]
+    pack.main(root, IngestConfig(), found)
+    for job in JOBS:
+        train(root, job)
+    return root
+
+
+@pytest.fixture
+def analysed(root):
+    """test_analytics' votes on dataset d (dense d0-d2, magnitude 0.5 v0-v2), analysed."""
+    with store.connect(root) as con:
+        add_dataset(con, "d")
+        votes(con)
+    analyze.main(root, AnalyzeConfig(experiment="exp", dataset="d"))
+    return root
 
 
 def registered_sha(root, model_id: str) -> str:
@@ -178,6 +201,4 @@ def test_replaced_predictions_delete_the_experiments_robustness_tstats(root, con
             [dataset, experiment],
         )
     assert load_pair(con, write_parts(root, dataset="d-gaussian_noise-1")) == 3
-    assert store.rows(con, "select dataset, experiment from robustness_tstats") == [
-        ("d", "other")
-    ]
+    assert store.rows(con, "select dataset, experiment from robustness_tstats") == [("d", "other")]
