@@ -14,18 +14,19 @@ import pytest
 import torch
 from conftest import TINY_TRAIN, add_dataset, add_predictions, assert_one_line_error, pie
 from test_analytics import votes
+from test_export import pie_root
 from test_infer import CFG, JOBS, assert_same, expected, images, query, stored, train, write_fmnist
 from test_train_infer import write_parts
 
-from analytics import analyze
-from analytics.config import AnalyzeConfig
+from analytics import analyze, export
+from analytics.config import AnalyzeConfig, ExportConfig
 from infer.run import main as infer
 from infer.sink import load_pair
 from ingest import pack, sources
 from ingest.config import IngestConfig
 from pie import catalog, checkpoints, materialised, store
 from pie.errors import PieError
-from pie.shards import sha256_file
+from pie.shards import read_shards, sha256_file
 from train import population
 from train.trainer import train_one
 
@@ -202,3 +203,33 @@ def test_replaced_predictions_delete_the_experiments_robustness_tstats(root, con
         )
     assert load_pair(con, write_parts(root, dataset="d-gaussian_noise-1")) == 3
     assert store.rows(con, "select dataset, experiment from robustness_tstats") == [("d", "other")]
+
+
+# -- exports -----------------------------------------------------------------------------------
+
+
+def exported_keys(directory) -> list[str]:
+    return sorted(s["__key__"] for s in read_shards(directory))
+
+
+def test_export_is_written_again_when_its_pie_set_changed(root, capsys):
+    """test_export's root: PIEs k0, k1. Asked again unchanged: already there. After v1 and v2
+    also say 1 for k2 (same row count), k2 is a PIE too: the export is rewritten with k0-k2;
+    asked with a CSV manifest, rewritten with one."""
+    pie_root(root).close()
+    cfg = ExportConfig(experiment="exp", dataset="d", sparsity=0.9)
+    out = export.main(root, cfg)
+    assert exported_keys(out) == ["k0", "k1"]
+    capsys.readouterr()
+    export.main(root, cfg)
+    assert "already there" in capsys.readouterr().out
+    with store.connect(root) as con:
+        for m in ("v1", "v2"):
+            store.delete_predictions(con, "model_id = ?", [m])
+            add_predictions(con, m, "d", [(f"k{i}", 0, int(i < 3)) for i in range(5)], 0.25)
+    assert export.main(root, cfg) == out
+    assert "rewritten" in " ".join(capsys.readouterr().out.split())
+    assert exported_keys(out) == ["k0", "k1", "k2"]
+    assert query(root, "select n_images from datasets where name = 'd-magnitude-0.9-pie'") == [(3,)]
+    export.main(root, replace(cfg, manifest="csv"))
+    assert sorted(p.name for p in out.glob("manifest.*")) == ["manifest.csv"]
