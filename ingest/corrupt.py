@@ -158,8 +158,8 @@ def corruption_geometry(
     if found.size is None:
         if not cfg.image_size:
             raise PieError(
-                f"cannot tell the size to corrupt {name} at ({found.rule}): set corrupt.image_size"
-                " to the size its models take (224: ImageNet-C's crops)"
+                f"{name} does not tell the size to corrupt it at ({found.rule}): set"
+                " corrupt.image_size to the size its models take (224: ImageNet-C's crops)"
             )
         found = Geometry(cfg.image_size, found.channels, None, "corrupt.image_size")
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +208,7 @@ def test_packaged_imagenet_config_corrupts_224_px_rgb_crops(root, tmp_path):
     )
     assert run.exit_code == 0, run.output
     config = ["-c", str(CONFIGS / "imagenet-resnet50.toml"), "-x", "gaussian_noise", "-s", "1"]
-    run = CliRunner().invoke(app, ["corrupt", *config, *args])
+    run = CliRunner().invoke(app, ["corrupt", "imagenet-val", *config, *args])
     assert run.exit_code == 0, run.output
     variants = samples(root, "imagenet-val-gaussian_noise-1")
     assert len(variants) == 3 and {v.shape for v in variants.values()} == {(224, 224, 3)}
@@ -245,7 +247,7 @@ def cifar(root, tmp_path):
 
 def test_packaged_cifar_config_corrupts_the_32_px_rgb_images_as_they_are(cifar):
     args = ["-c", str(CONFIGS / "cifar-resnet.toml"), "-x", "gaussian_noise", "-s", "2"]
-    run = CliRunner().invoke(app, ["corrupt", *args, "--root", str(cifar.path)])
+    run = CliRunner().invoke(app, ["corrupt", "cifar10-test", *args, "--root", str(cifar.path)])
     assert run.exit_code == 0, run.output
     parent = samples(cifar, "cifar10-test")
     variants = samples(cifar, "cifar10-test-gaussian_noise-2")
@@ -311,3 +313,25 @@ def test_repacked_parent_makes_its_variants_again(flat, tmp_path):
         want = corrupt_image(np.full((28, 28), 60, np.uint8), "gaussian_noise", 3, rng)
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r["png"]))), want)
     assert corrupt.main(flat, cfg()) == []  # made from the parent as it is now
+
+
+def test_photos_outside_imagenet_need_an_explicit_size_which_is_recorded(root, tmp_path):
+    """Photos of two sizes in a label space of their own: the parent does not tell the size,
+    so corrupt refuses in one line until corrupt.image_size gives it; then that size is used
+    and recorded with the variant."""
+    photos = [textured(90, 60, 0), textured(60, 80, 1)]
+    src = folder(tmp_path / "photos", ["a", "b"], photos, "png")
+    args = ["--root", str(root.path)]
+    ingest = ["ingest", "imagefolder", str(src), "--name", "mine", "--label-space", "mine"]
+    assert CliRunner().invoke(app, ingest + args).exit_code == 0
+    mine = cfg(dataset="mine")
+    with pytest.raises(
+        PieError,
+        match=r"mine does not tell the size to corrupt it at \(its images are 60x80, 90x60 px",
+    ):
+        corrupt.main(root, mine)
+    assert corrupt.main(root, replace(mine, image_size=48)) == ["mine-gaussian_noise-3"]
+    assert {v.shape for v in samples(root, "mine-gaussian_noise-3").values()} == {(48, 48, 3)}
+    with store.connect(root, read_only=True) as con:
+        (settings,) = store.rows(con, "select settings from datasets where name like 'mine-%'")[0]
+    assert json.loads(settings)["image_size"] == 48
