@@ -93,7 +93,9 @@ class Geometry:
     rule: str
 
     def preprocess(self) -> Preprocess:
-        assert self.size is not None
+        """The decoding spec of these pixels (mean 0, std 1)."""
+        if self.size is None:
+            raise PieError(f"no size to corrupt at ({self.rule}): set corrupt.image_size")
         pixels = Preprocess.pixels_only(self.size, self.channels)
         return (
             pixels
@@ -105,12 +107,15 @@ class Geometry:
 def parent_geometry(label_space: str, images: Iterable[bytes]) -> Geometry:
     """The corruption geometry of a parent in `label_space` whose first images (encoded bytes,
     its first shard's, in order; up to GEOMETRY_SAMPLE are read) are `images`: the rule of the
-    module docstring. A parent without images is a user error."""
+    module docstring. A parent without a readable image is a user error."""
     sizes, grey = [], True
     for data in islice(images, GEOMETRY_SAMPLE):
-        with Image.open(io.BytesIO(data)) as im:
-            sizes.append(im.size)
-            grey = grey and im.mode in GRAYSCALE_MODES
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                sizes.append(im.size)
+                grey = grey and im.mode in GRAYSCALE_MODES
+        except Exception:  # PIL raises many types; an unreadable image tells nothing
+            continue
     if not sizes:
         raise PieError("the parent has no images to corrupt")
     channels = 1 if grey else 3
