@@ -226,10 +226,17 @@ def main(
 
 def note_stale(con: duckdb.DuckDBPyConnection, query: str) -> None:
     """One line on stderr when the query names a stored analysis table (class_tstats,
-    robustness_tstats) computed from other inputs than the current ones, or a materialised
-    relation, which then computes from the predictions."""
-    named = set(re.findall(rf"\b({'|'.join(materialised.stale(con))})\b", query))
-    tables = [name for name in materialised.TABLES if name in named]
+    robustness_tstats, materialised.<relation>) computed from other inputs than the current
+    ones, or a materialised relation by its view name, which then computes from the
+    predictions."""
+    names = materialised.stale(con)
+    if not names:
+        return
+    stale, schema = "|".join(names), materialised.SCHEMA
+    named = set(re.findall(rf"\b({stale})\b", query))
+    stored = {f"{schema}.{n}" for n in re.findall(rf"\b{schema}\.({stale})\b", query)}
+    tables = [name for name in materialised.TABLES if name in named] + sorted(stored)
+    named -= {name.split(".")[-1] for name in stored}
     parts = []
     if tables:
         parts.append(

@@ -184,6 +184,10 @@ def test_predictions_replaced_by_as_many_rows_make_the_analysis_stale(analysed):
         assert note[0].endswith("run `pie analyze`")
     both = pie("sql", "select * from class_tstats, robustness_tstats", *args).stderr
     assert "class_tstats and robustness_tstats were computed" in both
+    stored = pie("sql", "select * from materialised.pie_unranked", *args).stderr
+    assert stored.startswith("note: materialised.pie_unranked was computed from other")
+    view = pie("sql", "select * from pie_unranked", *args).stderr
+    assert view.startswith("note: the analysis is not materialised or out of date")
     assert analyze.main(analysed, AnalyzeConfig(experiment="exp", dataset="d")) is True
     assert pie("sql", "select * from class_tstats", *args).stderr == ""
     with store.connect(analysed, read_only=True) as con:
