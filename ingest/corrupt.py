@@ -354,8 +354,8 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
                 shutil.rmtree(partial, ignore_errors=True)
         summary = (
             f"corrupt: wrote {len(done)} variants of {cfg.dataset} at {geometry.size} px,"
-            f" {geometry.channels} channels ({geometry.rule}; {len(specs) - len(done)} already"
-            " there"
+            f" {geometry.channels} channel{'s' * (geometry.channels > 1)} ({geometry.rule};"
+            f" {len(specs) - len(done)} already there"
         )
         summary += f", {redone} made again: {cfg.dataset} was re-packed)" if redone else ")"
         if done:
