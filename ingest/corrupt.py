@@ -107,7 +107,8 @@ class Geometry:
 def parent_geometry(label_space: str, images: Iterable[bytes]) -> Geometry:
     """The corruption geometry of a parent in `label_space` whose first images (encoded bytes,
     its first shard's, in order; up to GEOMETRY_SAMPLE are read) are `images`: the rule of the
-    module docstring. A parent without a readable image is a user error."""
+    module docstring. Without a readable image (a plan from shard indexes alone) an ImageNet-1k
+    parent is 224 px RGB; any other is a user error."""
     sizes, grey = [], True
     for data in islice(images, GEOMETRY_SAMPLE):
         try:
@@ -116,12 +117,12 @@ def parent_geometry(label_space: str, images: Iterable[bytes]) -> Geometry:
                 grey = grey and im.mode in GRAYSCALE_MODES
         except Exception:  # PIL raises many types; an unreadable image tells nothing
             continue
-    if not sizes:
+    if not sizes and label_space != "imagenet1k":
         raise PieError("the parent has no images to corrupt")
-    channels = 1 if grey else 3
-    kind = "grayscale" if grey else "colour"
-    w = sizes[0][0]
-    if set(sizes) == {(w, w)}:
+    channels = 1 if grey and sizes else 3
+    kind = "grayscale" if channels == 1 else "colour"
+    w = sizes[0][0] if sizes else 0
+    if sizes and set(sizes) == {(w, w)}:
         return Geometry(w, channels, 1.0, f"its images are {w}x{w} px, {kind}")
     if label_space == "imagenet1k":
         return Geometry(224, channels, 0.875, f"ImageNet-C's 224 px centre crops, {kind}")

@@ -294,6 +294,7 @@ def test_parent_geometry_rule():
     assert geometry("mine", encoded(photos)) == (None, 3, None)
     with pytest.raises(PieError, match="the parent has no images"):
         corrupt.parent_geometry("mine", [])
+    assert geometry("imagenet1k", []) == (224, 3, 0.875)  # the label space alone tells
 
 
 def test_repacked_parent_makes_its_variants_again(flat, tmp_path):
