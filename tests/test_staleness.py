@@ -1,6 +1,6 @@
 """Nothing stale: checkpoints replaced behind pie's back (train and infer), predictions replaced
 (the analysis, class_tstats, robustness_tstats, the `pie sql` note), exports whose PIE set
-changed, corrupted variants of a re-packed parent.
+changed. (Variants of a re-packed parent: test_corrupt_stage.)
 
 Expected predictions are computed here from the checkpoint on disk and the PNG bytes
 (test_infer's helpers), never from pie's earlier output."""
