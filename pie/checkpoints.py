@@ -241,7 +241,8 @@ def reconcile(
     directory = root.checkpoint(model_id)
     if not (directory / SIDECAR).exists():
         return None
-    sidecar, file = verify(directory, catalog.checkpoint_file(con, model_id))
+    known = catalog.checkpoint_file(con, model_id)
+    sidecar, file = verify(directory, known)
     if sidecar.model_id != model_id:
         raise PieError(
             f"checkpoint {directory} holds the sidecar of model {sidecar.model_id}, not"
@@ -250,7 +251,7 @@ def reconcile(
     changed = registered != sidecar.sha256
     if changed:
         catalog.register_model(con, sidecar)
-    if changed or file != catalog.checkpoint_file(con, model_id):
+    if changed or file != known:
         catalog.record_checkpoint_file(con, file)
     return sidecar, changed
 
