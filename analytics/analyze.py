@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -55,10 +56,11 @@ def rebuild(con: duckdb.DuckDBPyConnection, cfg: AnalyzeConfig, started: datetim
     from analytics.robustness import robustness_tstats
     from analytics.tstats import class_tstats
 
-    con.execute("delete from class_tstats")
-    class_tstats(con, cfg.alpha, cfg.significance_on)
-    con.execute("delete from robustness_tstats")
-    n_robust = robustness_tstats(con, cfg.alpha, cfg.significance_on)
+    for name, write in (("class_tstats", class_tstats), ("robustness_tstats", robustness_tstats)):
+        start = time.perf_counter()
+        con.execute(f"delete from {name}")
+        counts[name] = write(con, cfg.alpha, cfg.significance_on)
+        materialise.record(con, name, counts[name], time.perf_counter() - start)
     n_pop, n_sig = store.rows(
         con,
         "select count(distinct (dataset, experiment, method, sparsity)),"
@@ -69,7 +71,7 @@ def rebuild(con: duckdb.DuckDBPyConnection, cfg: AnalyzeConfig, started: datetim
         f" {counts['model_accuracy']:,} (model, dataset) pairs, class_tstats for {n_pop}"
         f" (dataset, population) pairs with {n_sig}"
         f" significant class rows at {cfg.significance_on} <= {cfg.alpha:g},"
-        f" robustness_tstats for {n_robust} (dataset, population) pairs"
+        f" robustness_tstats for {counts['robustness_tstats']} (dataset, population) pairs"
         f" (ties: {cfg.mode_tie_break})"
     )
     store.record_run(con, "analyze", cfg.experiment, to_dict(cfg), summary, started)

@@ -15,13 +15,22 @@ names, the population and the dataset's corruption and severity. A manifest (`ma
 `manifest.csv`) beside the shards has one row per exported image: key, shard and the same
 fields. The export is registered as a dataset of kind 'export' (parent: the dataset exported
 from), so `pie infer --dataset <name>` can evaluate models on it.
+
+What an export was made from is recorded in its `datasets.settings` (`made_from`): the
+population, the manifest format, the shard size, the source dataset's content hash and a digest
+of every exported image's key and fields. Asked again, an export is skipped only when all of
+that is unchanged; after new predictions (another PIE set, other votes or probabilities), a
+re-packed source or other options it is written again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from analytics.config import ExportConfig
 from pie import catalog, console, durable, store
@@ -29,7 +38,7 @@ from pie.catalog import DatasetSpec, is_recorded, record_dataset
 from pie.config import to_dict
 from pie.errors import PieError
 from pie.paths import WorkRoot, format_sparsity
-from pie.shards import Sample, image_field, read_shards, write_shards
+from pie.shards import Sample, dataset_hash, image_field, read_shards, write_shards
 
 # view `pie` column -> the reference's field name
 REFERENCE_FIELDS = {
@@ -104,6 +113,33 @@ def n_decided(con, cfg: ExportConfig, pie_dataset: str) -> int:
     )[0][0]
 
 
+def made_from(cfg: ExportConfig, chosen: dict[str, dict], source_hash: str) -> dict[str, Any]:
+    """What an export holds, as recorded in its `datasets.settings`: the options that shape it,
+    the source's content hash and a sha256 of the chosen images' keys and fields (floats to 9
+    significant digits: DuckDB's parallel sums may differ in the last bits between runs)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, float):
+            return float(f"{value:.9g}")
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    text = json.dumps(plain(chosen), sort_keys=True, default=str)
+    return {
+        "experiment": cfg.experiment,
+        "method": cfg.method,
+        "sparsity": cfg.sparsity,
+        "non_pie": cfg.non_pie,
+        "manifest": cfg.manifest,
+        "shard_max_count": cfg.shard_max_count,
+        "source_hash": source_hash,
+        "records_sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }
+
+
 def write_manifest(path: Path, rows: list[dict]) -> None:
     """One row per exported image, as Parquet or CSV by suffix: the reference's fields, then the
     rest of the record (what `pie` repeats under the view's names is left out)."""
@@ -120,9 +156,10 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 
 
 def main(root: WorkRoot, cfg: ExportConfig, force: bool = False) -> Path:
-    """Write the export (skipped when it exists, unless `force`); returns its directory. The
-    run is the work root's one writer (`store.writer_lock`: beside another it stops at once,
-    naming it); it reads the PIE set, writes the shards, then records them in a short step."""
+    """Write the export (skipped when it exists, made from what it would be made from now,
+    unless `force`); returns its directory. The run is the work root's one writer
+    (`store.writer_lock`: beside another it stops at once, naming it); it reads the PIE set,
+    writes the shards, then records them in a short step."""
     with store.writer_lock(root, f"pie export {export_name(cfg)}"):
         return write(root, cfg, force)
 
@@ -140,9 +177,12 @@ def write(root: WorkRoot, cfg: ExportConfig, force: bool) -> Path:
             raise PieError(f"{cfg.dataset} is an export already: export from {source['parent']}")
         pie_dataset = membership_dataset(source)
         exists = is_recorded(con, name, str(directory))
+        stored = catalog.dataset(con, name)["settings"] if exists else None
         decided = n_decided(con, cfg, pie_dataset)
         chosen = records(con, cfg, pie_dataset, source["label_space"])
-    if exists and not force:
+    settings = made_from(cfg, chosen, dataset_hash(root.path / source["path"]))
+    current = exists and json.loads(stored or "{}") == settings
+    if current and not force:
         console.say(f"export: {name} already there, in {directory} (--force rewrites it)")
         return directory
     if not decided:
@@ -187,12 +227,15 @@ def write(root: WorkRoot, cfg: ExportConfig, force: bool) -> Path:
             severity=source["severity"],
             class_subset=source["class_subset"] and tuple(source["class_subset"]),
             origin="export",
+            settings=settings,
         )
         record_dataset(con, spec, directory, written)
         summary = (
             f"export: {len(written.keys)} {what} images of {cfg.dataset} (PIE sets of"
             f" {pie_dataset}: {decided} images decided) -> {directory}, manifest.{cfg.manifest}"
         )
+        if exists and not current:
+            summary += " (rewritten: it was made from other predictions, source or options)"
         store.record_run(con, "export", cfg.experiment, to_dict(cfg), summary, started)
     console.say(summary)
     return directory

@@ -3,10 +3,15 @@ or stale, decoding each dataset once for all of them.
 
 A pair's predictions are pinned to a fingerprint (`inference_runs.checkpoint_sha256`, the
 models row's sha256, and `inference_runs.dataset_hash`, pie.shards.dataset_hash of its shards).
+Every registered checkpoint is checked on disk first (`checkpoints.reconcile`: size and mtime,
+hashed again when they changed): one replaced by a consistent pair of weights and sidecar is
+registered again with its new sha256, so its pairs are pending; weights that do not match their
+own sidecar stop the run in one line.
 A pair never evaluated, or evaluated from another checkpoint or another packing of the dataset,
 is pending; evaluating it again replaces its rows in one transaction (infer.sink), which also
-deletes the `class_tstats` rows of the model's experiment on that dataset: they described the
-old predictions, and `pie analyze` must be run again to get them back.
+deletes the `class_tstats` rows of the model's experiment on that dataset and its
+`robustness_tstats` rows: they described the old predictions, and `pie analyze` must be run
+again to get them back.
 
 The pending pairs are grouped by dataset and preprocessing geometry (pie.images: size, channels,
 crop fraction, and the dataset's rule, resize-then-crop or center crop only). A group's shards
@@ -161,6 +166,12 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
         staging = root.parts("predictions")
         for tmp in staging.glob("*.tmp"):  # a run killed mid-write: never complete
             tmp.unlink()
+        # a checkpoint replaced on disk is registered again (or refused): its pairs go stale
+        sidecars = {}
+        for m in catalog.model_rows(con):
+            found = checkpoints.reconcile(con, root, m.model_id, m.sha256)
+            if found is not None:
+                sidecars[m.model_id] = found[0]
         models = {m.model_id: m for m in catalog.model_rows(con)}
         dirs = catalog.shard_dirs(con, root.path)
 
@@ -213,14 +224,9 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
                 continue
             stale += int((m.model_id, d["name"]) in stored)
             if m.model_id not in specs:
-                sidecar = checkpoints.read_sidecar(root.checkpoint(m.model_id))
-                if sidecar.sha256 != m.sha256:
-                    raise PieError(
-                        f"checkpoint {root.checkpoint(m.model_id)} has sha256"
-                        f" {sidecar.sha256[:12]}, its models row {m.sha256[:12]}: run `pie train`"
-                        " to register it again"
-                    )
-                specs[m.model_id] = Preprocess.from_dict(sidecar.preprocess)
+                if m.model_id not in sidecars:  # no checkpoint on disk: one line naming it
+                    checkpoints.read_sidecar(root.checkpoint(m.model_id))
+                specs[m.model_id] = Preprocess.from_dict(sidecars[m.model_id].preprocess)
             member = Member(m.model_id, m.experiment, m.sha256, specs[m.model_id])
             by_geometry.setdefault(member.pre.spec, []).append(member)
         for i, spec in enumerate(sorted(by_geometry)):

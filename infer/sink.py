@@ -7,7 +7,8 @@ the model's experiment, the preprocessing, the seconds taken and the images that
 decoded. A pair is loadable when the parts of every rank are there with the same fingerprint.
 
 `load_pair` replaces the pair in one transaction: its old predictions are deleted, the new ones
-inserted, the `class_tstats` rows of (experiment, dataset) deleted (they described the old
+inserted, the `class_tstats` rows of (experiment, dataset) and the `robustness_tstats` rows of
+the experiment (its q-values are over all its datasets) deleted (they described the old
 predictions: rerun `pie analyze`), its `inference_runs` row replaced and its decode errors
 recorded. A pair is therefore complete or absent, never mixed; the parts are deleted after the
 commit, and a part whose pair is already stored from the same fingerprint is simply dropped.
@@ -149,11 +150,14 @@ def load_pair(
             )
             if info.experiment is None:
                 con.execute("delete from class_tstats where dataset = ?", [info.dataset])
+                con.execute("delete from robustness_tstats")
             else:
                 con.execute(
                     "delete from class_tstats where dataset = ? and experiment = ?",
                     [info.dataset, info.experiment],
                 )
+                # q-values are over an experiment's datasets: every row of it is stale
+                con.execute("delete from robustness_tstats where experiment = ?", [info.experiment])
             con.execute("delete from inference_runs where model_id = ? and dataset = ?", pair)
             n = store.rows(
                 con,

@@ -32,10 +32,12 @@ class CorruptConfig:
     dataset: str = "fmnist-test"
     corruptions: tuple[str, ...] = BENCHMARK
     severities: tuple[int, ...] = SEVERITIES
-    # corruptions apply to the parent's images resized (shorter side) and centre-cropped to
-    # image_size, as ImageNet-C was made from 224 px centre crops; 28 keeps Fashion-MNIST as is
-    image_size: int = 28
-    channels: int = 1  # 1: grayscale, 3: RGB
+    # 0: the parent's geometry (ingest.corrupt.parent_geometry: ImageNet 224 px RGB crops,
+    # CIFAR 32 px RGB, Fashion-MNIST 28 px grayscale, ...). A value is for a parent whose
+    # images do not fix it (photos of many sizes outside ImageNet-1k); one that differs from
+    # the parent's is refused, as is 1 channel for a colour parent.
+    image_size: int = 0
+    channels: int = 0  # 1: grayscale, 3: RGB
     seed: int = 0
     workers: int = 2  # worker processes; the bytes written do not depend on it
     # how variants are stored: "png" (lossless) or "jpeg" at jpeg_quality (85: the released look)
@@ -54,18 +56,26 @@ class CorruptConfig:
         for s in self.severities:
             if s not in SEVERITIES:
                 raise ValueError(f"severity must be 1-5, got {s}")
-        if self.channels not in (1, 3) or self.image_size < 8:
-            raise ValueError("corrupt.channels must be 1 or 3 and image_size at least 8")
-        useless = [name for name in self.corruptions if name in COLOUR_ONLY]
-        if self.channels == 1 and useless:
-            raise ValueError(
-                f"{', '.join(useless)} on grayscale images (corrupt.channels = 1): "
-                f"{'; '.join(COLOUR_ONLY[n] for n in useless)}; leave it out ('all' includes it, "
-                "'benchmark' does not) or set channels = 3"
-            )
+        if self.channels not in (0, 1, 3):
+            raise ValueError("corrupt.channels must be 1 or 3 (0 or left out: the parent's)")
+        if self.image_size != 0 and self.image_size < 8:
+            raise ValueError("corrupt.image_size must be at least 8 (0 or left out: the parent's)")
+        check_colour_only(self.corruptions, self.channels, "corrupt.channels = 1")
         if self.workers < 1:
             raise ValueError(f"corrupt.workers must be >= 1, got {self.workers}")
         if self.format not in ("png", "jpeg"):
             raise ValueError(f"corrupt.format must be png or jpeg, got {self.format!r}")
         if not 1 <= self.jpeg_quality <= 95:
             raise ValueError(f"corrupt.jpeg_quality must be 1-95, got {self.jpeg_quality}")
+
+
+def check_colour_only(corruptions: tuple[str, ...], channels: int, why: str) -> None:
+    """Corruptions that do nothing to grayscale images are refused on 1 channel (`why`: what
+    made it 1 channel, for the message)."""
+    useless = [name for name in corruptions if name in COLOUR_ONLY]
+    if channels == 1 and useless:
+        raise ValueError(
+            f"{', '.join(useless)} on grayscale images ({why}): "
+            f"{'; '.join(COLOUR_ONLY[n] for n in useless)}; leave it out ('all' includes it, "
+            "'benchmark' does not) or set channels = 3"
+        )

@@ -1,39 +1,61 @@
 """`pie corrupt`: ImageNet-C style variants of a clean dataset, one dataset per
 (corruption, severity), named `<parent>-<corruption>-<severity>`, keeping the parent's keys.
 
-Work is one task per (parent shard, group of variants), run by `cfg.workers` worker processes:
-a task streams its parent shard by URL, decodes each image once at `image_size`
-(`pie.images.decode`: the shorter side resized and the centre cropped, as ImageNet-C was made
-from 224 px centre crops), corrupts it for each variant of its group with a generator seeded by
-64 bits of sha256("<seed>/<corruption>/<severity>/<key>") (`noise_seed`) and writes each
-variant's shard of the same number, with the same samples in the same order (its rows are the
-parent's, shard for shard). So no decoded copy of the parent is ever made, memory stays flat,
-and the bytes depend on neither the grouping, the order of the work nor the number of workers.
-Each image is stored as PNG (lossless: the corruption is the only change) or, with
-`format = "jpeg"`, as JPEG of `jpeg_quality` (85: how the released ImageNet-C was stored). This
-process alone writes the database, in a short step for each variant as its last shard arrives
-(tasks run in any order, so that slow corruptions do not leave workers idle).
+Variants are made at the parent's geometry (`parent_geometry`), decided by what the parent is:
+- a parent whose first images (up to GEOMETRY_SAMPLE of its first shard) are all one square
+  size s x s is stored at the resolution its models take (Fashion-MNIST 28, CIFAR 32, any
+  pre-cropped set): variants are made of those images as they are, s px;
+- otherwise, in the ImageNet-1k label space (photos of many sizes): ImageNet-C's 224 px centre
+  crops of the shorter side resized to 256;
+- otherwise the size cannot be told from the parent: `corrupt.image_size` must give it.
+Channels: 1 when all those images are grayscale, else 3 (a few grayscale photos among colour
+ones do not make an RGB set grayscale). `corrupt.image_size` / `corrupt.channels` that differ
+from the parent's are refused in one line (1 channel for a colour parent: it would drop the
+colour), so a corruption is never made at a geometry its parent's models do not see.
+`corruption_geometry` applies this with the config's explicit values; the size, channels and
+crop fraction used are recorded in each variant's settings.
 
-A variant already stored is skipped when it was made with the same settings (seed, image_size,
-channels, format, jpeg_quality) and refused with one line naming the difference otherwise.
+Work is one task per (parent shard, group of variants), run by `cfg.workers` worker processes: a
+task streams its parent shard by URL, decodes each image once at that geometry
+(`pie.images.decode`: the shorter side resized and the centre cropped), corrupts it for each
+variant of its group with a generator seeded by 64 bits of
+sha256("<seed>/<corruption>/<severity>/<key>") (`noise_seed`) and writes each variant's shard of
+the same number, with the same samples in the same order (its rows are the parent's, shard for
+shard). So no decoded copy of the parent is ever made, memory stays flat, and the bytes depend
+on neither the grouping, the order of the work nor the number of workers. Each image is stored
+as PNG (lossless: the corruption is the only change) or, with `format = "jpeg"`, as JPEG of
+`jpeg_quality` (85: how the released ImageNet-C was stored). This process alone writes the
+database, each variant as its last shard arrives (tasks run in any order, so that slow
+corruptions do not leave workers idle).
+
+A variant already stored is skipped when it was made from the parent as it is now (its
+settings record the parent's content hash, pie.shards.dataset_hash, as `parent_hash`) with the
+same settings (seed, image_size, channels, crop_fraction, format, jpeg_quality); made with other
+settings it is refused with one line naming the difference; made from an earlier packing of the
+parent (another or no `parent_hash`) it is made again, and `pie infer` then evaluates it again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
+from collections.abc import Iterable
 from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
 from PIL import Image
 
-from ingest.config import CorruptConfig
+from ingest.config import CorruptConfig, check_colour_only
 from ingest.corruptions import corrupt
-from ingest.pack import Workers, is_packed_as, record
+from ingest.pack import Workers, is_packed, is_packed_as, record
 from pie import catalog, console, store
 from pie.catalog import DatasetSpec, LabelSpace
 from pie.config import to_dict
@@ -45,6 +67,7 @@ from pie.shards import (
     ShardFile,
     TarShard,
     Written,
+    dataset_hash,
     image_field,
     partial_dir,
     publish,
@@ -54,6 +77,102 @@ from pie.shards import (
 )
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
+GEOMETRY_SAMPLE = 16  # images of the parent's first shard that decide its geometry
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes of single-channel images
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The pixels variants are made of: `size` x `size` crops with `channels` channels, the
+    shorter side resized to size / crop_fraction first (pie.images.decode); size None: the
+    parent does not tell it. `rule` says where it came from, for messages."""
+
+    size: int | None
+    channels: int
+    crop_fraction: float | None
+    rule: str
+
+    def preprocess(self) -> Preprocess:
+        """The decoding spec of these pixels (mean 0, std 1)."""
+        if self.size is None:
+            raise PieError(f"no size to corrupt at ({self.rule}): set corrupt.image_size")
+        pixels = Preprocess.pixels_only(self.size, self.channels)
+        return (
+            pixels
+            if self.crop_fraction is None
+            else replace(pixels, crop_fraction=self.crop_fraction)
+        )
+
+
+def parent_geometry(label_space: str, images: Iterable[bytes]) -> Geometry:
+    """The corruption geometry of a parent in `label_space` whose first images (encoded bytes,
+    its first shard's, in order; up to GEOMETRY_SAMPLE are read) are `images`: the rule of the
+    module docstring. Without a readable image (a plan from shard indexes alone) an ImageNet-1k
+    parent is 224 px RGB; any other is a user error."""
+    sizes, grey = [], True
+    for data in islice(images, GEOMETRY_SAMPLE):
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                sizes.append(im.size)
+                grey = grey and im.mode in GRAYSCALE_MODES
+        except Exception:  # PIL raises many types; an unreadable image tells nothing
+            continue
+    if not sizes and label_space != "imagenet1k":
+        raise PieError("the parent has no images to corrupt")
+    channels = 1 if grey and sizes else 3
+    kind = "grayscale" if channels == 1 else "colour"
+    w = sizes[0][0] if sizes else 0
+    if sizes and set(sizes) == {(w, w)}:
+        return Geometry(w, channels, 1.0, f"its images are {w}x{w} px, {kind}")
+    if label_space == "imagenet1k":
+        return Geometry(224, channels, 0.875, f"ImageNet-C's 224 px centre crops, {kind}")
+    shown = ", ".join(f"{a}x{b}" for a, b in sorted(set(sizes))[:3])
+    return Geometry(None, channels, None, f"its images are {shown} px, {kind}")
+
+
+def first_images(root: WorkRoot, dataset: str) -> Iterable[bytes]:
+    """The encoded images of a dataset's first shard, in order, streamed."""
+    urls = shard_urls(root.shards(dataset))
+    for raw in read_url(urls[0][0]) if urls else ():
+        yield image_field(raw)[1]
+
+
+def corruption_geometry(
+    con: duckdb.DuckDBPyConnection, root: WorkRoot, cfg: CorruptConfig
+) -> Geometry:
+    """The geometry `cfg`'s variants of `cfg.dataset` are made at: the parent's
+    (`parent_geometry`), with `corrupt.image_size` / `corrupt.channels` where given; a value
+    that differs from the parent's, or a size nobody gives, is refused in one line."""
+    parent = catalog.dataset(con, cfg.dataset)
+    found = parent_geometry(parent["label_space"], first_images(root, cfg.dataset))
+    name = cfg.dataset
+    if cfg.channels and cfg.channels != found.channels:
+        if cfg.channels < found.channels:
+            raise PieError(
+                f"corrupt.channels = 1 would drop the colour of {name} ({found.rule}): leave"
+                " corrupt.channels out (the parent's: 3)"
+            )
+        raise PieError(
+            f"corrupt.channels = 3 differs from {name} ({found.rule}): leave corrupt.channels"
+            " out (the parent's: 1)"
+        )
+    if cfg.image_size and found.size is not None and cfg.image_size != found.size:
+        raise PieError(
+            f"corrupt.image_size = {cfg.image_size} differs from {name}'s {found.size} px"
+            f" ({found.rule}): leave corrupt.image_size out"
+        )
+    if found.size is None:
+        if not cfg.image_size:
+            raise PieError(
+                f"{name} does not tell the size to corrupt it at ({found.rule}): set"
+                " corrupt.image_size to the size its models take (224: ImageNet-C's crops)"
+            )
+        found = Geometry(cfg.image_size, found.channels, None, "corrupt.image_size")
+    try:
+        check_colour_only(cfg.corruptions, found.channels, f"{name}: {found.rule}")
+    except ValueError as e:
+        raise PieError(str(e)) from None
+    return found
 
 
 def variant_name(parent: str, corruption: str, severity: int) -> str:
@@ -67,7 +186,13 @@ def noise_seed(seed: int, corruption: str, severity: int, key: str) -> int:
 
 
 def spec_of(
-    cfg: CorruptConfig, space: str, corruption: str, severity: int, subset: tuple[int, ...] | None
+    cfg: CorruptConfig,
+    space: str,
+    corruption: str,
+    severity: int,
+    subset: tuple[int, ...] | None,
+    geometry: Geometry,
+    parent_hash: str,
 ) -> DatasetSpec:
     return DatasetSpec(
         variant_name(cfg.dataset, corruption, severity),
@@ -82,12 +207,26 @@ def spec_of(
         origin="generated",
         settings={
             "seed": cfg.seed,
-            "image_size": cfg.image_size,
-            "channels": cfg.channels,
+            "image_size": geometry.size,
+            "channels": geometry.channels,
+            "crop_fraction": geometry.preprocess().crop_fraction,
             "format": cfg.format,
             "jpeg_quality": cfg.jpeg_quality if cfg.format == "jpeg" else None,
+            "parent_hash": parent_hash,
         },
     )
+
+
+def is_current(con: duckdb.DuckDBPyConnection, root: WorkRoot, spec: DatasetSpec) -> bool:
+    """The variant is stored, made from the parent as it is now (the same `parent_hash`) with
+    `spec.settings`; stored from the same parent with other settings is refused
+    (`pack.is_packed_as`); from another packing of the parent it is due again."""
+    if not is_packed(con, root, spec.name):
+        return False
+    stored: dict[str, Any] = json.loads(catalog.dataset(con, spec.name)["settings"] or "{}")
+    if stored.get("parent_hash") != (spec.settings or {}).get("parent_hash"):
+        return False
+    return is_packed_as(con, root, spec)
 
 
 def encode(pixels: np.ndarray, cfg: CorruptConfig) -> bytes:
@@ -104,16 +243,17 @@ def corrupt_shard(
     variants: list[tuple[str, int, Path]],
     cfg: CorruptConfig,
     class_names: dict[int, str],
+    pre: Preprocess,
 ) -> list[ShardFile]:
     """Worker: the shards of several variants, `(corruption, severity, path)`, from the parent
-    shard at `url`, each image decoded once for all of them (no database access)."""
-    pre = Preprocess.pixels_only(cfg.image_size, cfg.channels)
+    shard at `url`, each image decoded once for all of them at `pre`'s geometry (no database
+    access)."""
     with ExitStack() as stack:
         shards = [stack.enter_context(TarShard(path)) for _, _, path in variants]
         for raw in read_url(url):
             key, label = raw["__key__"], raw["cls"]
             chw = decode(image_field(raw)[1], pre)
-            image = chw[0] if cfg.channels == 1 else np.ascontiguousarray(chw.transpose(1, 2, 0))
+            image = chw[0] if pre.channels == 1 else np.ascontiguousarray(chw.transpose(1, 2, 0))
             for (corruption, severity, _), shard in zip(variants, shards, strict=True):
                 rng = np.random.default_rng(noise_seed(cfg.seed, corruption, severity, key))
                 pixels = corrupt(image, corruption, severity, rng)
@@ -152,19 +292,24 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
                 raise PieError(f"dataset {cfg.dataset!r} is {parent['kind']}: corrupt a clean one")
             space = catalog.label_space(con, parent["label_space"])
             subset = tuple(parent["class_subset"]) if parent["class_subset"] else None
-            todo = [
-                spec_of(cfg, space.name, c, s, subset)
+            geometry = corruption_geometry(con, root, cfg)
+            parent_hash = dataset_hash(root.shards(cfg.dataset))
+            specs = [
+                spec_of(cfg, space.name, c, s, subset, geometry, parent_hash)
                 for c in cfg.corruptions
                 for s in cfg.severities
-                if not is_packed_as(con, root, spec_of(cfg, space.name, c, s, subset))
             ]
+            todo = [spec for spec in specs if not is_current(con, root, spec)]
+            redone = sum(is_packed(con, root, spec.name) for spec in todo)
             urls = shard_urls(root.shards(cfg.dataset)) if todo else []
             rows = parent_rows(con, cfg.dataset, len(urls)) if todo else []
-        done = write_variants(root, cfg, space, todo, urls, rows)
+        done = write_variants(root, cfg, space, geometry, todo, urls, rows)
         summary = (
-            f"corrupt: wrote {len(done)} variants of {cfg.dataset} "
-            f"({len(cfg.corruptions) * len(cfg.severities) - len(done)} already there)"
+            f"corrupt: wrote {len(done)} variants of {cfg.dataset} at {geometry.size} px,"
+            f" {geometry.channels} channel{'s' * (geometry.channels > 1)} ({geometry.rule};"
+            f" {len(specs) - len(done)} already there"
         )
+        summary += f", {redone} made again: {cfg.dataset} was re-packed)" if redone else ")"
         if done:
             with store.connect(root) as con:
                 store.record_run(con, "corrupt", None, to_dict(cfg), summary, started)
@@ -176,12 +321,13 @@ def write_variants(
     root: WorkRoot,
     cfg: CorruptConfig,
     space: LabelSpace,
+    geometry: Geometry,
     todo: list[DatasetSpec],
     urls: list[tuple[str, int]],
     rows: list[tuple[str, int, int]],
 ) -> list[str]:
-    """Write the variants `todo` from the parent's shards `urls` and rows `rows`, each
-    published and recorded as its last shard arrives; returns their names in that order."""
+    """Write the variants `todo` at `geometry` from the parent's shards `urls` and rows `rows`,
+    each published and recorded as its last shard arrives; returns their names in that order."""
     partials = {spec.name: partial_dir(root.shards(spec.name)) for spec in todo}
     # one task per (parent shard, group of variants): each group decodes the shard once;
     # enough groups that every worker has work even for a parent of one shard
@@ -193,6 +339,7 @@ def write_variants(
             [(v.corruption, v.severity, partials[v.name] / shard_name(v.name, k)) for v in group],
             cfg,
             space.names(),
+            geometry.preprocess(),
         )
         for k, (url, _) in enumerate(urls)
         for group in groups

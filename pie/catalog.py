@@ -6,7 +6,8 @@ model is, and register what they produced through it; nothing else touches these
   shipped in `pie/data/`) and any stored one; registered once, a clash is an error;
 - datasets: a packed dataset's `datasets`, `images` and `ingest_errors` rows, written in one
   transaction that replaces stale rows of the same name;
-- models: one `models` row per checkpoint sidecar.
+- models: one `models` row per checkpoint sidecar, and one `checkpoint_files` row per
+  checkpoint: its weights file's size, mtime and sha256 as last verified.
 """
 
 from __future__ import annotations
@@ -325,3 +326,32 @@ def register_model(con: duckdb.DuckDBPyConnection, sidecar: Sidecar) -> None:
                 ),
             ],
         )
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """A `checkpoint_files` row: a checkpoint's `model.pt` as it was when last hashed."""
+
+    model_id: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+def checkpoint_file(con: duckdb.DuckDBPyConnection, model_id: str) -> CheckpointFile | None:
+    """The checkpoint's weights file as last verified; None if never recorded."""
+    found = store.rows(
+        con,
+        "select model_id, size, mtime_ns, sha256 from checkpoint_files where model_id = ?",
+        [model_id],
+    )
+    return CheckpointFile(*found[0]) if found else None
+
+
+def record_checkpoint_file(con: duckdb.DuckDBPyConnection, file: CheckpointFile) -> None:
+    """Record (or replace) what a checkpoint's weights file was when last verified."""
+    con.execute(
+        "insert or replace into checkpoint_files (model_id, size, mtime_ns, sha256)"
+        " values (?, ?, ?, ?)",
+        [file.model_id, file.size, file.mtime_ns, file.sha256],
+    )

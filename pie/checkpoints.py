@@ -13,6 +13,14 @@ process died there. What a killed job leaves (`.partial`, `.old`) is cleared by 
 
 torch.save output is byte-stable for the same tensors and file name, so the same seed gives
 the same sha256.
+
+A checkpoint replaced behind pie's back (copied in from another machine, restored from a
+backup, another model's weights under this id) is caught by `reconcile`, which `pie train` and
+`pie infer` run on every checkpoint they would reuse: the weights file's size and mtime against
+those recorded when it was last hashed (table `checkpoint_files`) as the fast check; when they
+or the sidecar's sha256 changed, the file is hashed again. Weights that do not match their own
+sidecar are refused in one line; a consistent pair with another sha256 than the `models` row is
+registered again, so that `pie infer` sees its predictions as stale and evaluates it again.
 """
 
 from __future__ import annotations
@@ -26,16 +34,21 @@ import sys
 import warnings
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
 from pie import durable
+from pie import catalog
+from pie.catalog import CheckpointFile
 from pie.errors import PieError
 from pie.models import create
 from pie.paths import WorkRoot
 from pie.shards import sha256_file
+
+if TYPE_CHECKING:
+    import duckdb
 
 WEIGHTS = "model.pt"
 SIDECAR = "model.json"
@@ -212,6 +225,67 @@ def read_sidecar(directory: Path) -> Sidecar:
     if not path.exists():
         raise PieError(f"no checkpoint at {directory}")
     return Sidecar.from_json(path.read_text(), path)
+
+
+def verify(directory: Path, known: CheckpointFile | None = None) -> tuple[Sidecar, CheckpointFile]:
+    """The checkpoint's sidecar once its weights are known to match it, and the weights file as
+    checked now. The file is trusted without hashing when its size and mtime and the sidecar's
+    sha256 are those of `known` (its last check); otherwise it is hashed, and weights that do
+    not match their sidecar are refused in one line."""
+    sidecar = read_sidecar(directory)
+    weights = directory / WEIGHTS
+    if not weights.exists():
+        raise PieError(
+            f"checkpoint {directory} has a sidecar but no {WEIGHTS}: delete the directory and"
+            " run `pie train` to train it again"
+        )
+    stat = weights.stat()
+    now = CheckpointFile(sidecar.model_id, stat.st_size, stat.st_mtime_ns, sidecar.sha256)
+    if known is not None and now == known:
+        return sidecar, now
+    digest = sha256_file(weights)
+    if digest != sidecar.sha256:
+        raise PieError(
+            f"checkpoint {directory}: {WEIGHTS} has sha256 {digest[:12]}, its {SIDECAR} says"
+            f" {sidecar.sha256[:12]} (weights replaced without their sidecar?): put the matching"
+            " pair back, or delete the directory and run `pie train` to train it again"
+        )
+    return sidecar, now
+
+
+def reconcile(
+    con: duckdb.DuckDBPyConnection, root: WorkRoot, model_id: str, registered: str | None
+) -> tuple[Sidecar, bool] | None:
+    """Make the database agree with the checkpoint of `model_id` on disk (see the module
+    docstring): returns its verified sidecar and whether it was registered now (a new row, or
+    a `models` row whose sha256, `registered`, differed); None when no sidecar is on disk. The
+    caller holds the work root's writer lock and a writable connection."""
+    directory = root.checkpoint(model_id)
+    if not (directory / SIDECAR).exists():
+        return None
+    known = catalog.checkpoint_file(con, model_id)
+    sidecar, file = verify(directory, known)
+    if sidecar.model_id != model_id:
+        raise PieError(
+            f"checkpoint {directory} holds the sidecar of model {sidecar.model_id}, not"
+            f" {model_id}: put its own files back, or delete the directory and run `pie train`"
+        )
+    changed = registered != sidecar.sha256
+    if changed:
+        catalog.register_model(con, sidecar)
+    if changed or file != known:
+        catalog.record_checkpoint_file(con, file)
+    return sidecar, changed
+
+
+def register(con: duckdb.DuckDBPyConnection, root: WorkRoot, sidecar: Sidecar) -> None:
+    """Register a checkpoint `save` has just written: its `models` row and its weights file
+    (size and mtime now, sha256 as `save` computed it), so the next check needs no hashing."""
+    stat = (sidecar.directory(root) / WEIGHTS).stat()
+    catalog.register_model(con, sidecar)
+    catalog.record_checkpoint_file(
+        con, CheckpointFile(sidecar.model_id, stat.st_size, stat.st_mtime_ns, sidecar.sha256)
+    )
 
 
 def load(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Sidecar]:

@@ -10,6 +10,10 @@ the stored ones (modal_labels, pie, ...) only add names, keys and the CIE rankin
 fingerprint of the inputs (view `analysis_inputs`: predictions, inference runs, models,
 datasets, analysis settings) is stored with every table in `materialisations`.
 
+The tables `pie analyze` writes in the main schema from these (TABLES: class_tstats,
+robustness_tstats) have their fingerprint in `materialisations` too, so a reader can tell
+(`stale`) whether what it reads there was computed from the inputs as they are now.
+
 Staleness: `attach` points a reader's connection at the materialised tables only when the stored
 fingerprint equals the current one; otherwise the names keep resolving to the views, which
 compute from the predictions (correct, slower), and `is_fresh` tells readers such as
@@ -37,6 +41,9 @@ RELATIONS = (
     "pie_classes",
     "robustness",
 )
+# Tables of the main schema that `pie analyze` writes from the relations (analytics.tstats,
+# analytics.robustness); their fingerprints are recorded beside the relations'.
+TABLES = ("class_tstats", "robustness_tstats")
 # Computed before RELATIONS, in memory, for the build only: population_votes (a row per population,
 # image and predicted label) is read by modal_labels and pie and then dropped; it is not stored
 # (at 3x the rows of modal_labels, writing it would cost more than anything read from it saves),
@@ -63,11 +70,26 @@ def stored(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return dict(store.rows(con, "select name, fingerprint from materialisations"))
 
 
-def is_fresh(con: duckdb.DuckDBPyConnection) -> bool:
-    """Every relation is materialised, from the inputs as they are now."""
+def stale(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The relations and TABLES not computed from the inputs as they are now (or never)."""
     built = stored(con)
     current = fingerprint(con)
-    return all(built.get(name) == current for name in RELATIONS)
+    return [name for name in (*RELATIONS, *TABLES) if built.get(name) != current]
+
+
+def is_fresh(con: duckdb.DuckDBPyConnection) -> bool:
+    """Every relation is materialised and every table of TABLES written, from the inputs as
+    they are now."""
+    return not stale(con)
+
+
+def record(con: duckdb.DuckDBPyConnection, name: str, n_rows: int, seconds: float) -> None:
+    """Record that `name` was (re)computed now, from the current inputs."""
+    con.execute(
+        "insert or replace into materialisations (name, fingerprint, n_rows, seconds)"
+        " values (?, ?, ?, ?)",
+        [name, fingerprint(con), n_rows, seconds],
+    )
 
 
 def shadow(con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -87,14 +109,13 @@ def attach(con: duckdb.DuckDBPyConnection) -> bool:
 def build(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Materialise every relation (a writable connection, inside the caller's transaction);
     returns rows per relation. The connection reads the new tables afterwards."""
-    current = fingerprint(con)
     con.execute(f"create schema if not exists {SCHEMA}")
     for (name,) in store.rows(
         con, "select table_name from information_schema.tables where table_schema = ?", [SCHEMA]
     ):
         if name not in RELATIONS:  # materialised by an earlier pie, no longer
             con.execute(f"drop table {SCHEMA}.{name}")
-    con.execute("delete from materialisations where name not in ?", [list(RELATIONS)])
+    con.execute("delete from materialisations where name not in ?", [[*RELATIONS, *TABLES]])
     for name in TRANSIENT:
         con.execute(f"create or replace temp table _{name} as select * from {name}")
         con.execute(f"create or replace temp view {name} as select * from _{name}")
@@ -106,11 +127,7 @@ def build(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             con, f"create or replace table {SCHEMA}.{name} as select * from {name} order by {order}"
         )[0][0]
         shadow(con, name)
-        con.execute(
-            "insert or replace into materialisations (name, fingerprint, n_rows, seconds)"
-            " values (?, ?, ?, ?)",
-            [name, current, counts[name], time.perf_counter() - start],
-        )
+        record(con, name, counts[name], time.perf_counter() - start)
     for name in TRANSIENT:
         con.execute(f"drop view {name}")  # the stored view again: it computes from predictions
         con.execute(f"drop table _{name}")

@@ -14,8 +14,10 @@ so every column type DuckDB has comes out as DuckDB writes it.
 
 When `pie analyze` is up to date, the view names resolve to its materialised tables
 (pie.materialised); otherwise the views compute from the predictions (correct, slower) and a
-note on stderr says so. `--timeout SECONDS` interrupts a query running longer. A query naming
-a table that does not exist gets one line naming those that do.
+note on stderr says so, as it does for a query over class_tstats or robustness_tstats when
+they were computed from other inputs than the current ones. `--timeout SECONDS` interrupts a
+query running longer. A query naming a table that does not exist gets one line naming those
+that do.
 """
 
 from __future__ import annotations
@@ -210,13 +212,8 @@ def main(
         if timer:
             timer.start()
         write(con.sql(query), fmt, out, DEFAULT_MAX_ROWS if max_rows is None else max_rows)
-        if not fresh and re.search(rf"\b({'|'.join(materialised.RELATIONS)})\b", query):
-            console.err.print(
-                "note: the analysis is not materialised or out of date, so views computed from"
-                " the predictions (slower): run `pie analyze`",
-                markup=False,
-                soft_wrap=True,
-            )
+        if not fresh:
+            note_stale(con, query)
     except duckdb.InterruptException:
         raise PieError(f"query stopped after {timeout:g} s (--timeout)") from None
     except duckdb.Error as e:
@@ -225,6 +222,36 @@ def main(
         if timer:
             timer.cancel()
         con.close()
+
+
+def note_stale(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """One line on stderr when the query names a stored analysis table (class_tstats,
+    robustness_tstats, materialised.<relation>) computed from other inputs than the current
+    ones, or a materialised relation by its view name, which then computes from the
+    predictions."""
+    names = materialised.stale(con)
+    if not names:
+        return
+    stale, schema = "|".join(names), materialised.SCHEMA
+    named = set(re.findall(rf"\b({stale})\b", query))
+    stored = {f"{schema}.{n}" for n in re.findall(rf"\b{schema}\.({stale})\b", query)}
+    tables = [name for name in materialised.TABLES if name in named] + sorted(stored)
+    named -= {name.split(".")[-1] for name in stored}
+    parts = []
+    if tables:
+        parts.append(
+            f"{' and '.join(tables)} {'was' if len(tables) == 1 else 'were'} computed from"
+            " other predictions, models, datasets or settings than the current ones (or never)"
+        )
+    if named - set(tables):
+        parts.append(
+            "the analysis is not materialised or out of date, so views computed from the"
+            " predictions (slower)"
+        )
+    if parts:
+        console.err.print(
+            f"note: {'; '.join(parts)}: run `pie analyze`", markup=False, soft_wrap=True
+        )
 
 
 def grain(name: str) -> str:

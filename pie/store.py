@@ -300,6 +300,7 @@ def insert_predictions(
             " and m.class_id = c.class_id"
         )
         con.execute("insert into model_class_counts select * from _counts")
+        count_write(con)
         return rows(con, "select count(*) from _incoming")[0][0]
     finally:
         con.execute("drop table if exists _incoming")
@@ -313,6 +314,17 @@ def delete_predictions(
     their model_class_counts rows; interned keys stay."""
     for table in ("predictions", "model_class_counts"):
         con.execute(f"delete from {table} where {where}", list(params))
+    count_write(con)
+
+
+def count_write(con: duckdb.DuckDBPyConnection) -> None:
+    """Add one to `settings.predictions_version`, the count of writes to the predictions (in
+    the writer's transaction): view analysis_inputs reads it, so predictions replaced by others
+    of the same row count still make the analysis stale."""
+    con.execute(
+        "insert or replace into settings select 'predictions_version', (coalesce((select"
+        " value::bigint from settings where name = 'predictions_version'), 0) + 1)::varchar"
+    )
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[tuple]:

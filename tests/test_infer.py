@@ -25,7 +25,6 @@ from ingest import pack, sources
 from ingest.config import IngestConfig
 from pie import catalog, checkpoints, store
 from pie.catalog import DatasetSpec
-from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, center_crop_only, decode
 from pie.shards import Sample, dataset_hash, read_shards, write_shards
 from train.config import TrainConfig
@@ -320,12 +319,3 @@ def test_small_inputs_keep_the_whole_image_and_same_size_resize_is_identity():
     np.testing.assert_array_equal(zoomed, np.asarray(by_hand)[None])
     with pytest.raises(ValueError, match="crop_fraction"):
         Preprocess(28, 1, (0.0,), (1.0,), crop_fraction=1.5)
-
-
-def test_a_checkpoint_that_differs_from_its_models_row_is_refused(world):
-    root = world
-    m0 = JOBS[0].model_id
-    train_one(root, replace(TINY, epochs=3), JOBS[0], 10, "fashion-mnist")  # not registered
-    with pytest.raises(PieError, match="run `pie train` to register it again"):
-        infer(root, CFG)
-    assert query(root, "select count(*) from inference_runs where model_id = ?", [m0]) == [(0,)]

@@ -6,7 +6,6 @@ import gzip
 import io
 import re
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -284,8 +283,7 @@ def test_released_and_generated_variants_of_one_parent_coexist(root, imagenet_tr
         path = tree / "fog" / "2" / f"{key}.JPEG"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    cfg = CorruptConfig(dataset="iv", corruptions=("fog",), severities=(2,), image_size=32)
-    cfg = replace(cfg, channels=3, workers=1)
+    cfg = CorruptConfig(dataset="iv", corruptions=("fog",), severities=(2,), workers=1)
     assert corrupt.main(root, cfg) == ["iv-fog-2"]
     assert pack.main(root, CFG, sources.imagenet_c(tree, "iv", catalog.imagenet1k())) == [
         "iv-released-fog-2"

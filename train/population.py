@@ -12,7 +12,10 @@ trained once and shared by every method. Before anything trains:
 - a job whose checkpoint is on disk is not trained again, but only if that checkpoint was
   made with the same settings: any difference in the resolved config, besides how the run
   executes (`EXECUTION`) and which jobs exist (`POPULATION`), is refused with one line.
-  A checkpoint without a `models` row (the run died between the two) is registered.
+  A checkpoint without a `models` row (the run died between the two) is registered; one
+  replaced on disk since it was registered is checked (`checkpoints.reconcile`: weights that
+  do not match their sidecar are refused in one line, a consistent pair with a new sha256 is
+  registered again, so that `pie infer` evaluates it again).
 - a job with a resumable state (`train.resume`, written every `save_every` steps) continues
   from it.
 In one process, worker processes (`workers`) train jobs side by side and write checkpoints;
@@ -79,6 +82,7 @@ class Plan:
 
     pending: list[Job]
     n_existing: int
+    n_replaced: int  # existing checkpoints found replaced on disk, registered again
     n_classes: int
     label_space: str
     eval_center_crop_only: bool
@@ -103,7 +107,7 @@ def plan(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Plan:
     first = jobs(cfg)[:1]
     seed = torch_seed(cfg.experiment, first[0]) if first else 0
     check_run(cfg, sizes, path, world.size, seed)
-    registered = catalog.model_ids(con)
+    registered = {m.model_id: m.sha256 for m in catalog.model_rows(con)}
     cleared = checkpoints.clean(root.checkpoints)  # we hold the writer lock: nobody else writes
     resume.clean(root)
     if cleared:
@@ -118,10 +122,14 @@ def plan(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Plan:
             existing.append(sidecar)
         else:
             pending.append(job)
+    replaced = 0
     for sidecar in existing:
-        if sidecar.model_id not in registered:
-            catalog.register_model(con, sidecar)
-    return Plan(pending, len(existing), n_classes, space, center_crop_only(eval_set), path)
+        before = registered.get(sidecar.model_id)
+        _, changed = checkpoints.reconcile(con, root, sidecar.model_id, before)
+        replaced += changed and before is not None
+    return Plan(
+        pending, len(existing), replaced, n_classes, space, center_crop_only(eval_set), path
+    )
 
 
 def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
@@ -163,11 +171,16 @@ def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
         with console.progress(f"training {len(tasks)} models", len(tasks)) as advance:
             for sidecar in run_tasks(train_one, tasks, workers):
                 with store.connect(root) as con:
-                    catalog.register_model(con, sidecar)
+                    checkpoints.register(con, root, sidecar)
                 trained.append(sidecar)
                 advance(1)
 
         summary = f"train: {len(trained)} models trained, {found.n_existing} already there"
+        if found.n_replaced:
+            summary += (
+                f" ({found.n_replaced} replaced on disk since registered: registered again,"
+                " `pie infer` evaluates them again)"
+            )
         if trained:
             top1 = sum(s.test_top1 for s in trained) / len(trained)
             summary += f" (mean test top-1 of the new ones {top1:.4f})"

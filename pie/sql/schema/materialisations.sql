@@ -1,5 +1,6 @@
 -- materialisations: one row per relation `pie analyze` materialised into schema `materialised`
--- (a table of the same name, built from the view of that name).
+-- (a table of the same name, built from the view of that name), and one per table it writes in
+-- the main schema from them (class_tstats, robustness_tstats: pie.materialised.TABLES).
 -- key: name
 -- fingerprint: view analysis_inputs when it was built; the table is read in place of the view
 -- only while the current fingerprint is the same (pie.materialised).

@@ -4,7 +4,9 @@
 -- (baseline) vs variant, called as ttest_ind(baseline, variant, equal_var=False): t_stat > 0
 -- when the pruned population is less accurate (the sign of class_tstats).
 -- key: (dataset, experiment, method, sparsity)
--- Written by `pie analyze` from view robustness; read only while the analysis is fresh.
+-- Written by `pie analyze` from view robustness; read only while the analysis is fresh. `pie
+-- infer` deletes the rows of an experiment when it replaces predictions of one of its models
+-- (q-values are over the experiment's datasets, so every row of it described the old ones).
 create table if not exists robustness_tstats (
     dataset varchar not null,
     experiment varchar not null,

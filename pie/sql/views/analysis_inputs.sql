@@ -1,7 +1,8 @@
 -- analysis_inputs: one row: a fingerprint of everything the materialised analysis is computed
 -- from, so that `pie analyze` rebuilds only when it changed and readers never use stale tables.
 -- keys: none (one row)
--- It changes when predictions are added, deleted or replaced (row count; inference_runs: pairs,
+-- It changes when predictions are added, deleted or replaced (settings.predictions_version
+-- counts every write, so a replacement of the same row count counts too; inference_runs: pairs,
 -- checkpoint and dataset hashes, finish times), when models or datasets change, or when an
 -- analysis setting (tie rule, alpha, ...) does.
 with preds as (
