@@ -39,8 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
-from pie import durable
-from pie import catalog
+from pie import catalog, durable
 from pie.catalog import CheckpointFile
 from pie.errors import PieError
 from pie.models import create
