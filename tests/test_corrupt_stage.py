@@ -305,8 +305,7 @@ def test_repacked_parent_makes_its_variants_again(flat, tmp_path):
     again.mkdir()
     write_idx(again / "t10k-images-idx3-ubyte.gz", np.full((4, 28, 28), 60))
     write_idx(again / "t10k-labels-idx1-ubyte.gz", np.arange(4))
-    with store.connect(flat) as con:
-        pack.pack(con, flat, sources.fashion_mnist(again, "test"), IngestConfig())
+    pack.pack(flat, sources.fashion_mnist(again, "test"), IngestConfig())
     assert corrupt.main(flat, cfg()) == ["fmnist-test-gaussian_noise-3"]
     for r in read_shards(flat.shards("fmnist-test-gaussian_noise-3")):
         digest = hashlib.sha256(f"7/gaussian_noise/3/{r['__key__']}".encode()).digest()
