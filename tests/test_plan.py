@@ -130,8 +130,9 @@ def test_the_reference_plan_by_hand(tmp_path):
     assert params == 25_557_032 and f"({params:,} parameters x 4 bytes)" in out
     # /dev/shm: 12 workers x 64 prefetched images x 3 x 224 x 224 bytes = 110.25 MiB a rank
     assert "/dev/shm        110.2 MiB per rank for training" in out
-    # predictions: 180 models x 50,000 images
-    assert "9,000,000 prediction rows" in out
+    # predictions: 180 models x 50,000 images x (the validation set + its [corrupt] variants:
+    # 15 benchmark corruptions x 5 severities) = 180 x 50,000 x 76
+    assert "684,000,000 prediction rows" in out
 
 
 def test_a_config_that_cannot_run_to_its_end_is_refused_in_one_line(tmp_path):
