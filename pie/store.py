@@ -210,9 +210,9 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 def append(con: duckdb.DuckDBPyConnection, table: str, frame: pa.Table | pl.DataFrame) -> int:
     """Bulk-insert a frame by column name; returns the number of rows."""
-    import polars as pl
+    import pyarrow as pa  # polars only when given a polars frame: ingest and infer run without
 
-    if isinstance(frame, pl.DataFrame):
+    if not isinstance(frame, pa.Table):
         frame = frame.to_arrow()
     if frame.num_rows == 0:
         return 0
