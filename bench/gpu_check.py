@@ -41,8 +41,9 @@ with 16 processes); ingest about 10 s (every image decoded once to check it); tr
 each, the H200 faster than that), about 20 s each, plus torch.compile of ResNet-50 forward and
 backward, 1-2 minutes for the first model and less for the second (inductor's cache); 6 x 12
 eager steps about 40 s; inference 2 x (8 models x 2,048 images) about 30 s with process starts
-and model loads; the bare passes about 20 s. About 4-5 minutes in all; each subprocess has a
-time limit, so a hung step fails alone and the summary still prints.
+and model loads; the bare passes about 20 s. About 4-5 minutes in all. Every subprocess stops
+at its step's limit or when `--budget` (540 s) is spent, so a hung step fails alone and the
+summary prints inside a 10-minute run.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ CPU = Sizes(
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--cpu", action="store_true", help="tiny sizes on CPU (gloo, 2 ranks, fp32)")
 parser.add_argument("--work", type=Path, help="work directory (default: a temporary one)")
+parser.add_argument(
+    "--budget", type=float, default=540, help="seconds for every step (the summary follows)"
+)
 args = parser.parse_args()
 size = CPU if args.cpu else GPU
 out = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
@@ -169,10 +173,11 @@ say(
 
 
 class GpuMemory:
-    """The largest memory.used that nvidia-smi reports while the block runs (MiB); 0 on CPU."""
+    """The largest memory.used that nvidia-smi reports, twice a second, while the block runs
+    (MiB, the whole GPU: every process on it); none on CPU."""
 
     def __enter__(self) -> GpuMemory:
-        self.peak, self.done = 0, threading.Event()
+        self.peak, self.done, self.why = 0, threading.Event(), "no reading"
         self.thread = threading.Thread(target=self.poll, daemon=True)
         if not args.cpu:
             self.thread.start()
@@ -184,29 +189,35 @@ class GpuMemory:
             try:
                 used = subprocess.run(query, capture_output=True, text=True, timeout=5).stdout
                 self.peak = max([self.peak, *(int(v) for v in used.split())])
-            except (OSError, ValueError, subprocess.TimeoutExpired):
+            except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+                self.why = f"nvidia-smi: {e}"
                 return
 
     def __exit__(self, *exc: object) -> None:
         self.done.set()
 
     def text(self) -> str:
-        return "n/a on CPU" if args.cpu else f"{self.peak / 1024:.1f} GiB"
+        if args.cpu:
+            return "n/a on CPU"
+        return f"{self.peak / 1024:.1f} GiB" if self.peak else f"unknown ({self.why})"
 
 
 def run(step: str, command: list[str]) -> tuple[bool, str, float]:
-    """Run a subprocess with the step's time limit: (ok, why it failed, seconds). Its output goes
-    to $OUT/gpu_check_<step>.log (or the work directory)."""
+    """Run a subprocess within the step's time limit and what is left of `--budget`: (ok, why
+    it failed, seconds). Its output goes to $OUT/gpu_check_<step>.log (or the work directory)."""
     log = (out or work) / f"gpu_check_{step.replace(' ', '_')}.log"
+    limit = min(size.timeout, args.budget - (time.monotonic() - started))
+    if limit < 10:
+        return False, f"out of time (--budget {args.budget:g} s spent)", 0.0
     begin = time.monotonic()
     with log.open("w") as f:
         try:
             done = subprocess.run(
                 command, env=env, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                timeout=size.timeout, start_new_session=True,
+                timeout=limit, start_new_session=True,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
-            return False, f"timed out after {size.timeout} s (see {log.name})", size.timeout
+            return False, f"timed out after {limit:.0f} s (see {log.name})", limit
     seconds = time.monotonic() - begin
     if done.returncode:  # why: pie's one-line error, else the last exception's line
         lines = [line.strip() for line in log.read_text().splitlines() if line.strip()]
