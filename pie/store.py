@@ -208,12 +208,8 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     con.execute("commit")
 
 
-def append(con: duckdb.DuckDBPyConnection, table: str, frame: pa.Table | pl.DataFrame) -> int:
-    """Bulk-insert a frame by column name; returns the number of rows."""
-    import pyarrow as pa  # polars only when given a polars frame: ingest and infer run without
-
-    if not isinstance(frame, pa.Table):
-        frame = frame.to_arrow()
+def append(con: duckdb.DuckDBPyConnection, table: str, frame: pa.Table) -> int:
+    """Bulk-insert an Arrow table by column name; returns the number of rows."""
     if frame.num_rows == 0:
         return 0
     con.register("_append_frame", frame)
