@@ -170,6 +170,9 @@ say(
     f"{torch.cuda.get_device_name(0) if gpus else 'no GPU'} x {gpus}, {os.cpu_count()} CPUs, "
     f"/dev/shm {shm:.0f} GiB, mode {'cpu' if args.cpu else 'gpu'}, work {work}"
 )
+if not args.cpu and not gpus:
+    say("gpu-check: failed: torch sees no CUDA device here (the CPU mode is --cpu)")
+    sys.exit(1)
 
 
 class GpuMemory:

@@ -99,8 +99,11 @@ def chunks(directory, batch_size: int, group: int, pre: Preprocess, crop_only: b
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             rows = None if scanned is None else scanned[start:stop]
-            chunk = Chunk(path or url, start, stop, group, pre, crop_only, path is None, n)
-            out.append(dataclasses.replace(chunk, offsets=offsets, rows=rows))
+            chunk = Chunk(
+                path or url, start, stop, group, pre, crop_only, path is None, n,
+                offsets=offsets, rows=rows,
+            )  # fmt: skip
+            out.append(chunk)
     return out
 
 
@@ -195,8 +198,7 @@ def read_chunk(chunk: Chunk) -> Batch:
     elif chunk.stop > chunk.start:
         rows = chunk.rows
         if rows is None:
-            if chunk.offsets is None:
-                raise PieError(f"shard {chunk.shard}: no offsets to read it by (chunks makes them)")
+            assert chunk.offsets is not None, "a local chunk carries its offsets (`chunks`)"
             rows = stored_offsets(chunk.offsets, chunk.shard_samples)[chunk.start : chunk.stop]
         with open(chunk.shard, "rb") as f:
             for row in rows:
