@@ -153,7 +153,8 @@ else:
     else:
         done = subprocess.run(install, capture_output=True, text=True)
         if done.returncode:
-            record("wheels", f"failed: pip install: {done.stderr.strip().splitlines()[-1:]}")
+            why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            record("wheels", f"failed: pip install: {why}")
         else:
             record("wheels", f"ran ({', '.join(w.name.split('-')[0] for w in wheels)})")
     paths.append(str(site))
@@ -172,6 +173,8 @@ say(
 )
 if not args.cpu and not gpus:
     say("gpu-check: failed: torch sees no CUDA device here (the CPU mode is --cpu)")
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
     sys.exit(1)
 
 
