@@ -17,7 +17,7 @@ ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(ROOT),--root $(ROOT))
 STAMP := $(VENV)/.installed
 
 .PHONY: help env data browser demo ingest corrupt train infer analytics export summary report \
-        test test-slow lint format bench clean
+        test test-slow lint format bench gpu-wheels gpu-check clean
 
 help:
 	@echo "make demo    set up, run every stage on Fashion-MNIST, print the summary"
@@ -27,6 +27,7 @@ help:
 	@echo "               else the packaged pie/configs/fashion-mnist.toml)"
 	@echo "             ROOT=DIR    (else \$$PIE_ROOT, else ./work)"
 	@echo "other:       make lint | format | bench | clean"
+	@echo "GPU check:   make gpu-wheels here, then make gpu-check on the GPU machine"
 
 # -- environment ---------------------------------------------------------------------------
 $(STAMP): pyproject.toml
@@ -98,8 +99,28 @@ format: env
 	$(VENV)/bin/ruff check --fix .
 
 bench: env
-	@for script in $(sort $(wildcard bench/*.py)); do \
+	@for script in $(filter-out bench/gpu_check.py,$(sort $(wildcard bench/*.py))); do \
 	  echo "== $$script"; $(VENV)/bin/python $$script || exit 1; done
+
+# -- the GPU check (bench/gpu_check.py) ------------------------------------------------------
+# gpu-wheels: the packages pie's ingest, train and infer need that the GPU machine's python3
+# (3.12, torch, torchvision, numpy, pyarrow, typer, rich, pillow, scipy) lacks, at this venv's
+# versions, as Python 3.12 manylinux x86_64 wheels in .whl/ (ignored by git; about 25 MB).
+# gpu-check: there, with .whl/ beside the checkout; pie runs from the checkout, not installed.
+GPU_WHEELS := duckdb webdataset braceexpand
+GPU_PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 \
+                 manylinux2014_x86_64 manylinux1_x86_64
+
+gpu-wheels: env
+	rm -rf .whl
+	$(VENV)/bin/python -m pip download --quiet --no-deps --only-binary=:all: \
+	  --python-version 3.12 --implementation cp $(addprefix --platform ,$(GPU_PLATFORMS)) -d .whl \
+	  $$($(VENV)/bin/python -c 'import importlib.metadata as m, sys; \
+	     print(*(f"{n}=={m.version(n)}" for n in sys.argv[1:]))' $(GPU_WHEELS))
+	@du -sh .whl
+
+gpu-check:
+	python3 bench/gpu_check.py
 
 clean:
 	rm -rf $(or $(ROOT),$(PIE_ROOT),work)

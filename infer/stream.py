@@ -1,19 +1,23 @@
 """Decoded batches streamed from the shards by DataLoader workers.
 
 A dataset's shards are cut into chunks of at most `batch_size` consecutive samples of one shard
-(`chunks`); a chunk is one batch. A DataLoader worker reads a chunk's bytes straight from its
-tar file (the offsets come from the tar headers, read once per shard and worker, no sample data
-touched), decodes and preprocesses them (`pie.images.decode`, the dataset's rule) and hands back
-a `Batch` of uint8 pixels; normalisation (per model: mean and std) happens on the device. One
-DataLoader serves a whole run, every dataset in turn, so its workers start once and the next
-dataset is decoded while the last batches of the previous one are evaluated. Memory holds a few
-batches per worker, whatever the size of the dataset; nothing is written to disk.
+(`chunks`); a chunk is one batch. A DataLoader worker reads a chunk's images straight from its
+tar file, at the offsets stored with the shard at ingest (`pie.shards.read_offsets`, with the
+keys and labels; loaded once per shard and worker), decodes and preprocesses them
+(`pie.images.decode`, the dataset's rule) and hands back a `Batch` of uint8 pixels;
+normalisation (per model: mean and std) happens on the device. One DataLoader serves a whole
+run, every dataset in turn, so its workers start once and the next dataset is decoded while the
+last batches of the previous one are evaluated. Memory holds a few batches per worker, whatever
+the size of the dataset; nothing is written to disk.
 
 A shard whose URL is not a local file (`pipe:aws s3 cp s3://b/x.tar -`, `s3:`, `http:`: no
 random access) is read sequentially by `pie.shards.read_url`: its chunks form one work item,
 dealt whole to one rank (`mine`) and laid out for one loader worker (`layout`), which keeps the
 stream open from one chunk to the next, so a remote shard is read once, from start to end. A
-`file:` URL is a local path and takes the offset path.
+`file:` URL is a local path and takes the offset path. A local shard whose index names no
+offsets file (packed before pie stored them) is scanned once, by `chunks` in the main process
+(`pie.shards.scan_offsets`), and each of its chunks carries its samples' rows to the worker:
+no worker reads a tar's headers.
 
 Under torchrun the work items (a local chunk, or all the chunks of a remote shard) are dealt
 round-robin to the ranks (`mine`).
@@ -24,8 +28,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import re
-import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +40,18 @@ from pie import checkpoints
 from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, decode
 from pie.parallel import die_with_parent
-from pie.shards import IMAGE_EXTS, local_path, read_url, shard_urls
+from pie.shards import (
+    IMAGE_EXTS,
+    local_path,
+    read_offsets,
+    read_url,
+    scan_offsets,
+    shard_offsets,
+    shard_urls,
+)
 
 WORKER_MODELS: dict = {}  # model_id -> loaded model, in a loader worker that scores (CPU)
 OPEN: dict[str, tuple[Iterator[dict], int]] = {}  # remote url -> (open stream, next sample)
-# webdataset's rule: the key is the member name up to the first dot of its last component
-MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,9 @@ class Chunk:
     # ((model_id, checkpoint directory, Preprocess), ...) among `class_subset`
     models: tuple[tuple[str, str, Preprocess], ...] = ()
     class_subset: tuple[int, ...] | None = None
+    offsets: str | None = None  # a local shard's offsets file (pie.shards)
+    # or, for a local shard without one, rows start..stop of its scanned offsets
+    rows: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -79,13 +90,20 @@ class Batch:
 
 
 def chunks(directory, batch_size: int, group: int, pre: Preprocess, crop_only: bool) -> list[Chunk]:
-    """Every chunk of a packed dataset, in shard order."""
+    """Every chunk of a packed dataset, in shard order. A local shard without an offsets file
+    is scanned here, once, and its chunks carry their rows."""
     out = []
-    for url, n in shard_urls(directory):
+    for (url, n), offsets in zip(shard_urls(directory), shard_offsets(directory), strict=True):
         path = local_path(url)
+        scanned = scan_offsets(path, n) if path is not None and offsets is None else None
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            out.append(Chunk(path or url, start, stop, group, pre, crop_only, path is None, n))
+            rows = None if scanned is None else scanned[start:stop]
+            chunk = Chunk(
+                path or url, start, stop, group, pre, crop_only, path is None, n,
+                offsets=offsets, rows=rows,
+            )  # fmt: skip
+            out.append(chunk)
     return out
 
 
@@ -148,46 +166,10 @@ def shares(groups: Sequence[Sequence[Chunk]], rank: int, world_size: int, worker
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def members(shard: str) -> list[tuple[str, dict[str, tuple[int, int]]]]:
-    """(key, {extension: (data offset, size)}) of every sample of a tar shard, in order, from
-    its 512-byte headers alone (sample data is skipped). Shards written by pie.shards hold plain
-    ustar members; anything else (pax or GNU long-name headers) is left to `tarfile`."""
-    samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
-    with open(shard, "rb") as f:
-        offset = 0
-        while True:
-            f.seek(offset)
-            header = f.read(512)
-            if len(header) < 512 or header.count(0) == 512:
-                break
-            if header[156:157] not in (b"0", b"\0", b"5") or header[124] & 0x80:
-                return members_by_tarfile(shard)
-            size = int(header[124:136].split(b"\0")[0].strip() or b"0", 8)
-            name = header[:100].split(b"\0")[0].decode()
-            if header[257:262] == b"ustar" and header[345] != 0:
-                name = header[345:500].split(b"\0")[0].decode() + "/" + name
-            match = MEMBER.match(name) if header[156:157] != b"5" else None
-            if match is not None:
-                add(samples, *match.groups(), offset + 512, size)
-            offset += 512 + (size + 511) // 512 * 512
-    return samples
-
-
-def members_by_tarfile(shard: str) -> list[tuple[str, dict[str, tuple[int, int]]]]:
-    samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
-    with tarfile.open(shard, "r:") as tar:  # seekable: headers only, data skipped
-        for info in tar:
-            match = MEMBER.match(info.name) if info.isfile() else None
-            if match is not None:
-                add(samples, *match.groups(), info.offset_data, info.size)
-    return samples
-
-
-def add(samples: list, key: str, ext: str, offset: int, size: int) -> None:
-    if not samples or samples[-1][0] != key:
-        samples.append((key, {}))
-    samples[-1][1][ext] = (offset, size)
+@functools.lru_cache(maxsize=64)
+def stored_offsets(file: str, n: int) -> np.ndarray:
+    """A shard's offsets file, kept open (memory-mapped) for its next chunks in this worker."""
+    return read_offsets(file, n)
 
 
 def read_chunk(chunk: Chunk) -> Batch:
@@ -198,7 +180,7 @@ def read_chunk(chunk: Chunk) -> Batch:
     labels: list[int] = []
     errors: list[tuple[str, str]] = []
 
-    def take(key: str, image: bytes | None, label) -> None:
+    def take(key: str, image: bytes | None, label: int) -> None:
         try:
             if image is None:
                 raise DecodeError(f"no image ({', '.join(IMAGE_EXTS)})")
@@ -207,25 +189,23 @@ def read_chunk(chunk: Chunk) -> Batch:
             errors.append((key, str(e)))
             return
         keys.append(key)
-        labels.append(int(label()))
+        labels.append(int(label))
 
     if chunk.remote and chunk.stop > chunk.start:
         for s in remote_samples(chunk):
             ext = next((e for e in IMAGE_EXTS if e in s), None)
-            take(s["__key__"], s[ext] if ext else None, lambda s=s: s["cls"])
+            take(s["__key__"], s[ext] if ext else None, s["cls"])
     elif chunk.stop > chunk.start:
-        samples = members(chunk.shard)
-        if len(samples) < chunk.stop:
-            raise PieError(f"shard {chunk.shard}: index lists more samples than its {len(samples)}")
+        rows = chunk.rows
+        if rows is None:
+            assert chunk.offsets is not None, "a local chunk carries its offsets (`chunks`)"
+            rows = stored_offsets(chunk.offsets, chunk.shard_samples)[chunk.start : chunk.stop]
         with open(chunk.shard, "rb") as f:
-
-            def read(where: tuple[int, int]) -> bytes:
-                f.seek(where[0])
-                return f.read(where[1])
-
-            for key, fields in samples[chunk.start : chunk.stop]:
-                ext = next((e for e in IMAGE_EXTS if e in fields), None)
-                take(key, read(fields[ext]) if ext else None, lambda f=fields: read(f["cls"]))
+            for row in rows:
+                image = os.pread(f.fileno(), int(row["size"]), int(row["offset"]))
+                if len(image) != row["size"]:
+                    raise PieError(f"shard {chunk.shard} is truncated")
+                take(row["key"].decode(), image, row["label"])
     return Batch(
         chunk.group,
         keys,

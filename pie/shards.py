@@ -14,10 +14,18 @@ it: parallel writers (`write_tar`, one whole shard each) produce what one sequen
 (`write_shards`) would.
 
 The index (`index.json`, wids format) lists each shard's `url`, `nsamples`, `filesize` and
-`sha256`. A url is a path relative to the index (what pie writes), an absolute path, a
-`file:` URL or a `pipe:` command (`pipe:aws s3 cp s3://bucket/x-000000.tar -`), so an index can
-be rewritten to point at shards on an object store; `shard_urls` and `read_shards` open them as
-webdataset does.
+`sha256`, and `offsets`: the name of the shard's offsets file (`<prefix>-000000.idx.npy`, beside
+the index), written with the shard. It holds one row per sample, in shard order: the image's
+byte offset and size in the tar, the label and the key (`OFFSETS`; 24 bytes plus the longest key
+of the shard per image, e.g. 57 bytes for ImageNet's validation keys), so readers find a sample
+by position without walking the tar's headers (wids, too, reads samples by offset from a
+per-shard index, which it builds at first use). wids ignores the extra fields. An index
+written before offsets files has no `offsets`: readers then scan each shard's headers once
+(`scan_offsets`).
+
+A url is a path relative to the index (what pie writes), an absolute path, a `file:` URL or a
+`pipe:` command (`pipe:aws s3 cp s3://bucket/x-000000.tar -`), so an index can be rewritten to
+point at shards on an object store; `shard_urls` and `read_shards` open them as webdataset does.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ from typing import Any, BinaryIO
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import numpy as np
+
 from pie import durable
 from pie.errors import PieError
 
@@ -46,6 +56,8 @@ KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-/]+$")
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "ppm", "bmp")
 SAMPLE_OVERHEAD = 2048  # bytes counted per sample besides its image: 3 tar headers, cls, json
 SHARD_NAME = "{prefix}-{index:06d}.tar"
+# one row per sample of a shard: where its image is in the tar, its label and key
+OFFSETS = (("offset", "<i8"), ("size", "<i8"), ("label", "<i8"))
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class ShardFile:
     nsamples: int
     filesize: int
     sha256: str
+    offsets: str = ""  # the name of its offsets file (`offsets_name`); "" for none
 
 
 def safe_key(text: str) -> str:
@@ -118,13 +131,17 @@ class TarShard:
     """One shard being written, a sample at a time. The bytes are those of webdataset's
     `TarWriter(mtime=0)` (members in sorted field order, mode 0444, owner bigdata), written with
     the standard library so that worker processes need not import webdataset (and torch with
-    it); the sha256 and size are computed on the way. `file` is set once closed."""
+    it); the sha256 and size are computed on the way, and each image's offset in the tar is
+    noted. Once closed without an error, the offsets file is written beside the shard
+    (`offsets_name`) and `file` is set."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.n = path, 0
         self.raw = path.open("wb")
         self.hashed = HashingWriter(self.raw)
         self.tar = tarfile.open(fileobj=self.hashed, mode="w|")  # noqa: SIM115
+        self.rows: list[tuple[int, int, int]] = []  # (image offset, size, label) per sample
+        self.keys: list[str] = []
 
     def add(self, s: Sample) -> None:
         check_key(s.key)
@@ -138,16 +155,97 @@ class TarShard:
             info.size, info.mtime, info.mode = len(fields[name]), 0, 0o444
             info.uname = info.gname = "bigdata"
             self.tar.addfile(info, io.BytesIO(fields[name]))
+            if name == s.ext:  # the data ends the member, padded to 512-byte blocks
+                padded = -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                self.rows.append((self.tar.offset - padded, info.size, s.label))
+        self.keys.append(s.key)
         self.n += 1
 
     def __enter__(self) -> TarShard:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type | None, *exc: object) -> None:
         self.tar.close()
         self.raw.close()
+        if kind is not None:
+            return
+        name = offsets_name(self.path.name)
+        write_offsets(self.path.with_name(name), offsets_table(self.rows, self.keys))
         h = self.hashed
-        self.file = ShardFile(self.path.name, self.n, h.size, h.sha256.hexdigest())
+        self.file = ShardFile(self.path.name, self.n, h.size, h.sha256.hexdigest(), name)
+
+
+def offsets_name(shard: str) -> str:
+    """The offsets file of a shard: `<prefix>-000000.tar` -> `<prefix>-000000.idx.npy`."""
+    return shard.removesuffix(".tar") + ".idx.npy"
+
+
+def offsets_table(rows: Sequence[tuple[int, int, int]], keys: Sequence[str]) -> np.ndarray:
+    """One record per sample (`OFFSETS`, then `key` as ASCII bytes as wide as the longest)."""
+    encoded = [k.encode() for k in keys]
+    width = max((len(k) for k in encoded), default=1)
+    table = np.empty(len(rows), [*OFFSETS, ("key", f"S{width}")])
+    for i, (name, _) in enumerate(OFFSETS):
+        table[name] = [row[i] for row in rows]
+    table["key"] = encoded
+    return table
+
+
+def write_offsets(path: Path, table: np.ndarray) -> None:
+    """A `.npy` file (format 1.0, so the same rows give the same bytes)."""
+    with path.open("wb") as f:
+        np.lib.format.write_array(f, table, version=(1, 0), allow_pickle=False)
+
+
+def read_offsets(path: str, expected: int) -> np.ndarray:
+    """A shard's offsets file, memory-mapped (read lazily, shared between processes by the page
+    cache); missing, unreadable or holding other than `expected` rows is a PieError."""
+    try:
+        table = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        why = f"offsets file {path} cannot be read ({e})"
+        raise PieError(f"{why}: pack the dataset again") from None
+    if table.dtype.names is None or table.dtype.names[:3] != tuple(n for n, _ in OFFSETS):
+        raise PieError(f"{path} is not an offsets file: pack the dataset again")
+    if len(table) != expected:
+        raise PieError(
+            f"offsets file {path} lists {len(table)} samples, the index {expected}: "
+            "pack the dataset again"
+        )
+    return table
+
+
+def scan_offsets(path: str, expected: int) -> np.ndarray:
+    """The offsets of a local shard whose index names no offsets file (packed before pie wrote
+    them), from its tar headers (`tarfile`: image bytes skipped, labels read); the same table
+    as `offsets_table`. Members group into samples as webdataset groups them. Fewer or more
+    than `expected` samples, or one without an image or a label, is a PieError."""
+    rows: list[list[int]] = []
+    keys: list[str] = []
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                directory, _, base = member.name.rpartition("/")
+                stem, _, ext = base.partition(".")
+                key = f"{directory}/{stem}" if directory else stem
+                if not keys or keys[-1] != key:
+                    keys.append(key)
+                    rows.append([-1, 0, -1])
+                if ext in IMAGE_EXTS and rows[-1][0] < 0:
+                    rows[-1][:2] = member.offset_data, member.size
+                elif ext == "cls":
+                    rows[-1][2] = int(tar.extractfile(member).read())
+    except (OSError, tarfile.TarError, ValueError) as e:
+        raise PieError(f"shard {path} cannot be read ({e}): pack the dataset again") from None
+    complete = sum(offset >= 0 and label >= 0 for offset, _, label in rows)
+    if complete != len(rows) or len(rows) != expected:
+        raise PieError(
+            f"shard {path} holds {complete} complete samples, its index says {expected}: "
+            "truncated or damaged; pack the dataset again"
+        )
+    return offsets_table([tuple(r) for r in rows], keys)
 
 
 class HashingWriter:
@@ -232,15 +330,18 @@ def write_shards(
 def write_index(directory: Path, name: str, shards: Sequence[ShardFile]) -> None:
     """The wids shard index: relative URLs, so the directory can move. Each shard also gets
     its sha256 (an extra field wids ignores): tar files are padded to 10 KiB records, so sizes
-    and counts alone rarely tell two packings apart, and `dataset_hash` must."""
+    and counts alone rarely tell two packings apart, and `dataset_hash` must; and the name of
+    its offsets file (another extra field), when it has one."""
+
+    def entry(s: ShardFile) -> dict[str, Any]:
+        out = {"url": s.name, "nsamples": s.nsamples, "filesize": s.filesize, "sha256": s.sha256}
+        return out | {"offsets": s.offsets} if s.offsets else out
+
     index = {
         "__kind__": "wids-shard-index-v1",
         "wids_version": 1,
         "name": name,
-        "shardlist": [
-            {"url": s.name, "nsamples": s.nsamples, "filesize": s.filesize, "sha256": s.sha256}
-            for s in shards
-        ],
+        "shardlist": [entry(s) for s in shards],
     }
     (directory / INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
@@ -287,6 +388,15 @@ def shard_urls(directory: Path) -> list[tuple[str, int]]:
     (webdataset or wids); the counts give an epoch's length without opening the tars."""
     return [
         (resolve_url(directory, s["url"]), int(s["nsamples"]))
+        for s in read_index(directory)["shardlist"]
+    ]
+
+
+def shard_offsets(directory: Path) -> list[str | None]:
+    """The offsets file of every shard, in index order (a path relative to the index is joined
+    to its directory); None where the index names none (written before offsets files)."""
+    return [
+        str(directory / s["offsets"]) if s.get("offsets") else None
         for s in read_index(directory)["shardlist"]
     ]
 

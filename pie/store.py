@@ -231,12 +231,8 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     con.execute("commit")
 
 
-def append(con: duckdb.DuckDBPyConnection, table: str, frame: pa.Table | pl.DataFrame) -> int:
-    """Bulk-insert a frame by column name; returns the number of rows."""
-    import polars as pl
-
-    if isinstance(frame, pl.DataFrame):
-        frame = frame.to_arrow()
+def append(con: duckdb.DuckDBPyConnection, table: str, frame: pa.Table) -> int:
+    """Bulk-insert an Arrow table by column name; returns the number of rows."""
     if frame.num_rows == 0:
         return 0
     con.register("_append_frame", frame)

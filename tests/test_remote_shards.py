@@ -112,7 +112,7 @@ def test_remote_chunks_in_any_order_equal_local_ones(tmp_path, monkeypatch):
         b = stream.read_chunk(c)
         return b.keys, b.labels.tolist(), b.pixels.numpy().tobytes()
 
-    local = {s: batch(chunk(path, s, s + 3, False)) for s in (0, 3, 6)}
+    local = {c.start: batch(c) for c in stream.chunks(tmp_path / "ds", 3, 0, PRE, False)}
     assert [k for s in (0, 3, 6) for k in local[s][0]] == [f"k{i}" for i in range(9)]
     url = f"pipe:cat {path}"
     for order, opens, left_at in (((0, 3, 6), 1, None), ((3, 6, 0), 2, 3), ((6, 3, 0), 3, 3)):

@@ -29,7 +29,7 @@ from pie.distributed import World
 from pie.errors import PieError
 from pie.images import decode
 from pie.models import create, prunable_weights
-from pie.shards import read_shards
+from pie.shards import read_shards, scan_offsets
 from train import augment, data, trainer
 from train.config import TrainConfig
 from train.pruning import keep_mask
@@ -61,9 +61,9 @@ def test_an_epoch_sees_every_image_once_but_the_last_n_mod_batch():
     n, batch, world = 70, 16, 2  # 4 steps of 16: 64 seen, 6 left for this epoch
     seen = []
     for rank in range(world):
-        sampler = data.EpochSampler(n, seed=5, epoch=3, batch=batch, rank=rank, world=world,
-                                    start=0, stop=n // batch)  # fmt: skip
-        seen += [i for i, _, _ in sampler]
+        sampler = data.RunSampler(n, seed=5, batch=batch, rank=rank, world=world,
+                                  steps_per_epoch=4, start=12, stop=16)  # fmt: skip
+        seen += [i for i, epoch, _ in sampler if epoch == 3]
     order = data.epoch_order(n, 5, 3)
     assert len(seen) == len(set(seen)) == 64
     assert sorted(seen) == sorted(order[:64].tolist())
@@ -168,12 +168,12 @@ def test_a_shard_cut_short_inside_is_refused(packed, tmp_path):
     cut = tmp_path / "cut.tar"
     cut.write_bytes(shard.read_bytes()[:10240])  # inside a member
     with pytest.raises(PieError, match=r"cannot be read .*: pack the dataset again"):
-        data.scan_shard(str(cut), 64)
+        scan_offsets(str(cut), 64)
     with tarfile.open(shard) as source, tarfile.open(cut, "w") as short:
         for member in source.getmembers()[:9]:  # 3 whole samples
             short.addfile(member, source.extractfile(member))
     with pytest.raises(PieError, match="holds 3 complete samples, its index says 64"):
-        data.scan_shard(str(cut), 64)
+        scan_offsets(str(cut), 64)
 
 
 def test_a_global_batch_that_does_not_divide_and_gpu_options_on_cpu_are_refused():

@@ -16,16 +16,18 @@ One epoch, both paths, whatever the number of processes or loader workers:
 - under torchrun, rank r of R takes the r-th of R equal slices of every global batch, so the
   global batch is the same as in one process;
 - augmentation draws come from (seed, epoch, position in the epoch's order) (`train.augment`).
-Streaming local shards reads samples by position: each loader worker scans the tar headers of
-a shard the first time it needs it and keeps the offsets (about 20 bytes per image: an index,
-not pixels).
+Streaming local shards reads samples by position, at the offsets stored with each shard at
+ingest (`pie.shards.read_offsets`: 24 bytes plus the key per image, an index, not pixels); a
+shard indexed before offsets were stored is scanned once, in the process that makes the
+dataset, and its offsets travel to the loader workers: no loader worker reads a tar's headers.
+One DataLoader serves every remaining step of the run (`RunSampler`), so its workers start once
+and keep prefetching across epoch boundaries.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +38,14 @@ import torch
 from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, decode
 from pie.shards import (
-    IMAGE_EXTS,
     INDEX,
     dataset_hash,
     image_field,
     local_path,
+    read_offsets,
     read_url,
+    scan_offsets,
+    shard_offsets,
     shard_urls,
 )
 from train.augment import augment_sample, mix, uniforms
@@ -59,6 +63,8 @@ class ShardSet:
     name: str
     shards: tuple[tuple[str, int], ...]  # (local path or remote URL, samples)
     remote: bool = False  # some shard is not a local file: no random access
+    # each shard's offsets file (`pie.shards`); None (or none given): its index names none
+    offsets: tuple[str | None, ...] = ()
 
     @property
     def n_images(self) -> int:
@@ -67,14 +73,16 @@ class ShardSet:
 
 def shard_set(directory: Path, name: str) -> ShardSet:
     """The shards of `directory`, checked against the index: a missing index, a missing shard or
-    one whose size differs from the index's (truncated, replaced) is a one-line `PieError`."""
+    one whose size differs from the index's (truncated, replaced), or a missing offsets file of
+    a local shard, is a one-line `PieError`."""
     try:
         urls = shard_urls(directory)
     except PieError:
         raise PieError(f"dataset {name}: no shards at {directory} (missing or unpacked)") from None
     sizes = [e.get("filesize") for e in json.loads((directory / INDEX).read_text())["shardlist"]]
+    offsets = shard_offsets(directory)
     shards, remote = [], False
-    for (url, n), filesize in zip(urls, sizes, strict=True):
+    for (url, n), filesize, file in zip(urls, sizes, offsets, strict=True):
         local = local_path(url)
         if local is None:  # on an object store: opened by URL when read
             shards.append((url, n))
@@ -89,10 +97,12 @@ def shard_set(directory: Path, name: str) -> ShardSet:
                 f"dataset {name}: shard {path} has {size} bytes, its index says "
                 f"{filesize}: truncated or replaced; pack the dataset again"
             )
+        if file is not None and not Path(file).is_file():
+            raise PieError(f"dataset {name}: offsets file {file} is missing: pack it again")
         shards.append((str(path), n))
     if not shards:
         raise PieError(f"dataset {name}: the index at {directory} lists no shards")
-    return ShardSet(name, tuple(shards), remote)
+    return ShardSet(name, tuple(shards), remote, tuple(offsets))
 
 
 def decoded_bytes(n_images: int, pre: Preprocess) -> int:
@@ -122,18 +132,25 @@ def rank_positions(step: int, batch: int, rank: int, world: int) -> range:
     return range(start, start + per_rank)
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """Rank `rank`'s samples of one epoch from step `start` on, as (index, epoch, position)."""
+class RunSampler(torch.utils.data.Sampler):
+    """Rank `rank`'s samples for global steps `start` to `stop` of a run, across epochs, as
+    (index, epoch, position): step s is step s mod `steps_per_epoch` of epoch
+    s // `steps_per_epoch`, cut from that epoch's `epoch_order`. One sampler spans the run, so
+    one DataLoader serves it and its workers persist from one epoch to the next."""
 
-    def __init__(self, n_images, seed, epoch, batch, rank, world, start, stop):
-        self.order = epoch_order(n_images, seed, epoch)
-        self.epoch, self.batch, self.rank, self.world = epoch, batch, rank, world
-        self.start, self.stop = start, stop
+    def __init__(self, n_images, seed, batch, rank, world, steps_per_epoch, start, stop):
+        self.n_images, self.seed, self.batch = n_images, seed, batch
+        self.rank, self.world = rank, world
+        self.steps_per_epoch, self.start, self.stop = steps_per_epoch, start, stop
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        order, current = None, -1
         for step in range(self.start, self.stop):
-            for p in rank_positions(step, self.batch, self.rank, self.world):
-                yield int(self.order[p]), self.epoch, p
+            epoch, s = divmod(step, self.steps_per_epoch)
+            if epoch != current:
+                order, current = epoch_order(self.n_images, self.seed, epoch), epoch
+            for p in rank_positions(s, self.batch, self.rank, self.world):
+                yield int(order[p]), epoch, p
 
     def __len__(self) -> int:
         return (self.stop - self.start) * (self.batch // self.world)
@@ -208,41 +225,12 @@ def decode_sample(
 # -- the streaming path ---------------------------------------------------------------------
 
 
-def scan_shard(path: str, expected: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image offset, image size, label) of every sample of a tar, from its headers (the
-    image bytes are skipped, not read); fewer or more samples than `expected` is a PieError."""
-    offsets, sizes, labels = [], [], []
-    current = None
-    try:
-        with tarfile.open(path, "r:") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                head, _, base = member.name.rpartition("/")
-                stem, _, ext = base.partition(".")
-                key = f"{head}/{stem}"
-                if key != current:
-                    current = key
-                    offsets.append(-1)
-                    sizes.append(0)
-                    labels.append(-1)
-                if ext in IMAGE_EXTS:
-                    offsets[-1], sizes[-1] = member.offset_data, member.size
-                elif ext == "cls":
-                    labels[-1] = int(tar.extractfile(member).read())
-    except (OSError, tarfile.TarError, ValueError) as e:
-        raise PieError(f"shard {path} cannot be read ({e}): pack the dataset again") from None
-    if len(offsets) != expected or min(offsets, default=0) < 0 or min(labels, default=0) < 0:
-        raise PieError(
-            f"shard {path} holds {len(offsets)} complete samples, its index says {expected}: "
-            "truncated or damaged; pack the dataset again"
-        )
-    return np.array(offsets, np.int64), np.array(sizes, np.int64), np.array(labels, np.int64)
-
-
 class ShardSamples(torch.utils.data.Dataset):
-    """Samples of a shard set by position (0..N-1 in shard order), read with `os.pread` from
-    offsets found by `scan_shard` the first time a shard is touched (per worker process).
+    """Samples of a shard set by position (0..N-1 in shard order), read with `os.pread` at the
+    offsets stored with each shard (`pie.shards.read_offsets`, loaded the first time a shard is
+    touched, per process). A shard whose index names no offsets file (packed before pie stored
+    them) is scanned here, once, when the dataset is made (`pie.shards.scan_offsets`), and its
+    offsets go to the loader workers with the dataset; no worker reads a tar's headers.
 
     An item is `(index, epoch, position)`: with `policy` set it is decoded and augmented with
     draws from (seed, epoch, position); with policy None (evaluation) it is decoded with the
@@ -260,27 +248,39 @@ class ShardSamples(torch.utils.data.Dataset):
         self.shards, self.pre, self.policy, self.seed = shards, pre, policy, seed
         self.center_crop_only = center_crop_only
         self.starts = np.cumsum([0] + [n for _, n in shards.shards])
-        self.index: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.tables: dict[int, np.ndarray] = {}  # offsets files loaded in this process
         self.files: dict[int, int] = {}
+        self.offsets_files = shards.offsets or (None,) * len(shards.shards)
+        self.scanned = {  # shards without an offsets file
+            k: scan_offsets(*shards.shards[k])
+            for k, file in enumerate(self.offsets_files)
+            if file is None
+        }
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    def __getstate__(self):  # what goes to a worker: no open files, no index
-        return {**self.__dict__, "index": {}, "files": {}}
+    def __getstate__(self):  # what goes to a spawned worker: no open files or mapped tables
+        return {**self.__dict__, "tables": {}, "files": {}}
+
+    def table(self, shard: int) -> np.ndarray:
+        """The offsets of one shard (`pie.shards.OFFSETS`)."""
+        if shard in self.scanned:
+            return self.scanned[shard]
+        if shard not in self.tables:
+            file, (_, n) = self.offsets_files[shard], self.shards.shards[shard]
+            self.tables[shard] = read_offsets(file, n)
+        return self.tables[shard]
 
     def read(self, i: int) -> tuple[bytes, int]:
         shard = int(np.searchsorted(self.starts, i, "right") - 1)
-        if shard not in self.index:
-            path, n = self.shards.shards[shard]
-            self.index[shard] = scan_shard(path, n)
-            self.files[shard] = os.open(path, os.O_RDONLY)
-        offsets, sizes, labels = self.index[shard]
-        j = i - int(self.starts[shard])
-        data = os.pread(self.files[shard], int(sizes[j]), int(offsets[j]))
-        if len(data) != sizes[j]:
+        row = self.table(shard)[i - int(self.starts[shard])]
+        if shard not in self.files:
+            self.files[shard] = os.open(self.shards.shards[shard][0], os.O_RDONLY)
+        data = os.pread(self.files[shard], int(row["size"]), int(row["offset"]))
+        if len(data) != row["size"]:
             raise PieError(f"shard {self.shards.shards[shard][0]} is truncated")
-        return data, int(labels[j])
+        return data, int(row["label"])
 
     def __getitem__(self, item: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
         i, epoch, position = item
@@ -313,7 +313,6 @@ def loader(
         sampler=sampler,
         num_workers=workers,
         pin_memory=pin,
-        persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
 

@@ -238,8 +238,14 @@ def feed(
     per_rank = cfg.batch_size // world.size
     if path == "memory":
         pixels, labels = data.in_memory(root.shards(cfg.dataset), cfg.dataset, pre)
-    elif path == "stream":
+    elif path == "stream":  # one loader for every remaining step: its workers persist
         dataset = data.ShardSamples(shards, pre, policy, seed)
+        sampler = data.RunSampler(
+            shards.n_images, seed, cfg.batch_size, world.rank, world.size, steps_per_epoch,
+            start, total,
+        )  # fmt: skip
+        yield from data.batches(data.loader(dataset, sampler, per_rank, cfg.loader_workers, pin))
+        return
     step = start
     while step < total:
         epoch, first = divmod(step, steps_per_epoch)
@@ -259,12 +265,6 @@ def feed(
             )
             loader = remote.remote_loader(dataset, cfg.loader_workers, pin)
             yield from remote.remote_batches(loader, per_rank, stop - first, world.rank)
-        else:
-            sampler = data.EpochSampler(
-                shards.n_images, seed, epoch, cfg.batch_size, world.rank, world.size, first, stop
-            )
-            loader = data.loader(dataset, sampler, per_rank, cfg.loader_workers, pin)
-            yield from data.batches(loader)
         step = epoch * steps_per_epoch + stop
 
 
