@@ -18,8 +18,9 @@ directory; pie runs from this checkout through PYTHONPATH, not installed. In ord
    synth-val sorted), each shard with its offsets file.
 4. train: `torchrun -m pie train` trains a dense and a 90 % pruned model (ResNet-50 at 224 px,
    bf16, channels_last, torch.compile, streamed by loader workers, the final evaluation
-   included) on one rank per GPU (nccl), or 2 CPU ranks (gloo) in CPU mode. pie joins a
-   process group only when there are 2 ranks or more: on one GPU the line says so.
+   included) on one rank per GPU (nccl), or 2 CPU ranks (gloo) in CPU mode. Under torchrun
+   even one process joins a process group, so one GPU runs DDP and the nccl collectives (the
+   final evaluation's all-reduce among them) as eight would.
 5. train more: 6 more models (dense, 50 % and 90 %, 2 seeds; a few eager steps each) with
    `pie train` in one process, so that inference has 8 (CPU mode: 1 more, 3 in all).
 6. infer: `pie infer` evaluates the 8 models on synth-val in fp32, then on a copy of the work
@@ -363,11 +364,7 @@ if ran("ingest train") and ran("ingest val"):
     if ok and len(trained) != 2:
         ok, why = False, f"{len(trained)} checkpoints instead of 2"
     if ok:
-        group = (
-            f"{ranks} ranks, {'gloo' if args.cpu else 'nccl'}"
-            if ranks > 1
-            else ("1 rank: no process group (pie joins one from 2 ranks on), nccl not exercised")
-        )
+        group = f"{ranks} rank{'s' * (ranks > 1)}, {'gloo' if args.cpu else 'cpu:gloo,cuda:nccl'}"
         record("train", f"ran ({group}; {seconds:.0f} s; peak GPU memory {memory.text()})")
         for s in trained:
             train_rates[s["model_id"]] = s["steps"] * size.batch / s["seconds"]

@@ -1,7 +1,9 @@
 """Several processes, torch's way: `torchrun` starts them and sets RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `init` joins the process group and says who this
 process is. Without torchrun it is a world of one and nothing is initialised, so every stage
-runs the same code in one process or in many.
+runs the same code in one process or in many. Under torchrun a single process joins a group of
+one too (`torchrun --nproc_per_node=1`): its collectives, DistributedDataParallel and the nccl
+backend run as they would across eight GPUs, so one GPU is enough to check that path.
 
     torchrun --nproc_per_node=4 -m pie train ...
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\
@@ -35,6 +37,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    group: bool = False  # in a process group (launched by torchrun), whatever its size
 
     @property
     def is_main(self) -> bool:
@@ -42,12 +45,15 @@ class World:
 
     @property
     def distributed(self) -> bool:
-        return self.size > 1
+        """Collectives and DistributedDataParallel are on: launched by torchrun (a group of one
+        included), or any world of more than one process."""
+        return self.group or self.size > 1
 
 
 def launched() -> bool:
-    """Started by torchrun (or any launcher that sets WORLD_SIZE > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Started by torchrun (it sets TORCHELASTIC_RUN_ID, also for one process) or by any
+    launcher that sets WORLD_SIZE > 1."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def backend(device: torch.device) -> str:
@@ -70,7 +76,7 @@ def init(device: torch.device) -> World:
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend(device))
-    return World(rank, size, local_rank)
+    return World(rank, size, local_rank, group=True)
 
 
 def device_of(world: World, device: torch.device) -> torch.device:

@@ -60,6 +60,26 @@ def test_without_torchrun_it_is_a_world_of_one(monkeypatch):
     assert not torch.distributed.is_initialized()
 
 
+def test_one_process_under_torchrun_joins_a_group_of_one(monkeypatch):
+    """`torchrun --nproc_per_node=1` (TORCHELASTIC_RUN_ID set, WORLD_SIZE 1): the process joins
+    a group of one, so collectives and DistributedDataParallel run as across many GPUs (what a
+    one-GPU machine needs to check the nccl path); its collectives give its own values back."""
+    env = {"TORCHELASTIC_RUN_ID": "check", "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
+    env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29_500 + os.getpid() % 1000)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    world = distributed.init(torch.device("cpu"))
+    try:
+        assert torch.distributed.is_initialized() and torch.distributed.get_world_size() == 1
+        assert (world.rank, world.size, world.distributed) == (0, 1, True)
+        total = distributed.all_reduce_sum(world, torch.tensor([3, 4]))
+        assert total.tolist() == [3, 4]
+        assert distributed.broadcast_object(world, {"a": 1}) == {"a": 1}
+    finally:
+        distributed.shutdown(world)
+    assert not torch.distributed.is_initialized()
+
+
 def test_on_cuda_a_rank_takes_its_gpu_then_starts_a_group_that_maps_cpu_tensors(monkeypatch):
     """What `init` does under torchrun on CUDA (recorded, no GPU needed): the GPU of
     LOCAL_RANK first (nccl's communicators and the object collectives would otherwise all use
