@@ -28,19 +28,18 @@ import re
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pie import checkpoints
+from infer.cache import ModelCache
 from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, decode
 from pie.parallel import die_with_parent
 from pie.shards import IMAGE_EXTS, local_path, read_url, shard_urls
 
-WORKER_MODELS: dict = {}  # model_id -> loaded model, in a loader worker that scores (CPU)
+WORKER_MODELS: ModelCache | None = None  # a loader worker's models, if it scores (CPU)
 OPEN: dict[str, tuple[Iterator[dict], int]] = {}  # remote url -> (open stream, next sample)
 # webdataset's rule: the key is the member name up to the first dot of its last component
 MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
@@ -62,6 +61,7 @@ class Chunk:
     # ((model_id, checkpoint directory, Preprocess), ...) among `class_subset`
     models: tuple[tuple[str, str, Preprocess], ...] = ()
     class_subset: tuple[int, ...] | None = None
+    model_memory: int = 0  # bytes of models the worker keeps loaded (infer.cache.ModelCache)
 
 
 @dataclass
@@ -282,18 +282,19 @@ class Chunks(Dataset):
 @torch.inference_mode()
 def score_in_worker(batch: Batch, chunk: Chunk) -> Batch:
     """A CPU loader worker runs the models too (one thread each: processes in parallel, as the
-    workers are), so the main process only writes; the pixels are not sent back."""
-    from infer.predict import Scorer
+    workers are), so the main process only writes; the pixels are not sent back. The worker
+    keeps its models in a `ModelCache` of `chunk.model_memory` bytes."""
+    from infer.predict import Scorer, load_model
 
+    global WORKER_MODELS
+    if WORKER_MODELS is None:
+        WORKER_MODELS = ModelCache(chunk.model_memory, load_model)
+    scorer = Scorer(WORKER_MODELS, chunk.class_subset, torch.device("cpu"))
     outputs = {}
     if batch.keys:
         for model_id, directory, pre in chunk.models:
-            if model_id not in WORKER_MODELS:
-                WORKER_MODELS[model_id] = checkpoints.load(Path(directory))[0]
-            scorer = Scorer(WORKER_MODELS[model_id], pre, chunk.class_subset, torch.device("cpu"))
-            outputs[model_id] = {
-                k: v.numpy() for k, v in scorer(batch.pixels, batch.labels).items()
-            }
+            out = scorer(directory, pre, batch.pixels, batch.labels)
+            outputs[model_id] = {k: v.numpy() for k, v in out.items()}
     return Batch(batch.group, batch.keys, batch.labels, batch.pixels[:0], batch.errors, outputs)
 
 

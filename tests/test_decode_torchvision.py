@@ -7,13 +7,14 @@ grayscale. The reference is torchvision's transforms applied here to the PIL ima
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
 from PIL import Image
 from torchvision.transforms import v2
 
-from pie.images import Preprocess, decode
+from pie.images import DECODE_VERSION, Preprocess, decode
 
 IMAGENET = Preprocess(224, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 FMNIST = Preprocess(28, 1, (0.286,), (0.353,))
@@ -76,3 +77,27 @@ def test_grayscale_and_small_inputs_are_torchvisions():
         np.testing.assert_array_equal(
             decode(data, gray), reference(data, RESIZE_CROP, "L"), err_msg=f"{w}x{h}"
         )
+
+
+def test_predictions_of_another_decoding_are_evaluated_again(packed, capsys):
+    """Rows whose `inference_runs.preprocess` lacks today's DECODE_VERSION (made by the decoding
+    before this one) are pending; a rerun replaces them and records the version."""
+    from test_infer_budget import add_models
+
+    from infer.config import InferConfig
+    from infer.run import main as infer
+    from pie import store
+
+    root = packed
+    add_models(root, 2)
+    cfg = InferConfig(workers=0, device="cpu", batch_size=10)
+    assert infer(root, cfg) == 2
+    assert infer(root, cfg) == 0
+    with store.connect(root) as con:  # as stored by the former decoding: no "decode" key
+        con.execute("update inference_runs set preprocess = json_remove(preprocess, '$.decode')")
+    capsys.readouterr()
+    assert infer(root, cfg) == 2
+    assert "2 again" in capsys.readouterr().out
+    with store.connect(root, read_only=True) as con:
+        stored = store.rows(con, "select preprocess from inference_runs")
+    assert [json.loads(p)["decode"] for (p,) in stored] == [DECODE_VERSION] * 2
