@@ -73,9 +73,10 @@ class Float32(torch.nn.Module):
 
 
 def load_model(directory: str) -> torch.nn.Module:
-    """The model of a checkpoint directory, on the CPU, its weights verified (a `ModelCache`
+    """The model of a checkpoint directory, on the CPU, its weights verified and memory-mapped
+    from the file, so that an evicted model's memory goes back to the system (a `ModelCache`
     loader, keyed by the directory)."""
-    return checkpoints.load(Path(directory))[0]
+    return checkpoints.load(Path(directory), mmap=True)[0]
 
 
 def prepare(model: torch.nn.Module, device: torch.device, precision: Precision) -> torch.nn.Module:

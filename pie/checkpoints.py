@@ -192,17 +192,22 @@ def read_sidecar(directory: Path) -> Sidecar:
     return Sidecar.from_json(path.read_text(), path)
 
 
-def load(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Sidecar]:
-    """Rebuild the model from its sidecar and load the verified weights, in eval mode."""
+def load(
+    directory: Path, device: str | torch.device = "cpu", mmap: bool = False
+) -> tuple[nn.Module, Sidecar]:
+    """Rebuild the model from its sidecar and load the verified weights, in eval mode.
+
+    mmap: the model is built on the meta device and takes the weights memory-mapped from the
+    file (`torch.load(mmap=True)`, `assign=True`): nothing is allocated on the heap, so a model
+    dropped later gives its pages back (inference's model cache; freed heap blocks of this size
+    would stay with the process)."""
     sidecar = read_sidecar(directory)
     weights = directory / WEIGHTS
     if sha256_file(weights) != sidecar.sha256:
         raise PieError(f"checkpoint {weights} does not match the sha256 in its sidecar")
-    model = create(
-        sidecar.arch,
-        sidecar.num_classes,
-        sidecar.preprocess["channels"],
-        sidecar.preprocess["size"],
-    )
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    shape = (sidecar.arch, sidecar.num_classes, sidecar.preprocess["channels"])
+    with torch.device("meta" if mmap else "cpu"):
+        model = create(*shape, sidecar.preprocess["size"])
+    state = torch.load(weights, map_location="cpu", weights_only=True, mmap=mmap)
+    model.load_state_dict(state, assign=mmap)
     return model.to(device).eval(), sidecar
