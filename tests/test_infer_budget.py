@@ -21,8 +21,9 @@ from infer.cache import ModelCache
 from infer.config import InferConfig
 from infer.predict import Scorer
 from infer.run import main as infer
-from pie import catalog, checkpoints, store
+from pie import catalog, checkpoints, config, store
 from pie.catalog import FASHION_MNIST
+from pie.errors import PieError
 from pie.images import Preprocess
 from pie.models import create
 from pie.paths import open_root
@@ -210,3 +211,12 @@ def test_oom_with_nothing_left_to_evict_at_one_image_is_raised(monkeypatch):
     with pytest.raises(torch.cuda.OutOfMemoryError):
         scorer.logits("m", pre, pixels)
     assert scorer.micro_batch == 1
+
+
+def test_model_memory_is_read_from_the_config_and_must_be_positive(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[infer]\nmodel_memory = 3\n")
+    assert config.load(InferConfig, path, "infer").model_memory == 3.0
+    path.write_text("[infer]\nmodel_memory = 0\n")
+    with pytest.raises(PieError, match=r"infer\.model_memory must be > 0"):
+        config.load(InferConfig, path, "infer")
