@@ -1,9 +1,15 @@
-"""Peak resident memory of `pie infer` for N and 4N images: it must not grow with the dataset
-(goal: ratio at most 1.10). Each size runs in a fresh process (2 small CNNs over one set of
-28 px PNGs, 2 loader workers); the figure is that process's own peak RSS (ru_maxrss), and the
-largest loader worker's beside it.
+"""Peak memory of `pie infer`: flat in the number of models under one `infer.model_memory`
+budget (goal: 64 models at most 1.10 x the 8-model run), and flat in the number of images.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/infer_memory.py [--images 5000]
+Small CNNs at 64 px (8 MiB of weights each) over one set of generated PNGs. Each run is a fresh
+`pie infer` process (the same work root, its predictions cleared first) for 8, 16, 32 and 64
+models, with the budget (`--budget`, MiB) and again without one (1 TiB, every model kept: the
+growth the budget prevents); then 8 models over 4x the images. The figure is peak CUDA memory
+(torch.cuda.max_memory_allocated) where a GPU is used, else peak RSS (ru_maxrss) of the
+process that holds the models: the largest loader worker (they score on CPU), with the main
+process beside it. Ratios are against the 8-model run.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/infer_memory.py [--images 500 --budget 64]
 """
 
 from __future__ import annotations
@@ -27,61 +33,103 @@ from pie.models import create
 from pie.paths import WorkRoot, open_root
 from pie.shards import Sample, write_shards
 
+COUNTS = (8, 16, 32, 64)
+SIZE = 64  # px: small_cnn's dense layer holds 2 M weights (8 MiB)
 CHILD = """
-import json, resource, sys
+import json, resource, sys, torch
 from infer.config import InferConfig
 from infer.run import main
 from pie.paths import open_root
-main(open_root(sys.argv[1]), InferConfig(device="cpu", workers=2, batch_size=500))
-print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))
+cuda = torch.cuda.is_available()
+cfg = InferConfig(workers=2, batch_size=250, model_memory=float(sys.argv[2]))
+main(open_root(sys.argv[1]), cfg)
+print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+                  torch.cuda.max_memory_allocated() if cuda else None]))
 """
 
 
-def make_root(root: WorkRoot, images: int) -> None:
+def add_images(root: WorkRoot, name: str, n: int) -> None:
     rng = np.random.default_rng(0)
     samples = []
-    for i in range(images):
+    for i in range(n):
         buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(buf, format="PNG")
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)).save(buf, format="PNG")
         samples.append(Sample(f"img{i:07d}", i % 10, buf.getvalue(), "png"))
-    written = write_shards(samples, root.shards("bench"), "bench")
-    pre = Preprocess(28, 1, (0.286,), (0.353,))
+    written = write_shards(samples, root.shards(name), name)
     with store.connect(root) as con:
         catalog.ensure_label_space(con, FASHION_MNIST)
-        spec = DatasetSpec("bench", FASHION_MNIST.name, "clean", "eval", "bench")
-        catalog.record_dataset(con, spec, root.shards("bench"), written)
-        for seed in range(2):
+        spec = DatasetSpec(name, FASHION_MNIST.name, "clean", "eval", "bench")
+        catalog.record_dataset(con, spec, root.shards(name), written)
+
+
+def add_models(root: WorkRoot, start: int, stop: int) -> None:
+    pre = Preprocess(SIZE, 1, (0.286,), (0.353,))
+    with store.connect(root) as con:
+        for seed in range(start, stop):
             torch.manual_seed(seed)
             sidecar = checkpoints.Sidecar(
                 f"bench-{seed}", "bench", "small_cnn", 10, FASHION_MNIST.name, "dense", 0.0, 0.0,
                 {}, seed, seed, "none", "bench", 0.0, 0.0, 0, {}, pre.to_dict(), {},
                 torch.__version__, "cpu", 0.0,
             )  # fmt: skip
-            model = create("small_cnn", 10, 1, 28).eval()
+            model = create("small_cnn", 10, 1, SIZE).eval()
             catalog.register_model(con, checkpoints.save(root, model, sidecar))
 
 
-def peak(directory: Path, images: int) -> tuple[int, int]:
-    root = open_root(directory / f"n{images}")
-    make_root(root, images)
+def peak(root: WorkRoot, budget_gib: float) -> tuple[int, int, int | None]:
+    """(main RSS, largest worker RSS, peak CUDA bytes or None) of a fresh `pie infer`."""
+    with store.connect(root) as con:
+        con.execute("delete from predictions")
+        con.execute("delete from inference_runs")
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(root.path)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, str(root.path), str(budget_gib)],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return tuple(json.loads(out.strip().splitlines()[-1]))
 
 
+def held(figures: tuple[int, int, int | None]) -> int:
+    """The memory of the process that holds the models."""
+    _, worker, cuda = figures
+    return cuda if cuda is not None else worker
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--budget", type=float, default=64, help="infer.model_memory, MiB")
     args = parser.parse_args()
+    budget = args.budget / 1024
     with tempfile.TemporaryDirectory() as tmp:
-        small = peak(Path(tmp), args.images)
-        large = peak(Path(tmp), 4 * args.images)
-    print(f"{'images':>10}{'pie infer peak RSS (MiB)':>28}{'largest loader worker':>24}")
-    for n, (own, worker) in ((args.images, small), (4 * args.images, large)):
-        print(f"{n:>10}{own / 1024:>28.0f}{worker / 1024:>24.0f}")
-    print(f"ratio 4N / N: {large[0] / small[0]:.3f} (goal <= 1.10)")
+        root = open_root(Path(tmp) / "work")
+        add_images(root, "bench", args.images)
+        rows, made = [], 0
+        for n in COUNTS:
+            add_models(root, made, n)
+            made = n
+            rows.append((n, peak(root, budget), peak(root, 1024.0)))
+        big = open_root(Path(tmp) / "big")
+        add_images(big, "bench", 4 * args.images)
+        add_models(big, 0, COUNTS[0])
+        more_images = peak(big, budget)
+    kind = "peak CUDA memory" if rows[0][1][2] is not None else "peak RSS, largest loader worker"
+    print(f"{kind} (MiB) of `pie infer`, {args.images} images of {SIZE} px, small CNNs of 8 MiB")
+    print(f"{'models':>8}{'budget ' + f'{args.budget:g} MiB':>18}{'ratio':>8}{'main':>8}"
+          f"{'no budget':>12}{'ratio':>8}")  # fmt: skip
+    base, base_free = held(rows[0][1]), held(rows[0][2])
+    for n, bounded, free in rows:
+        print(
+            f"{n:>8}{held(bounded) / 2**20:>18.0f}{held(bounded) / base:>8.2f}"
+            f"{bounded[0] / 2**20:>8.0f}{held(free) / 2**20:>12.0f}{held(free) / base_free:>8.2f}"
+        )
+    print(f"ratio 64 / 8 models under the budget: {held(rows[-1][1]) / base:.3f} (goal <= 1.10)")
+    print(
+        f"8 models, {4 * args.images} images / {args.images}:"
+        f" {held(more_images) / base:.3f} (goal <= 1.10)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,19 @@
-"""One model's predictions on a decoded batch, and the Parquet part they stream into.
+"""Predictions on a decoded batch, and the Parquet part they stream into.
 
-`Scorer` normalises the batch with the model's own mean and std, runs the forward pass (bf16
-autocast and channels_last when asked, on CUDA only; a batch that does not fit in GPU memory is
-split in halves until it does, and the smaller size is kept) and takes top-1, top-5 and the
-probabilities in float32. With a class subset (ImageNet-A/R) the logits of the other classes are
-masked out, so the argmax and the softmax are taken among the subset only (REFERENCE.md).
+`prepare` makes a loaded model ready to score: on the device, channels_last when asked, and
+under bf16 its classifier (`pie.models.classifier`, the last dense layer) wrapped in `Float32`,
+which runs it with autocast off on its input cast to float32, so the logits are those of fp32
+arithmetic on the features and near-tied classes keep fp32's order.
+
+`Scorer` takes a group's models from a `ModelCache` (infer.cache) and, per micro-batch,
+normalises the uint8 batch with the model's own mean and std and runs the forward pass (bf16
+autocast on the device's type when asked), then takes top-1, top-5 and the probabilities in
+float32. Loading the model, normalising and the forward pass are one out-of-memory retry: on
+`torch.cuda.OutOfMemoryError` the least recently used other model is evicted and the cache's
+budget lowered (`ModelCache.shrink`), or, with no other model resident, the micro-batch is
+halved and the smaller size kept; at one image with nothing to evict the error stands. With a
+class subset (ImageNet-A/R) the logits of the other classes are masked out, so the argmax and
+the softmax are taken among the subset only (REFERENCE.md).
 
 `PartWriter` appends each batch's rows to `<model>__<dataset>.<rank>-of-<world>.parquet.tmp`,
 a row group every `ROW_GROUP` rows, and renames it when the rank's share of the dataset is done
@@ -14,6 +23,7 @@ a row group every `ROW_GROUP` rows, and renames it when the rank's share of the 
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +32,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pie import durable
+from infer.cache import ModelCache
+from pie import checkpoints, durable
+from pie.errors import PieError
 from pie.images import Preprocess, normalize
+from pie.models import classifier
 
 ROW_GROUP = 32_768
 SCHEMA = pa.schema(
@@ -40,55 +53,103 @@ SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class Precision:
-    """How the forward pass runs: bf16 autocast and channels_last are CUDA-only options."""
+    """How the forward pass runs: bf16 autocast (the classifier in fp32), channels_last."""
 
     bf16: bool = False
     channels_last: bool = False
 
 
+class Float32(torch.nn.Module):
+    """Runs `module` in float32 whatever autocast is on around it: its input is cast to
+    float32 and autocast is off inside."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.module(x.float())
+
+
+def load_model(directory: str) -> torch.nn.Module:
+    """The model of a checkpoint directory, on the CPU, its weights verified and memory-mapped
+    from the file, so that an evicted model's memory goes back to the system (a `ModelCache`
+    loader, keyed by the directory)."""
+    return checkpoints.load(Path(directory), mmap=True)[0]
+
+
+def prepare(model: torch.nn.Module, device: torch.device, precision: Precision) -> torch.nn.Module:
+    """The loaded model on `device` in eval mode, channels_last if asked; under bf16 its
+    classifier wrapped in `Float32` (a model without an `nn.Linear` is refused)."""
+    model = model.to(device).eval()
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if precision.bf16:
+        head = classifier(model)
+        if head is None:
+            raise PieError(
+                "bf16 inference keeps the classifier in fp32, this model has no nn.Linear"
+            )
+        model.set_submodule(head[0], Float32(head[1]))
+    return model
+
+
 class Scorer:
+    """Scores uint8 batches with the models of a `ModelCache`, among `class_subset` if given."""
+
     def __init__(
         self,
-        model: torch.nn.Module,
-        pre: Preprocess,
+        models: ModelCache,
         class_subset: list[int] | tuple[int, ...] | None,
         device: torch.device,
         precision: Precision = Precision(),
         micro_batch: int | None = None,
     ) -> None:
-        self.model = model.to(device).eval()
-        if precision.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.pre = pre
+        self.models = models
         self.subset = list(class_subset) if class_subset else None
         self.device = device
         self.precision = precision
         self.micro_batch = micro_batch  # None: the whole batch at once
 
     @torch.inference_mode()
-    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        """float32 logits of a uint8 batch already on the device."""
-        x = normalize(pixels, self.pre)
+    def logits(self, key: Hashable, pre: Preprocess, pixels: torch.Tensor) -> torch.Tensor:
+        """float32 logits of model `key` on a uint8 batch already on the device."""
+        while True:
+            size = self.micro_batch or len(pixels)
+            try:
+                return self.attempt(key, pre, pixels, size)
+            except torch.cuda.OutOfMemoryError:
+                if not self.models.shrink(key):
+                    if size == 1:
+                        raise
+                    self.micro_batch = size // 2
+            torch.cuda.empty_cache()  # out of the except block: the failed try's tensors are gone
+
+    def attempt(
+        self, key: Hashable, pre: Preprocess, pixels: torch.Tensor, size: int
+    ) -> torch.Tensor:
+        """Load (or find) the model, then normalise and run `size` images at a time."""
+        model = self.models.get(key)
+        return torch.cat(
+            [self.forward(model, pre, pixels[i : i + size]) for i in range(0, len(pixels), size)]
+        )
+
+    def forward(
+        self, model: torch.nn.Module, pre: Preprocess, pixels: torch.Tensor
+    ) -> torch.Tensor:
+        x = normalize(pixels, pre)
         if self.precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        while True:
-            size = self.micro_batch or len(x)
-            try:
-                return torch.cat([self.forward(x[i : i + size]) for i in range(0, len(x), size)])
-            except torch.cuda.OutOfMemoryError:
-                if size == 1:
-                    raise
-                self.micro_batch = size // 2
-                torch.cuda.empty_cache()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", torch.bfloat16, enabled=self.precision.bf16):
-            return self.model(x).float()
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision.bf16):
+            return model(x).float()
 
     @torch.inference_mode()
-    def __call__(self, pixels: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, key: Hashable, pre: Preprocess, pixels: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """pred, top5 (k = min(5, classes allowed)), p_label and p_pred of each image."""
-        logits = self.logits(pixels)
+        logits = self.logits(key, pre, pixels)
         if self.subset is not None:
             allowed = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
             allowed[self.subset] = True

@@ -1,27 +1,32 @@
 """`pie infer`: evaluate every model on every evaluation dataset whose predictions are missing
-or stale, decoding each dataset once for all of them.
+or stale, decoding each dataset once for all of them (once per wave, below).
 
 A pair's predictions are pinned to a fingerprint (`inference_runs.checkpoint_sha256`, the
-models row's sha256, and `inference_runs.dataset_hash`, pie.shards.dataset_hash of its shards).
-Every registered checkpoint is checked on disk first (`checkpoints.reconcile`: size and mtime,
-hashed again when they changed): one replaced by a consistent pair of weights and sidecar is
-registered again with its new sha256, so its pairs are pending; weights that do not match their
-own sidecar stop the run in one line.
-A pair never evaluated, or evaluated from another checkpoint or another packing of the dataset,
-is pending; evaluating it again replaces its rows in one transaction (infer.sink), which also
-deletes the `class_tstats` rows of the model's experiment on that dataset and its
+models row's sha256, and `inference_runs.dataset_hash`, pie.shards.dataset_hash of its shards)
+and to the decoding (`inference_runs.preprocess` records pie.images.DECODE_VERSION; rows made
+before decoding matched torchvision have none). Every registered checkpoint is checked on disk
+first (`checkpoints.reconcile`: size and mtime, hashed again when they changed): one replaced by
+a consistent pair of weights and sidecar is registered again with its new sha256, so its pairs
+are pending; weights that do not match their own sidecar stop the run in one line. A pair never
+evaluated, or evaluated from another checkpoint, another packing of the dataset or another
+decoding, is pending; evaluating it again replaces its rows in one transaction (infer.sink),
+which also deletes the `class_tstats` rows of the model's experiment on that dataset and its
 `robustness_tstats` rows: they described the old predictions, and `pie analyze` must be run
 again to get them back.
 
 The pending pairs are grouped by dataset and preprocessing geometry (pie.images: size, channels,
-crop fraction, and the dataset's rule, resize-then-crop or center crop only). A group's shards
-are streamed by DataLoader workers (infer.stream), each batch decoded once and sent through every
-model of the group (each normalising with its own mean and std) before the next one; each model
-streams its rows into a Parquet part (infer.predict). On CPU with loader workers, the workers
-run the models too (processes in parallel, one thread each; the main process only writes), as
-intra-op threads of one process scale worse on a few shared cores. When a group is done its
-parts are loaded by a background thread, one short write connection per group, while the next
-group is evaluated.
+crop fraction, and the dataset's rule, resize-then-crop or center crop only), and a group's
+models are cut into waves whose weights fit in `infer.model_memory` together (`waves`; each wave
+is a group of its own). A group's shards are streamed by DataLoader workers (infer.stream), each
+batch decoded once and sent through every model of the group (each normalising with its own mean
+and std) before the next one; each model streams its rows into a Parquet part (infer.predict).
+On CPU with loader workers, the workers run the models too (processes in parallel, one thread
+each; the main process only writes), as intra-op threads of one process scale worse on a few
+shared cores. Each process that runs models keeps them in an infer.cache.ModelCache bounded by
+`infer.model_memory` (unset: half the CUDA device's free memory at the start, or
+`CPU_MODEL_MEMORY` per process on CPU), least recently used evicted, so the models of the next
+group are still loaded when they fit. When a group is done its parts are loaded by a background
+thread, one short write connection per group, while the next group is evaluated.
 An image that cannot be decoded is skipped and recorded in `decode_errors`.
 
 The run holds the work root's writer lock (pie.store.writer_lock) throughout, so a second writer
@@ -30,15 +35,16 @@ stops at once, but the database only for the planning step and each load step: `
 
 Under torchrun every rank evaluates its share of each group's batches into its own parts; rank 0
 plans, holds the lock and loads. At the start of a run, `.tmp` parts (a run killed mid-write) are
-removed, complete leftover pairs are loaded, or dropped if their checkpoint or dataset changed
-since; a part that cannot be read (a crash before its data reached the disk) is dropped. Kill
-it at any point and rerun: finished pairs stay, nothing is duplicated or partial.
+removed, complete leftover pairs are loaded, or dropped if their checkpoint, dataset or decoding
+changed since; a part that cannot be read (a crash before its data reached the disk) is dropped.
+Kill it at any point and rerun: finished pairs stay, nothing is duplicated or partial.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -61,8 +67,10 @@ from rich.progress import (
 from rich.text import Text
 
 from infer import stream
+from infer.cache import ModelCache
 from infer.config import InferConfig
-from infer.predict import PartWriter, Precision, Scorer, rows
+from infer.predict import PartWriter, Precision, Scorer, load_model, rows
+from infer.predict import prepare as prepare_model
 from infer.sink import (
     Fingerprint,
     closing_meta,
@@ -76,10 +84,13 @@ from infer.sink import (
 from pie import catalog, checkpoints, console, distributed, store
 from pie.config import to_dict
 from pie.errors import PieError
-from pie.images import Preprocess, center_crop_only
+from pie.images import DECODE_VERSION, Preprocess, center_crop_only
 from pie.models import resolve_device
 from pie.paths import WorkRoot
 from pie.shards import INDEX, check_present, dataset_hash
+
+GiB = 1024**3
+CPU_MODEL_MEMORY = 2 * GiB  # infer.model_memory unset, on CPU: per process that scores
 
 
 @dataclass(frozen=True)
@@ -109,8 +120,9 @@ class Group:
 @dataclass(frozen=True)
 class Plan:
     groups: tuple[Group, ...]
-    done: int  # pairs already stored from the current checkpoint and dataset
-    stale: int  # pending pairs stored from another checkpoint or dataset
+    model_memory: int  # bytes of models each scoring process keeps loaded (every rank: rank 0's)
+    done: int  # pairs already stored from the current checkpoint, dataset and decoding
+    stale: int  # pending pairs stored from another checkpoint, dataset or decoding
     leftover_rows: int  # rows loaded from complete parts of an interrupted run
     dropped: int  # leftover parts dropped (stale or incomplete)
 
@@ -141,7 +153,7 @@ def main(root: WorkRoot, cfg: InferConfig) -> int:
                         f" (torchrun, {world.size} ranks)" if world.distributed else ""
                     )
                     lock.enter_context(store.writer_lock(root, command))
-                    plan = prepare(root, cfg)
+                    plan = prepare(root, cfg, model_budget(cfg, device))
                 except Exception as e:
                     failure = e
             message, plan = distributed.broadcast_object(
@@ -160,8 +172,20 @@ def main(root: WorkRoot, cfg: InferConfig) -> int:
     return plan.pairs
 
 
-def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
-    """Clean up after an interrupted run and list what is pending (one short write step)."""
+def model_budget(cfg: InferConfig, device: torch.device) -> int:
+    """`infer.model_memory` in bytes; unset: half the free memory of the CUDA device now, or
+    `CPU_MODEL_MEMORY` per scoring process on CPU."""
+    if cfg.model_memory is not None:
+        return int(cfg.model_memory * GiB)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    return CPU_MODEL_MEMORY
+
+
+def prepare(root: WorkRoot, cfg: InferConfig, budget: int) -> Plan:
+    """Clean up after an interrupted run and list what is pending (one short write step):
+    pairs never evaluated, or stored from another checkpoint, dataset or `DECODE_VERSION`,
+    grouped by dataset and geometry, each group's models split into waves within `budget`."""
     with store.connect(root) as con:
         staging = root.parts("predictions")
         for tmp in staging.glob("*.tmp"):  # a run killed mid-write: never complete
@@ -186,7 +210,9 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
         readable, dropped = read_leftovers(sorted(staging.glob("*.parquet")))
         complete, incomplete = complete_pairs(readable)
         for parts in complete:
-            if parts[0].fingerprint == current(parts[0].model_id, parts[0].dataset):
+            info = parts[0]
+            now = current(info.model_id, info.dataset)
+            if info.fingerprint == now and decoded_now(info.preprocess):
                 leftover_rows += load_pair(con, parts)
             else:
                 for p in parts:
@@ -204,9 +230,11 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
             else catalog.eval_datasets(con)
         )
         stored = {
-            (m, d): Fingerprint(sha, h)
-            for m, d, sha, h in store.rows(
-                con, "select model_id, dataset, checkpoint_sha256, dataset_hash from inference_runs"
+            (m, d): (Fingerprint(sha, h), decoded_now(pre))
+            for m, d, sha, h, pre in store.rows(
+                con,
+                "select model_id, dataset, checkpoint_sha256, dataset_hash, preprocess"
+                " from inference_runs",
             )
         }
     specs: dict[str, Preprocess] = {}
@@ -219,7 +247,7 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
         for m in models.values():
             if m.label_space != d["label_space"]:
                 continue
-            if stored.get((m.model_id, d["name"])) == Fingerprint(m.sha256, content):
+            if stored.get((m.model_id, d["name"])) == (Fingerprint(m.sha256, content), True):
                 done += 1
                 continue
             stale += int((m.model_id, d["name"]) in stored)
@@ -229,27 +257,51 @@ def prepare(root: WorkRoot, cfg: InferConfig) -> Plan:
                 specs[m.model_id] = Preprocess.from_dict(sidecars[m.model_id].preprocess)
             member = Member(m.model_id, m.experiment, m.sha256, specs[m.model_id])
             by_geometry.setdefault(member.pre.spec, []).append(member)
-        for i, spec in enumerate(sorted(by_geometry)):
-            members = by_geometry[spec]
-            subset = d["class_subset"]
-            groups.append(
-                Group(
-                    d["name"],
-                    dirs[d["name"]],
-                    content,
-                    center_crop_only(d),
-                    tuple(subset) if subset else None,
-                    members[0].pre,
-                    tuple(members),
-                    first_of_dataset=i == 0,
+        first = True
+        for spec in sorted(by_geometry):
+            for members in waves(root, by_geometry[spec], budget):
+                subset = d["class_subset"]
+                groups.append(
+                    Group(
+                        d["name"],
+                        dirs[d["name"]],
+                        content,
+                        center_crop_only(d),
+                        tuple(subset) if subset else None,
+                        members[0].pre,
+                        tuple(members),
+                        first_of_dataset=first,
+                    )
                 )
-            )
-    return Plan(tuple(groups), done, stale, leftover_rows, dropped)
+                first = False
+    return Plan(tuple(groups), budget, done, stale, leftover_rows, dropped)
+
+
+def waves(root: WorkRoot, members: list[Member], budget: int) -> list[list[Member]]:
+    """The members in runs of consecutive ones whose weights fit in `budget` together (one
+    alone if it does not fit): each run is a group of its own, streamed once with all its
+    models loaded, so models that do not fit together are never loaded once per batch. A
+    model's size is its weights file (the state_dict's bytes, a little more)."""
+    out: list[list[Member]] = []
+    used = 0
+    for m in members:
+        size = (root.checkpoint(m.model_id) / checkpoints.WEIGHTS).stat().st_size
+        if not out or used + size > budget:
+            out.append([])
+            used = 0
+        out[-1].append(m)
+        used += size
+    return out
+
+
+def decoded_now(preprocess: str | None) -> bool:
+    """Whether stored predictions (their `preprocess` JSON) were made by today's decoding."""
+    return json.loads(preprocess or "{}").get("decode") == DECODE_VERSION
 
 
 def preprocess_json(pre: Preprocess, crop_only: bool) -> str:
     rule = "center_crop_only" if crop_only else "resize_then_crop"
-    return json.dumps({**pre.to_dict(), "rule": rule}, sort_keys=True)
+    return json.dumps({**pre.to_dict(), "rule": rule, "decode": DECODE_VERSION}, sort_keys=True)
 
 
 @dataclass
@@ -276,7 +328,12 @@ def evaluate(
     )
     shares = [
         [
-            dataclasses.replace(c, models=worker_models(root, g), class_subset=g.class_subset)
+            dataclasses.replace(
+                c,
+                models=worker_models(root, g),
+                class_subset=g.class_subset,
+                model_memory=plan.model_memory,
+            )
             if in_workers
             else c
             for c in share
@@ -287,7 +344,8 @@ def evaluate(
         stream.loader([c for s in shares for c in s], cfg.workers, device.type == "cuda")
     )
     precision = Precision(cfg.precision == "bf16", cfg.channels_last)
-    models: dict[str, torch.nn.Module] = {}
+    place = functools.partial(prepare_model, device=device, precision=precision)
+    models = ModelCache(plan.model_memory, load_model, place)  # keyed by checkpoint directory
     written = Written()
     loads: list[Future[int]] = []
     failed = threading.Event()
@@ -308,14 +366,7 @@ def evaluate(
     ):
         for group, share in zip(plan.groups, shares, strict=True):
             started = time.time()
-            for m in () if in_workers else group.members:
-                if m.model_id not in models:
-                    models[m.model_id], _ = checkpoints.load(root.checkpoint(m.model_id), device)
-            scorers = {
-                m.model_id: Scorer(models[m.model_id], m.pre, group.class_subset, device, precision)
-                for m in group.members
-                if not in_workers
-            }
+            scorer = Scorer(models, group.class_subset, device, precision)
             fingerprint = Fingerprint(None, group.dataset_hash)
             writers = {
                 m.model_id: PartWriter(
@@ -348,9 +399,10 @@ def evaluate(
                     x = batch.pixels.to(device, non_blocking=True)
                     y = batch.labels.to(device, non_blocking=True)
                     labels = batch.labels.numpy()
-                    for model_id, scorer in scorers.items():
-                        out = {k: v.cpu().numpy() for k, v in scorer(x, y).items()}
-                        writers[model_id].add(rows(batch.keys, labels, out))
+                    for m in group.members:
+                        scored = scorer(str(root.checkpoint(m.model_id)), m.pre, x, y)
+                        out = {k: v.cpu().numpy() for k, v in scored.items()}
+                        writers[m.model_id].add(rows(batch.keys, labels, out))
                 written.images += len(batch.keys)
                 bar.advance(task, len(batch.keys) + len(batch.errors))
             written.skipped += len(errors)
@@ -417,8 +469,8 @@ def finish(
     rows_total = written.rows + plan.leftover_rows
     rate = written.images / seconds if seconds else 0.0
     summary = (
-        f"infer: {plan.pairs} (model, dataset) pairs evaluated ({plan.stale} again: checkpoint"
-        f" or dataset changed), {rows_total} predictions written in {seconds:.0f}s"
+        f"infer: {plan.pairs} (model, dataset) pairs evaluated ({plan.stale} again: checkpoint,"
+        f" dataset or decoding changed), {rows_total} predictions written in {seconds:.0f}s"
         f" ({rate:,.0f} images/s, each through every pending model); {plan.done} pairs were"
         f" already done; rows in {root.db}, table predictions"
     )

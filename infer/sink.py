@@ -11,7 +11,8 @@ inserted, the `class_tstats` rows of (experiment, dataset) and the `robustness_t
 the experiment (its q-values are over all its datasets) deleted (they described the old
 predictions: rerun `pie analyze`), its `inference_runs` row replaced and its decode errors
 recorded. A pair is therefore complete or absent, never mixed; the parts are deleted after the
-commit, and a part whose pair is already stored from the same fingerprint is simply dropped.
+commit, and a part whose pair is already stored from the same fingerprint and preprocessing
+(`inference_runs.preprocess`, compared as JSON) is simply dropped.
 """
 
 from __future__ import annotations
@@ -129,20 +130,22 @@ def load_pair(
     con: duckdb.DuckDBPyConnection, parts: list[PartInfo], replace_errors: bool = False
 ) -> int:
     """Load one pair from its parts (one per rank) and delete them; returns the rows loaded (0
-    if the pair is already stored from the same fingerprint). replace_errors: the dataset was
-    decoded again in this run, so its old `decode_errors` rows go in the same transaction."""
+    if the pair is already stored from the same fingerprint and preprocessing). replace_errors:
+    the dataset was decoded again in this run, so its old `decode_errors` rows go in the same
+    transaction."""
     info = parts[0]
     pair = [info.model_id, info.dataset]
     stored = store.rows(
         con,
-        "select checkpoint_sha256, dataset_hash from inference_runs"
+        "select checkpoint_sha256, dataset_hash, preprocess from inference_runs"
         " where model_id = ? and dataset = ?",
         pair,
     )
     paths = [str(p.path) for p in parts]
     errors = [(info.dataset, key, why) for p in parts for key, why in p.errors]
     n = 0
-    if not stored or Fingerprint(*stored[0]) != info.fingerprint:
+    made_from = (info.fingerprint, json.loads(info.preprocess or "{}"))
+    if not stored or (Fingerprint(*stored[0][:2]), json.loads(stored[0][2] or "{}")) != made_from:
         with store.transaction(con):
             store.delete_predictions(con, "model_id = ? and dataset = ?", pair)
             store.insert_predictions(

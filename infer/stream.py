@@ -30,13 +30,12 @@ import functools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pie import checkpoints
+from infer.cache import ModelCache
 from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, decode
 from pie.parallel import die_with_parent
@@ -50,7 +49,7 @@ from pie.shards import (
     shard_urls,
 )
 
-WORKER_MODELS: dict = {}  # model_id -> loaded model, in a loader worker that scores (CPU)
+WORKER_MODELS: ModelCache | None = None  # a loader worker's models, if it scores (CPU)
 OPEN: dict[str, tuple[Iterator[dict], int]] = {}  # remote url -> (open stream, next sample)
 
 
@@ -73,6 +72,7 @@ class Chunk:
     offsets: str | None = None  # a local shard's offsets file (pie.shards)
     # or, for a local shard without one, rows start..stop of its scanned offsets
     rows: np.ndarray | None = field(default=None, compare=False, repr=False)
+    model_memory: int = 0  # bytes of models the worker keeps loaded (infer.cache.ModelCache)
 
 
 @dataclass
@@ -262,18 +262,19 @@ class Chunks(Dataset):
 @torch.inference_mode()
 def score_in_worker(batch: Batch, chunk: Chunk) -> Batch:
     """A CPU loader worker runs the models too (one thread each: processes in parallel, as the
-    workers are), so the main process only writes; the pixels are not sent back."""
-    from infer.predict import Scorer
+    workers are), so the main process only writes; the pixels are not sent back. The worker
+    keeps its models in a `ModelCache` of `chunk.model_memory` bytes."""
+    from infer.predict import Scorer, load_model
 
+    global WORKER_MODELS
+    if WORKER_MODELS is None:
+        WORKER_MODELS = ModelCache(chunk.model_memory, load_model)
+    scorer = Scorer(WORKER_MODELS, chunk.class_subset, torch.device("cpu"))
     outputs = {}
     if batch.keys:
         for model_id, directory, pre in chunk.models:
-            if model_id not in WORKER_MODELS:
-                WORKER_MODELS[model_id] = checkpoints.load(Path(directory))[0]
-            scorer = Scorer(WORKER_MODELS[model_id], pre, chunk.class_subset, torch.device("cpu"))
-            outputs[model_id] = {
-                k: v.numpy() for k, v in scorer(batch.pixels, batch.labels).items()
-            }
+            out = scorer(directory, pre, batch.pixels, batch.labels)
+            outputs[model_id] = {k: v.numpy() for k, v in out.items()}
     return Batch(batch.group, batch.keys, batch.labels, batch.pixels[:0], batch.errors, outputs)
 
 

@@ -203,14 +203,15 @@ def clean(checkpoints: Path) -> list[str]:
     return cleared
 
 
-def read_torch(path: Path, what: str) -> Any:
-    """`torch.load(path, weights_only=True)` on the CPU; a file torch cannot read (text, a
-    pickle of other objects, a truncated or empty file) is a one-line PieError naming `what`.
-    torch's own warnings about the file are silenced: the error says what matters."""
+def read_torch(path: Path, what: str, mmap: bool = False) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU (memory-mapped with `mmap`); a file
+    torch cannot read (text, a pickle of other objects, a truncated or empty file) is a
+    one-line PieError naming `what`. torch's own warnings about the file are silenced: the
+    error says what matters."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises many types (UnpicklingError, KeyError, EOFError...)
         text = " ".join(str(e).split())  # torch's text spans lines; keep what names the cause
         _, found, cause = text.partition("WeightsUnpickler error:")
@@ -287,17 +288,21 @@ def register(con: duckdb.DuckDBPyConnection, root: WorkRoot, sidecar: Sidecar) -
     )
 
 
-def load(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Sidecar]:
-    """Rebuild the model from its sidecar and load the verified weights, in eval mode."""
+def load(
+    directory: Path, device: str | torch.device = "cpu", mmap: bool = False
+) -> tuple[nn.Module, Sidecar]:
+    """Rebuild the model from its sidecar and load the verified weights, in eval mode.
+
+    mmap: the model is built on the meta device and takes the weights memory-mapped from the
+    file (`torch.load(mmap=True)`, `assign=True`): nothing is allocated on the heap, so a model
+    dropped later gives its pages back (inference's model cache; freed heap blocks of this size
+    would stay with the process)."""
     sidecar = read_sidecar(directory)
     weights = directory / WEIGHTS
     if sha256_file(weights) != sidecar.sha256:
         raise PieError(f"checkpoint {weights} does not match the sha256 in its sidecar")
-    model = create(
-        sidecar.arch,
-        sidecar.num_classes,
-        sidecar.preprocess["channels"],
-        sidecar.preprocess["size"],
-    )
-    model.load_state_dict(read_torch(weights, "checkpoint"))
+    shape = (sidecar.arch, sidecar.num_classes, sidecar.preprocess["channels"])
+    with torch.device("meta" if mmap else "cpu"):
+        model = create(*shape, sidecar.preprocess["size"])
+    model.load_state_dict(read_torch(weights, "checkpoint", mmap=mmap), assign=mmap)
     return model.to(device).eval(), sidecar

@@ -4,12 +4,19 @@ array `(C, size, size)` by the dataset's rule, and a batch becomes model input w
 shards and decodes per sample.
 
 The rule depends on what the dataset is, never on the size of its images:
-- resize-then-crop (the default, every dataset but the ones below): the shorter side is resized
-  to `size / crop_fraction`, then the center `size` x `size` is cropped (ImageNet's 256 -> 224);
+- resize-then-crop (the default, every dataset but the ones below): torchvision.transforms.v2
+  `Resize(round(size / crop_fraction))` then `CenterCrop(size)` (ImageNet's 256 -> 224), pixel
+  for pixel, as torchvision's own functionals compute them on the PIL image: the shorter side
+  becomes `round(size / crop_fraction)` and the longer one `int(that * long / short)`
+  (truncated), bilinear and antialiased (PIL's resize), and the crop's top-left corner is
+  `round((side - size) / 2)` on each axis (Python's rounding, halves to even);
 - center crop only (`center_crop_only(dataset_row)`: ImageNet-C style corruptions, released or
   made by `pie corrupt`, which are stored already as the model-size center crops of their parent):
-  an image smaller than `size` is an error for that image.
-Resizing an image to the size it already has is skipped (a no-op, not a rule).
+  the same `CenterCrop(size)` without the resize; an image smaller than `size` is an error for
+  that image.
+Resizing an image to the size it already has is skipped (torchvision's rule: an identity).
+`DECODE_VERSION` names these pixels: predictions stored from another version (`pie infer`
+records it in `inference_runs.preprocess`) are evaluated again.
 
 An image that cannot be decoded raises `DecodeError`: inference skips and records it
 (`decode_errors`), training refuses the dataset in one line.
@@ -25,9 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from pie.errors import PieError
 
+DECODE_VERSION = (
+    2  # 1: own arithmetic (long side and crop offsets rounded otherwise); 2: torchvision
+)
 SMALL_INPUT = 32  # model inputs up to this size (28-32 px: MNIST, CIFAR) are the whole image
 
 
@@ -88,26 +100,23 @@ def center_crop_only(dataset: Mapping[str, Any]) -> bool:
 
 
 def decode(data: bytes, pre: Preprocess, center_crop_only: bool = False) -> np.ndarray:
-    """Encoded bytes -> uint8 array (C, size, size); `DecodeError` for an unusable image."""
+    """Encoded bytes -> uint8 array (C, size, size); `DecodeError` for an unusable image.
+
+    The pixels are those of torchvision.transforms.v2 `Resize(round(size / crop_fraction))`
+    (bilinear, antialiased; an image already at that size is left as it is) then
+    `CenterCrop(size)` on the PIL image, computed by torchvision's own functionals; the
+    crop-only rule skips the resize."""
     try:
         im = Image.open(io.BytesIO(data))
         im = im.convert("L" if pre.channels == 1 else "RGB")
     except Exception as e:  # PIL raises many types for corrupt files
         raise DecodeError(f"cannot decode image: {e}") from None
-    w, h = im.size
-    if center_crop_only:
-        if min(w, h) < pre.size:
-            raise DecodeError(f"image is {w}x{h}, smaller than the {pre.size} px center crop")
-    else:
-        scale = round(pre.size / pre.crop_fraction) / min(w, h)
-        target = (max(pre.size, round(w * scale)), max(pre.size, round(h * scale)))
-        if target != (w, h):
-            im = im.resize(target, Image.Resampling.BILINEAR)
-            w, h = target
-    left, top = (w - pre.size) // 2, (h - pre.size) // 2
-    if (left, top, w, h) != (0, 0, pre.size, pre.size):
-        im = im.crop((left, top, left + pre.size, top + pre.size))
-    pixels = np.asarray(im, dtype=np.uint8)
+    if center_crop_only and min(im.size) < pre.size:
+        w, h = im.size
+        raise DecodeError(f"image is {w}x{h}, smaller than the {pre.size} px center crop")
+    if not center_crop_only:
+        im = TF.resize(im, [round(pre.size / pre.crop_fraction)], InterpolationMode.BILINEAR)
+    pixels = np.asarray(TF.center_crop(im, [pre.size, pre.size]), dtype=np.uint8)
     return pixels[None] if pre.channels == 1 else pixels.transpose(2, 0, 1)
 
 

@@ -133,13 +133,11 @@ def prunable_weights(
     if layers not in ("reference", "convs", "all"):
         raise PieError(f"unknown layer set {layers!r} (known: reference, convs, all)")
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    last_linear = max(
-        (i for i, (_, m) in enumerate(found) if isinstance(m, nn.Linear)), default=None
-    )
+    head = classifier(model)
     out = {}
-    for i, (name, module) in enumerate(found):
+    for name, module in found:
         weight = f"{name}.weight"
-        if layers == "reference" and i == last_linear:
+        if layers == "reference" and head is not None and name == head[0]:
             continue
         if layers == "convs" and not isinstance(module, nn.Conv2d):
             continue
@@ -147,6 +145,16 @@ def prunable_weights(
             continue
         out[weight] = module.weight
     return out
+
+
+def classifier(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The final classifier (the layer producing the logits): the last `nn.Linear` in module
+    order, by its module name; None for a model without one. Every registered arch ends in it
+    (`fc`)."""
+    return next(
+        ((n, m) for n, m in reversed(list(model.named_modules())) if isinstance(m, nn.Linear)),
+        None,
+    )
 
 
 def resolve_device(name: str) -> torch.device:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import TINY_TRAIN as TINY
 
+from infer.cache import ModelCache
 from infer.predict import PartWriter, Scorer, rows
 from infer.sink import Fingerprint, closing_meta, load_pair, part_meta, part_path, read_part_info
 from pie import checkpoints, store
@@ -72,9 +73,10 @@ def test_class_subset_restricts_argmax_and_softmax():
     labels = torch.tensor([4, 2])
     pre = Preprocess(2, 1, (0.5,), (0.5,))
     cpu = torch.device("cpu")
-    full = Scorer(FixedLogits(), pre, None, cpu)(pixels, labels)
+    models = ModelCache(1, lambda key: FixedLogits())
+    full = Scorer(models, None, cpu)("m", pre, pixels, labels)
     assert full["pred"].tolist() == [0, 0] and full["top5"][0].tolist() == [0, 1, 2, 3, 4]
-    sub = Scorer(FixedLogits(), pre, [2, 4], cpu)(pixels, labels)
+    sub = Scorer(models, [2, 4], cpu)("m", pre, pixels, labels)
     assert sub["pred"].tolist() == [2, 2]
     assert sub["top5"].tolist() == [[2, 4], [2, 4]]
     z = math.exp(3) + math.exp(1)
