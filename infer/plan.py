@@ -2,10 +2,12 @@
 loading a checkpoint or decoding an image: (model, dataset) pairs and prediction rows, GPU
 memory per process, /dev/shm for the loader workers, disk for the predictions.
 
-Every model `pie infer` loads stays on the device for the rest of the run, so the models
-resident at once are all the models of the run. The loader's prefetch is read from the
-DataLoader `infer.stream.loader` builds (not iterated); model sizes and activations come from
-`pie.footprint`.
+The models resident at once are bounded by `infer.model_memory` as `pie infer` bounds them
+(`infer.run.waves`: consecutive models whose weights fit together form a wave, each wave
+decodes the dataset once); unset, the budget is half the device's free memory when the run
+starts, which a plan cannot know, so the plan shows every model resident and says so. The
+loader's prefetch is read from the DataLoader `infer.stream.loader` builds (not iterated); model
+sizes and activations come from `pie.footprint`.
 """
 
 from __future__ import annotations
@@ -49,7 +51,19 @@ def plan(
     rows = len(models) * images
     kinds = Counter(models)
     prints = {m: footprint(m.arch, m.classes, m.channels, m.image_size, bf16) for m in kinds}
-    weights = sum(prints[m].state_dict_bytes * k for m, k in kinds.items())
+    sizes = [prints[m].state_dict_bytes for m in models]
+    if cfg.model_memory is None:
+        waves = [sizes]
+        budget = "infer.model_memory unset: up to half the device's free memory at the start"
+    else:
+        waves = []
+        for size in sizes:  # as infer.run.waves cuts a group's models
+            if not waves or sum(waves[-1]) + size > cfg.model_memory * 1024**3:
+                waves.append([])
+            waves[-1].append(size)
+        budget = f"infer.model_memory = {cfg.model_memory:g} GiB"
+    weights = max(sum(w) for w in waves)
+    resident = max(len(w) for w in waves)
     biggest = max(kinds, key=lambda m: prints[m].infer_activation_bytes)
     activations = cfg.batch_size * prints[biggest].infer_activation_bytes
     pixels = max(m.channels * m.image_size**2 for m in kinds)
@@ -57,15 +71,18 @@ def plan(
         warnings.simplefilter("ignore")
         fetch = stream.loader([], cfg.workers, False).prefetch_factor or 0
     shm = cfg.workers * fetch * cfg.batch_size * pixels
-    names = ", ".join(f"{name} ({n:,})" for name, n in datasets)
+    names = ", ".join(f"{name} ({n:,})" for name, n in datasets[:3])
+    if len(datasets) > 3:
+        names += f" and {len(datasets) - 3} more ({sum(n for _, n in datasets[3:]):,} images)"
     return [
         f"infer plan: {len(models)} models x {len(datasets)} datasets = "
         f"{len(models) * len(datasets)} (model, dataset) pairs, {rows:,} prediction rows "
         f"({len(models)} x {images:,} images), {world_size} ranks",
         f"  datasets        {names}",
         f"  GPU memory      per process, estimated: {human(weights + activations)} = "
-        f"{len(models)} models resident at once ({human(weights)}: pie infer keeps each model "
-        f"it loads on the device for the run) + activations {human(activations)} "
+        f"{resident} models resident at once ({human(weights)}; {budget}: {len(waves)} wave"
+        f"{'s' * (len(waves) > 1)} of models, each decoding a dataset once) + activations "
+        f"{human(activations)} "
         f"({cfg.batch_size:,} images x {human(prints[biggest].infer_activation_bytes)} for "
         f"{biggest.arch} at {cfg.precision}, measured by pie.footprint)",
         f"  /dev/shm        {human(shm)} per process = {cfg.workers} loader workers x {fetch} "

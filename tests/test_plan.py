@@ -188,3 +188,19 @@ def test_infer_dry_run_prints_the_plan_and_evaluates_nothing(world):  # noqa: F8
     assert "2 models x 1 datasets = 2 (model, dataset) pairs, 40 prediction rows" in out
     after = sorted((p.name, p.stat().st_size) for p in world.path.rglob("*") if p.is_file())
     assert after == before
+
+
+def test_the_infer_plan_holds_the_models_a_budget_allows():
+    """infer.model_memory bounds the models resident at once as `pie infer` cuts them into
+    waves: 180 ResNet-50 state_dicts (102,441,032 bytes each: 25,557,032 parameters and the
+    53,120 batch-norm running statistics at 4 bytes, and 53 int64 batch counters) under 1 GiB:
+    1,073,741,824 // 102,441,032 = 10 per wave, 18 waves."""
+    from infer.config import InferConfig
+    from infer.plan import ModelSpec, plan
+
+    models = [ModelSpec("resnet50", 1000, 3, 224)] * 180
+    lines = plan(models, [("imagenet-val", 50_000)], InferConfig(model_memory=1.0), 1)
+    memory = next(line for line in lines if "GPU memory" in line)
+    assert "10 models resident at once (977.0 MiB; infer.model_memory = 1 GiB: 18 waves" in memory
+    unbounded = plan(models, [("imagenet-val", 50_000)], InferConfig(), 1)
+    assert "180 models resident at once (17.2 GiB; infer.model_memory unset" in "".join(unbounded)

@@ -25,6 +25,7 @@ from train import data, remote
 from train.checks import EpochShape, check_run
 from train.config import TrainConfig
 from train.population import jobs
+from train.pruning import polynomial_sparsity
 from train.trainer import preprocess, schedule, steps, torch_seed
 
 EVAL_BATCH = 250  # images per evaluation batch in training (`trainer.evaluate`)
@@ -215,10 +216,21 @@ def mask_text(cfg: TrainConfig, updates: list[int], per_epoch: int, pruned: bool
         shown += f", ..., {updates[-1]:,}"
     elif len(updates) == 4:
         shown += f", {updates[-1]:,}"
-    return (
-        f"{len(updates)} per pruned job, at steps {shown}: from round({cfg.prune_start_epoch:g} x "
-        f"{per_epoch:,}) every {cfg.prune_frequency:,} steps, and at round("
-        f"{cfg.prune_end_epoch:g} x {per_epoch:,}) = {updates[-1]:,} with the target sparsity"
+    begin = round(cfg.prune_start_epoch * per_epoch)
+    end = round(cfg.prune_end_epoch * per_epoch)
+    head = f"{len(updates)} per pruned job, at steps {shown}: "
+    if cfg.masked_weights == "reference":
+        final = polynomial_sparsity(updates[-1], 1.0, begin, end)
+        return head + (
+            f"when last_update + {cfg.prune_frequency:,} <= step within [round("
+            f"{cfg.prune_start_epoch:g} x {per_epoch:,}), round({cfg.prune_end_epoch:g} x "
+            f"{per_epoch:,})] = [{begin:,}, {end:,}] (masked_weights = reference, last_update "
+            f"from 0); the last, {updates[-1]:,}, brings {final:.5f} of the target sparsity"
+        )
+    return head + (
+        f"from round({cfg.prune_start_epoch:g} x {per_epoch:,}) every "
+        f"{cfg.prune_frequency:,} steps, and at round({cfg.prune_end_epoch:g} x {per_epoch:,}) "
+        f"= {updates[-1]:,} with the target sparsity"
     )
 
 
