@@ -218,10 +218,17 @@ def global_magnitude_masks(
     units = {n: s if block == WEIGHT else block_means(s, block) for n, s in scores.items()}
     flat = torch.cat([u.flatten() for u in units.values()])
     keep = smallest(flat, n_pruned(flat.numel(), sparsity))
+    return split_global(keep, units, weights, block)
+
+
+def split_global(
+    keep: torch.Tensor, units: Masks, weights: dict[str, torch.Tensor], block: Block
+) -> Masks:
+    """A keep-mask over every tensor's units laid end to end, back to one mask per weight."""
     out, start = {}, 0
     for name, u in units.items():
         kept = keep[start : start + u.numel()].view_as(u)
-        out[name] = kept if block == WEIGHT else expand_blocks(kept, scores[name], block)
+        out[name] = kept if block == WEIGHT else expand_blocks(kept, weights[name], block)
         start += u.numel()
     return out
 
@@ -290,12 +297,7 @@ def reference_global_magnitude_masks(
         n: w.abs() if block == WEIGHT else block_means(w.abs(), block) for n, w in weights.items()
     }
     keep = at_least_kth_largest(torch.cat([u.flatten() for u in units.values()]), sparsity)
-    out, start = {}, 0
-    for name, u in units.items():
-        kept = keep[start : start + u.numel()].view_as(u)
-        out[name] = kept if block == WEIGHT else expand_blocks(kept, weights[name], block)
-        start += u.numel()
-    return out
+    return split_global(keep, units, weights, block)
 
 
 def bernoulli_masks(
