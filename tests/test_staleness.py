@@ -15,15 +15,22 @@ import torch
 from conftest import TINY_TRAIN, add_dataset, add_predictions, assert_one_line_error, pie
 from test_analytics import votes
 from test_export import pie_root
-from test_infer import CFG, JOBS, assert_same, expected, images, query, stored, train, write_fmnist
+from test_infer import (  # world: fmnist-train and -test packed, M0 and M1 trained
+    CFG,
+    JOBS,
+    assert_same,
+    expected,
+    images,
+    query,
+    stored,
+    world,  # noqa: F401
+)
 from test_train_infer import write_parts
 
 from analytics import analyze, export
 from analytics.config import AnalyzeConfig, ExportConfig
 from infer.run import main as infer
 from infer.sink import load_pair
-from ingest import pack, sources
-from ingest.config import IngestConfig
 from pie import catalog, checkpoints, materialised, store
 from pie.errors import PieError
 from pie.shards import read_shards, sha256_file
@@ -32,17 +39,6 @@ from train.trainer import train_one
 
 TINY = replace(TINY_TRAIN, epochs=2, prune_end_epoch=1.5)
 M0, M1 = (j.model_id for j in JOBS)
-
-
-@pytest.fixture
-def world(root, tmp_path):
-    """fmnist-train (48) and fmnist-test (20) packed, dense M0 and M1 trained and registered."""
-    write_fmnist(tmp_path / "v1", seed=0)
-    found = [sources.fashion_mnist(tmp_path / "v1", s) for s in ("train", "test")]
-    pack.main(root, IngestConfig(), found)
-    for job in JOBS:
-        train(root, job)
-    return root
 
 
 @pytest.fixture
@@ -80,7 +76,7 @@ def other_weights(root, tmp_path) -> tuple:
     return out, sha
 
 
-def test_infer_evaluates_a_checkpoint_copied_in_with_its_sidecar_again(world, tmp_path):
+def test_infer_evaluates_a_checkpoint_copied_in_with_its_sidecar_again(world, tmp_path):  # noqa: F811
     root = world
     assert infer(root, CFG) == 2
     old_sha = run_sha(root, M0)
@@ -97,7 +93,7 @@ def test_infer_evaluates_a_checkpoint_copied_in_with_its_sidecar_again(world, tm
     assert infer(root, CFG) == 0
 
 
-def test_infer_refuses_weights_copied_in_without_their_sidecar(world, monkeypatch):
+def test_infer_refuses_weights_copied_in_without_their_sidecar(world, monkeypatch):  # noqa: F811
     """Another model's weights (same arch: same size) under M0's id, mtime kept: the size and
     mtime check sees a change, the hash against the sidecar refuses; an unchanged checkpoint is
     not hashed again."""
