@@ -17,7 +17,7 @@ from pie.paths import open_root
 from pie.shards import shard_paths
 
 
-def fails(root, *args: str, expected: str) -> None:
+def check_fails(root, *args: str, expected: str) -> None:
     result = pie(*args, "--root", str(root.path), ok=False)
     assert result.exit_code == 2, result.output
     assert_one_line_error(result, expected)
@@ -33,34 +33,34 @@ def with_model(root):
 
 def test_infer_analyze_and_export_on_bad_input_end_in_one_error_line(packed, tmp_path, monkeypatch):
     empty = open_root(tmp_path / "empty")
-    fails(empty, "export", expected="no database at")
-    fails(empty, "infer", "--device", "cpu", expected="no models yet: run `pie train` first")
-    fails(empty, "analyze", expected="no predictions: run `pie infer` first")
+    check_fails(empty, "export", expected="no database at")
+    check_fails(empty, "infer", "--device", "cpu", expected="no models yet: run `pie train` first")
+    check_fails(empty, "analyze", expected="no predictions: run `pie infer` first")
 
     # a model, no predictions; then fmnist-test's shard cut short, then gone
     root = with_model(packed)
     infer = ("infer", "--device", "cpu", "--workers", "0")
-    fails(root, *infer, "--dataset", "nosuch", expected="unknown dataset 'nosuch'")
-    fails(root, "analyze", expected="no predictions: run `pie infer` first")
+    check_fails(root, *infer, "--dataset", "nosuch", expected="unknown dataset 'nosuch'")
+    check_fails(root, "analyze", expected="no predictions: run `pie infer` first")
     (shard,) = shard_paths(root.shards("fmnist-test"))
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
-    fails(root, *infer, expected=f"shard {shard} is truncated")  # read at its stored offsets
+    check_fails(root, *infer, expected=f"shard {shard} is truncated")  # read at its stored offsets
     with monkeypatch.context() as m:  # the same error raised in a loader worker process
         m.setattr(stream, "read_chunk", in_a_worker(PieError(f"shard {shard}: cut short")))
-        fails(root, *infer, expected=f"shard {shard}: cut short")
+        check_fails(root, *infer, expected=f"shard {shard}: cut short")
     shard.unlink()
-    fails(root, *infer, expected=f"shard {shard} is missing")
+    check_fails(root, *infer, expected=f"shard {shard} is missing")
 
     exported = open_root(tmp_path / "pies")  # dataset d with two PIEs at 0.9
     pie_root(exported).close()
     (tmp_path / "exp.toml").write_text('name = "exp"\n')
     export = ("export", "--config", str(tmp_path / "exp.toml"), "-d", "d")
-    fails(exported, *export[:3], "-d", "nosuch", expected="unknown dataset 'nosuch'")
-    fails(exported, *export, "--sparsity", "0.5", expected="no PIE data for d / exp")
+    check_fails(exported, *export[:3], "-d", "nosuch", expected="unknown dataset 'nosuch'")
+    check_fails(exported, *export, "--sparsity", "0.5", expected="no PIE data for d / exp")
     (shard,) = shard_paths(exported.shards("d"))
     shard.unlink()
-    fails(exported, *export, "--sparsity", "0.9", expected=f"shard {shard} is missing")
+    check_fails(exported, *export, "--sparsity", "0.9", expected=f"shard {shard} is missing")
 
 
 def in_a_worker(error: Exception):
@@ -83,4 +83,4 @@ def test_an_error_in_a_real_loader_worker_is_one_line(packed):
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
     infer = ("infer", "--device", "cpu", "--workers", "1")
-    fails(root, *infer, expected=f"shard {shard} is truncated")  # read at its stored offsets
+    check_fails(root, *infer, expected=f"shard {shard} is truncated")  # read at its stored offsets
