@@ -164,3 +164,25 @@ def add_predictions(
     con.register("_rows", frame)
     store.insert_predictions(con, "select * from _rows")
     con.unregister("_rows")
+
+
+class Stopped(Exception):
+    """Raised by a training job inside `stopped_after_first_save`."""
+
+
+def stopped_after_first_save(job) -> None:
+    """Run `job()` (a training job with `save_every` set) as if killed right after it wrote its
+    first resumable state: `train.resume.save` writes the state, then the job stops (the state
+    is where `train.resume.state_path` says)."""
+    from train import resume
+
+    real = resume.save
+
+    def save_then_stop(*args, **kwargs):
+        real(*args, **kwargs)
+        raise Stopped
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resume, "save", save_then_stop)
+        with pytest.raises(Stopped):
+            job()

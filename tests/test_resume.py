@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import TINY_TRAIN, pack_tiny
+from conftest import TINY_TRAIN, pack_tiny, stopped_after_first_save
 
 from pie.paths import WorkRoot, open_root
 from train import trainer
@@ -28,10 +28,6 @@ CFG = dataclasses.replace(TINY_TRAIN, prune_frequency=3, save_every=6)
 UPDATES = [2, 5, 8]
 STOP_AT = 6  # the first state: step 6 runs next, mid-epoch 1, between the updates 5 and 8
 PATHS = {"memory": {"data": "memory"}, "stream": {"data": "stream", "loader_workers": 1}}
-
-
-class Stop(Exception):
-    pass
 
 
 def config(path: str) -> trainer.TrainConfig:
@@ -76,20 +72,11 @@ def uninterrupted(clean_root, tmp_path_factory) -> dict[tuple[str, str], bytes]:
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("method", METHODS)
 def test_resumed_between_mask_updates_ends_byte_identical(
-    method, path, clean_root, uninterrupted, tmp_path, monkeypatch
+    method, path, clean_root, uninterrupted, tmp_path
 ):
     root = copy_of(clean_root, tmp_path / "work")
     job, cfg = make_job("t", method, 0.5, 0), config(path)
-    real = trainer.resume.save
-
-    def save_then_stop(*args, **kwargs):
-        real(*args, **kwargs)
-        raise Stop
-
-    monkeypatch.setattr(trainer.resume, "save", save_then_stop)
-    with pytest.raises(Stop):
-        train_one(root, cfg, job, 10, "fashion-mnist")
-    monkeypatch.undo()
+    stopped_after_first_save(lambda: train_one(root, cfg, job, 10, "fashion-mnist"))
     state = torch.load(state_path(root, job.model_id), weights_only=True)
     assert state["step"] == STOP_AT
     masked = sum(int((~m).sum()) for m in state["pruner"]["masks"].values())

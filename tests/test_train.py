@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_TRAIN as TINY
+from conftest import stopped_after_first_save
 
 from pie import catalog, checkpoints, store
 from pie.errors import PieError
@@ -417,20 +418,7 @@ def test_reference_resumes_between_mask_updates_to_the_same_bytes(packed, method
     cfg = dataclasses.replace(REFERENCE, save_every=5)
     job = make_job("t", method, 0.6, seed=0)
     path = packed.path / "resume" / f"{job.model_id}.pt"
-
-    class Stop(Exception):
-        pass
-
-    real = trainer.resume.save
-
-    def save_then_die(*args, **kwargs):
-        real(*args, **kwargs)
-        raise Stop
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainer.resume, "save", save_then_die)
-        with pytest.raises(Stop):
-            train_one(packed, cfg, job, 10, "fashion-mnist")
+    stopped_after_first_save(lambda: train_one(packed, cfg, job, 10, "fashion-mnist"))
     state = torch.load(path, weights_only=True)
     assert state["step"] == 5 and state["pruner"]["last_update"] == 4
     assert "fc1.parametrizations.weight.original" in state["model"]  # the raw weights

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_TRAIN as TINY
-from conftest import assert_one_line_error, pie
+from conftest import assert_one_line_error, pie, stopped_after_first_save
 
 from analytics.config import AnalyzeConfig, ExportConfig
 from infer.config import InferConfig
@@ -380,22 +380,7 @@ def test_a_state_saved_with_other_settings_is_refused(packed, tmp_path):
     cfg = dataclasses.replace(TINY, save_every=4, epochs=3)
     job = make_job("t", "magnitude", 0.5, 0)
     path = packed.path / "resume" / f"{job.model_id}.pt"
-
-    class Stop(Exception):
-        pass
-
-    real = trainer.resume.save
-
-    def save_then_die(*args, **kwargs):
-        real(*args, **kwargs)
-        raise Stop
-
-    trainer.resume.save = save_then_die
-    try:
-        with pytest.raises(Stop):
-            train_one(packed, cfg, job, 10, "fashion-mnist")
-    finally:
-        trainer.resume.save = real
+    stopped_after_first_save(lambda: train_one(packed, cfg, job, 10, "fashion-mnist"))
     assert torch.load(path, weights_only=True)["step"] == 4
     with pytest.raises(PieError, match=r"saved with lr=0.1, this run asks lr=0.2: delete"):
         train_one(packed, dataclasses.replace(cfg, lr=0.2), job, 10, "fashion-mnist")
