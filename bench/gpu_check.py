@@ -450,6 +450,7 @@ try:
     from infer import stream
     from pie import checkpoints
     from pie.images import Preprocess, normalize
+    from pie.shards import Reader
 
     if not models:
         raise RuntimeError("needs trained models")
@@ -457,7 +458,8 @@ try:
     first = checkpoints.read_sidecar(directories[0])
     pre = Preprocess.from_dict(first.preprocess)
     chunks = stream.chunks(root / "shards" / "synth-val", size.infer_batch, 0, pre, False)
-    decoded = [stream.read_chunk(c) for c in chunks]  # pie's decoder, as pie infer decodes
+    reader = Reader()
+    decoded = [stream.read_chunk(c, reader) for c in chunks]  # pie's decoder, as pie infer decodes
     on = torch.device(device)
     batches = [(b.pixels.to(on), b.labels.to(on)) for b in decoded]
     fmt = torch.channels_last if not args.cpu else torch.contiguous_format

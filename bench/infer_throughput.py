@@ -33,7 +33,7 @@ from pie.catalog import FASHION_MNIST, DatasetSpec
 from pie.images import Preprocess, normalize
 from pie.models import create
 from pie.paths import WorkRoot, open_root
-from pie.shards import Sample, write_shards
+from pie.shards import Reader, Sample, write_shards
 
 
 def jpeg(rng: np.random.Generator, side: int) -> bytes:
@@ -70,9 +70,9 @@ def make_root(root: WorkRoot, models: int, images: int, size: int) -> Preprocess
 @torch.inference_mode()
 def bare(root: WorkRoot, models: int, pre: Preprocess, batch_size: int) -> float:
     """Images per second (each through every model) of the forward passes alone."""
-    batches = [
-        stream.read_chunk(c) for c in stream.chunks(root.shards("bench"), batch_size, 0, pre, False)
-    ]
+    reader = Reader()
+    chunks = stream.chunks(root.shards("bench"), batch_size, 0, pre, False)
+    batches = [stream.read_chunk(c, reader) for c in chunks]
     nets = [checkpoints.load(root.checkpoint(f"bench-{s}"))[0] for s in range(models)]
     nets[0](normalize(batches[0].pixels, pre))  # warm-up
     start = time.perf_counter()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,43 +36,33 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from infer.cache import ModelCache
-from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, decode
 from pie.parallel import die_with_parent
-from pie.shards import (
-    IMAGE_EXTS,
-    local_path,
-    read_offsets,
-    read_url,
-    scan_offsets,
-    shard_offsets,
-    shard_urls,
-)
+from pie.shards import IMAGE_EXTS, Reader, Shard, shards
 
 WORKER_MODELS: ModelCache | None = None  # a loader worker's models, if it scores (CPU)
-OPEN: dict[str, tuple[Iterator[dict], int]] = {}  # remote url -> (open stream, next sample)
 
 
 @dataclass(frozen=True)
 class Chunk:
     """Samples [start, stop) of one shard, decoded for one preprocessing: one batch."""
 
-    shard: str
+    shard: Shard
     start: int
     stop: int
     group: int  # the index of the (dataset, preprocessing) group in the run's plan
     pre: Preprocess
     crop_only: bool
-    remote: bool = False  # read by URL, sequentially (not a local file)
-    shard_samples: int = 0  # the shard's sample count (index)
     # set on CPU with loader workers: the worker also runs these models on the batch
     # ((model_id, checkpoint directory, Preprocess), ...) among `class_subset`
     models: tuple[tuple[str, str, Preprocess], ...] = ()
     class_subset: tuple[int, ...] | None = None
-    offsets: str | None = None  # a local shard's offsets file (pie.shards)
-    # or, for a local shard without one, rows start..stop of its scanned offsets
-    rows: np.ndarray | None = field(default=None, compare=False, repr=False)
     model_memory: int = 0  # bytes of models the worker keeps loaded (infer.cache.ModelCache)
+
+    @property
+    def remote(self) -> bool:
+        """Read by URL, sequentially (not a local file)."""
+        return self.shard.path is None
 
 
 @dataclass
@@ -90,21 +80,12 @@ class Batch:
 
 
 def chunks(directory, batch_size: int, group: int, pre: Preprocess, crop_only: bool) -> list[Chunk]:
-    """Every chunk of a packed dataset, in shard order. A local shard without an offsets file
-    is scanned here, once, and its chunks carry their rows."""
-    out = []
-    for (url, n), offsets in zip(shard_urls(directory), shard_offsets(directory), strict=True):
-        path = local_path(url)
-        scanned = scan_offsets(path, n) if path is not None and offsets is None else None
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            rows = None if scanned is None else scanned[start:stop]
-            chunk = Chunk(
-                path or url, start, stop, group, pre, crop_only, path is None, n,
-                offsets=offsets, rows=rows,
-            )  # fmt: skip
-            out.append(chunk)
-    return out
+    """Every chunk of a packed dataset, in shard order."""
+    return [
+        Chunk(shard, start, min(start + batch_size, shard.n), group, pre, crop_only)
+        for shard in shards(directory)
+        for start in range(0, shard.n, batch_size)
+    ]
 
 
 def work_items(items: Sequence[Chunk]) -> list[list[Chunk]]:
@@ -166,46 +147,23 @@ def shares(groups: Sequence[Sequence[Chunk]], rank: int, world_size: int, worker
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def stored_offsets(file: str, n: int) -> np.ndarray:
-    """A shard's offsets file, kept open (memory-mapped) for its next chunks in this worker."""
-    return read_offsets(file, n)
-
-
-def read_chunk(chunk: Chunk) -> Batch:
+def read_chunk(chunk: Chunk, reader: Reader) -> Batch:
     """Decode one chunk; an image that cannot be decoded is left out and listed in `errors`."""
     pre = chunk.pre
     pixels = np.empty((chunk.stop - chunk.start, pre.channels, pre.size, pre.size), np.uint8)
     keys: list[str] = []
     labels: list[int] = []
     errors: list[tuple[str, str]] = []
-
-    def take(key: str, image: bytes | None, label: int) -> None:
+    for key, label, image in reader.read(chunk.shard, chunk.start, chunk.stop):
         try:
             if image is None:
                 raise DecodeError(f"no image ({', '.join(IMAGE_EXTS)})")
             pixels[len(keys)] = decode(image, pre, chunk.crop_only)
         except DecodeError as e:
             errors.append((key, str(e)))
-            return
+            continue
         keys.append(key)
         labels.append(int(label))
-
-    if chunk.remote and chunk.stop > chunk.start:
-        for s in remote_samples(chunk):
-            ext = next((e for e in IMAGE_EXTS if e in s), None)
-            take(s["__key__"], s[ext] if ext else None, s["cls"])
-    elif chunk.stop > chunk.start:
-        rows = chunk.rows
-        if rows is None:
-            assert chunk.offsets is not None, "a local chunk carries its offsets (`chunks`)"
-            rows = stored_offsets(chunk.offsets, chunk.shard_samples)[chunk.start : chunk.stop]
-        with open(chunk.shard, "rb") as f:
-            for row in rows:
-                image = os.pread(f.fileno(), int(row["size"]), int(row["offset"]))
-                if len(image) != row["size"]:
-                    raise PieError(f"shard {chunk.shard} is truncated")
-                take(row["key"].decode(), image, row["label"])
     return Batch(
         chunk.group,
         keys,
@@ -215,45 +173,17 @@ def read_chunk(chunk: Chunk) -> Batch:
     )
 
 
-def remote_samples(chunk: Chunk) -> list[dict]:
-    """The raw samples [start, stop) of a remote shard. The stream stays open in this process
-    (`OPEN`) for the shard's next chunk; a chunk that does not start where the open stream
-    stands reopens the shard and skips to it. After the shard's last chunk the stream is read
-    to its end, so a failed `pipe:` command is reported."""
-    stream, at = OPEN.pop(chunk.shard, (None, 0))
-    if stream is None or at != chunk.start:
-        if stream is not None:
-            stream.close()
-        stream, at = read_url(chunk.shard), 0
-    out = []
-    try:
-        while at < chunk.stop:
-            sample = next(stream, None)
-            if sample is None:
-                raise PieError(f"shard {chunk.shard}: index lists more samples than its {at}")
-            if at >= chunk.start:
-                out.append(sample)
-            at += 1
-        if chunk.stop < chunk.shard_samples:
-            OPEN[chunk.shard] = (stream, at)
-        else:
-            next(stream, None)  # the end: the command's exit status is checked
-    finally:
-        if chunk.shard not in OPEN:
-            stream.close()
-    return out
-
-
 class Chunks(Dataset):
     def __init__(self, items: Sequence[Chunk]) -> None:
         self.items = list(items)
+        self.reader = Reader(list(dict.fromkeys(c.shard for c in self.items)))
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> Batch:
         chunk = self.items[i]
-        batch = read_chunk(chunk)
+        batch = read_chunk(chunk, self.reader)
         if chunk.models:
             batch = score_in_worker(batch, chunk)
         return batch

@@ -63,17 +63,17 @@ from pie.errors import PieError
 from pie.images import Preprocess, decode
 from pie.paths import WorkRoot
 from pie.shards import (
+    Packed,
     Sample,
     ShardFile,
     TarShard,
-    Written,
     dataset_hash,
     image_field,
     partial_dir,
     publish,
-    read_url,
+    samples,
     shard_name,
-    shard_urls,
+    shards,
 )
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
@@ -132,8 +132,8 @@ def parent_geometry(label_space: str, images: Iterable[bytes]) -> Geometry:
 
 def first_images(root: WorkRoot, dataset: str) -> Iterable[bytes]:
     """The encoded images of a dataset's first shard, in order, streamed."""
-    urls = shard_urls(root.shards(dataset))
-    for raw in read_url(urls[0][0]) if urls else ():
+    first = shards(root.shards(dataset))[:1]
+    for raw in samples(first[0].url) if first else ():
         yield image_field(raw)[1]
 
 
@@ -250,7 +250,7 @@ def corrupt_shard(
     access)."""
     with ExitStack() as stack:
         shards = [stack.enter_context(TarShard(path)) for _, _, path in variants]
-        for raw in read_url(url):
+        for raw in samples(url):
             key, label = raw["__key__"], raw["cls"]
             chw = decode(image_field(raw)[1], pre)
             image = chw[0] if pre.channels == 1 else np.ascontiguousarray(chw.transpose(1, 2, 0))
@@ -301,7 +301,7 @@ def main(root: WorkRoot, cfg: CorruptConfig) -> list[str]:
             ]
             todo = [spec for spec in specs if not is_current(con, root, spec)]
             redone = sum(is_packed(con, root, spec.name) for spec in todo)
-            urls = shard_urls(root.shards(cfg.dataset)) if todo else []
+            urls = [(s.url, s.n) for s in shards(root.shards(cfg.dataset))] if todo else []
             rows = parent_rows(con, cfg.dataset, len(urls)) if todo else []
         done = write_variants(root, cfg, space, geometry, todo, urls, rows)
         summary = (
@@ -354,7 +354,7 @@ def write_variants(
         names = [f.name for f in shards]
         keys = [key for key, _, _ in rows]
         labels = [label for _, label, _ in rows]
-        written = Written(keys, labels, [names[k] for _, _, k in rows], len(shards))
+        written = Packed(keys, labels, [names[k] for _, _, k in rows], len(shards))
         with store.connect(root) as con:
             record(con, root, spec, space, written, [])
         done.append(spec.name)

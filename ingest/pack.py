@@ -51,8 +51,8 @@ from pie.parallel import die_with_parent
 from pie.paths import WorkRoot
 from pie.shards import (
     SAMPLE_OVERHEAD,
+    Packed,
     ShardFile,
-    Written,
     check_key,
     partial_dir,
     publish,
@@ -251,7 +251,7 @@ def pack(root: WorkRoot, source: Source, cfg: IngestConfig, workers: Workers | N
         raise
     publish(partial, out, files)
     shards = [f.name for f, (a, b) in zip(files, spans, strict=True) for _ in range(b - a)]
-    written = Written([e.key for e in entries], [e.label for e in entries], shards, len(files))
+    written = Packed([e.key for e in entries], [e.label for e in entries], shards, len(files))
     with store.connect(root) as con:
         record(con, root, spec, source.space, written, rejected)
     return len(entries)
@@ -262,7 +262,7 @@ def record(
     root: WorkRoot,
     spec: DatasetSpec,
     space: LabelSpace,
-    written: Written,
+    written: Packed,
     rejected: list[Rejected],
 ) -> None:
     """Register the label space, then the dataset's rows (one transaction each)."""

@@ -25,7 +25,7 @@ from pie.errors import PieError
 
 if TYPE_CHECKING:  # pie.checkpoints and pie.shards (webdataset) import torch; the catalog doesn't
     from pie.checkpoints import Sidecar
-    from pie.shards import Written
+    from pie.shards import Packed
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -199,7 +199,7 @@ def record_dataset(
     con: duckdb.DuckDBPyConnection,
     spec: DatasetSpec,
     path: Path,
-    written: Written,
+    written: Packed,
     rejected: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Rows for shards packed under `path` (stored relative to the work root); `rejected`:

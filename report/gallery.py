@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pie.shards import image_field, read_url
+from pie.shards import image_field, samples
 
 JPEG_QUALITY = 80
 
@@ -47,7 +47,7 @@ def thumbnails(shard_dir: Path, shards: Mapping[str, str], size: int) -> tuple[d
         path = shard_dir / shard
         if not path.is_file():
             continue
-        for sample in read_url(str(path)):
+        for sample in samples(str(path)):
             if sample["__key__"] in keys:
                 found[sample["__key__"]] = thumbnail(image_field(sample)[1], size)
     return found, len(shards) - len(found)

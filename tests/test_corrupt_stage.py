@@ -119,7 +119,7 @@ def test_corrupt_streams_the_parent_by_shard_whatever_the_worker_count(tmp_path)
     """A parent of 7 images in 3 shards: variants have the same shards, the same bytes with 1
     or 2 workers, and no decoded copy of the parent is written."""
     from pie.paths import open_root
-    from pie.shards import shard_paths, shard_urls
+    from pie.shards import shard_paths, shards
 
     rng = np.random.default_rng(0)
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (7, 28, 28)))
@@ -132,8 +132,8 @@ def test_corrupt_streams_the_parent_by_shard_whatever_the_worker_count(tmp_path)
         two = cfg(corruptions=("gaussian_noise", "contrast"), severities=(1,), workers=workers)
         corrupt.main(root, two)
         for name in ("fmnist-test-gaussian_noise-1", "fmnist-test-contrast-1"):
-            counts = [n for _, n in shard_urls(root.shards(name))]
-            assert counts == [n for _, n in shard_urls(root.shards("fmnist-test"))] == [3, 3, 1]
+            counts = [s.n for s in shards(root.shards(name))]
+            assert counts == [s.n for s in shards(root.shards("fmnist-test"))] == [3, 3, 1]
         digests.append(
             [
                 hashlib.sha256(p.read_bytes()).hexdigest()

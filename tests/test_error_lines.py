@@ -3,6 +3,8 @@ exactly one `error:` line naming the problem, exit code 2, no traceback."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import assert_one_line_error, pie
 from test_export import pie_root
@@ -45,8 +47,10 @@ def test_infer_analyze_and_export_on_bad_input_end_in_one_error_line(packed, tmp
     (shard,) = shard_paths(root.shards("fmnist-test"))
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
-    check_fails(root, *infer, expected=f"shard {shard} is truncated")  # read at its stored offsets
-    with monkeypatch.context() as m:  # the same error raised in a loader worker process
+    cut = f"shard {shard} has {len(data) // 2} bytes, its index says {len(data)}: truncated"
+    check_fails(root, *infer, expected=cut)  # found before a loader starts
+    shard.write_bytes(data)
+    with monkeypatch.context() as m:  # an error raised in a loader worker process
         m.setattr(stream, "read_chunk", in_a_worker(PieError(f"shard {shard}: cut short")))
         check_fails(root, *infer, expected=f"shard {shard}: cut short")
     shard.unlink()
@@ -67,7 +71,7 @@ def in_a_worker(error: Exception):
     """A reader that fails as a DataLoader worker's failure reaches the main process: re-raised
     by torch's ExceptionWrapper, with the worker's traceback in the message."""
 
-    def read_chunk(chunk):
+    def read_chunk(chunk, reader):
         try:
             raise error
         except type(error):
@@ -82,5 +86,8 @@ def test_an_error_in_a_real_loader_worker_is_one_line(packed):
     (shard,) = shard_paths(root.shards("fmnist-test"))
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
+    index = json.loads((shard.parent / "index.json").read_text())
+    index["shardlist"][0]["filesize"] = len(data) // 2  # the size check passes: the worker reads
+    (shard.parent / "index.json").write_text(json.dumps(index))
     infer = ("infer", "--device", "cpu", "--workers", "1")
     check_fails(root, *infer, expected=f"shard {shard} is truncated")  # read at its stored offsets

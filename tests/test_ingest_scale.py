@@ -24,7 +24,7 @@ from pie.shards import (
     read_shards,
     shard_bounds,
     shard_paths,
-    shard_urls,
+    shards,
     write_shards,
 )
 
@@ -99,7 +99,7 @@ def test_a_training_set_is_written_in_a_seeded_order(tmp_path, tree):
         )
         keys = [r["__key__"] for r in read_shards(root.shards("t"))]
         assert keys == [listed[i] for i in np.random.default_rng(seed).permutation(len(listed))]
-        counts = [n for _, n in shard_urls(root.shards("t"))]
+        counts = [s.n for s in shards(root.shards("t"))]
         assert counts == [5, 5, 2]  # the index knows an epoch's length
         (settings,) = rows(root, "select settings from datasets")[0]
         assert json.loads(settings)["shuffle_seed"] == seed
@@ -125,9 +125,10 @@ def test_shards_are_read_by_pipe_and_file_urls(tmp_path):
         target = moved / shard["url"]
         shard["url"] = f"pipe:cat {target}" if i % 2 == 0 else target.as_uri()
     (directory / "index.json").write_text(json.dumps(index))
-    urls = shard_urls(directory)
-    assert [n for _, n in urls] == [3, 3, 1]
-    assert urls[0][0].startswith("pipe:cat ") and urls[1][0].startswith("file:")
+    found = shards(directory)
+    assert [s.n for s in found] == [3, 3, 1]
+    assert found[0].url.startswith("pipe:cat ") and found[1].url.startswith("file:")
+    assert found[0].path is None and found[1].path == str(moved / index["shardlist"][1]["url"])
     back = list(read_shards(directory))
     assert [r["__key__"] for r in back] == [s.key for s in samples]
     assert [r["jpg"] for r in back] == local == [s.data for s in samples]

@@ -17,7 +17,8 @@ from infer import stream
 from infer.run import main as infer
 from pie.distributed import World
 from pie.images import Preprocess
-from pie.shards import Sample, read_shards, write_shards
+from pie.shards import Reader, Sample, Shard, read_shards, write_shards
+from pie.shards import read as shard_read
 
 
 def to_urls(directory, moved) -> int:
@@ -53,13 +54,13 @@ def test_infer_over_pipe_and_file_urls_equals_the_local_run(world, tmp_path, mon
     assert len(local) == 2 * 20
     assert to_urls(directory, tmp_path / "bucket") == 2  # shards 0 and 2 by pipe, 1 by file:
     opened: list[str] = []
-    real = stream.read_url
+    real = shard_read.samples
 
     def counted(url):
         opened.append(url)
         return real(url)
 
-    monkeypatch.setattr(stream, "read_url", counted)
+    monkeypatch.setattr(shard_read, "samples", counted)
     assert infer(root, CFG) == 2  # the index changed: the dataset hashes too, evaluated again
     assert predictions(root) == local
     # each pipe shard opened once, though cut into several batches (batch_size 7); file: URLs
@@ -71,8 +72,8 @@ def test_infer_over_pipe_and_file_urls_equals_the_local_run(world, tmp_path, mon
 PRE = Preprocess(8, 3, (0.5,) * 3, (0.5,) * 3)
 
 
-def chunk(shard: str, start: int, stop: int, remote: bool, n: int = 9) -> stream.Chunk:
-    return stream.Chunk(shard, start, stop, 0, PRE, False, remote, n)
+def chunk(url: str, start: int, stop: int, remote: bool, n: int = 9) -> stream.Chunk:
+    return stream.Chunk(Shard(url, None if remote else url, n), start, stop, 0, PRE, False)
 
 
 def test_layout_sends_each_remote_shard_to_one_worker():
@@ -89,11 +90,11 @@ def test_layout_sends_each_remote_shard_to_one_worker():
         out = stream.layout(items, 3, offset)
         real = [c for c in out if c.stop > c.start]
         assert sorted(real, key=repr) == sorted(items, key=repr)  # every chunk once
-        assert [c for c in out if c.shard == "/x.tar"] == local  # local order kept
+        assert [c for c in out if c.shard.url == "/x.tar"] == local  # local order kept
         for shard in ("pipe:a", "pipe:b"):
-            where = [(offset + p) % 3 for p, c in enumerate(out) if c.shard == shard and c.stop]
+            where = [(offset + p) % 3 for p, c in enumerate(out) if c.shard.url == shard and c.stop]
             assert len(set(where)) == 1  # one worker reads the shard, its chunks in order
-            assert [c.start for c in out if c.shard == shard and c.stop] == [0, 3, 6]
+            assert [c.start for c in out if c.shard.url == shard and c.stop] == [0, 3, 6]
     assert stream.layout(local, 3, 1) == local
     assert stream.layout(items, 1, 0) == items
 
@@ -105,11 +106,12 @@ def test_remote_chunks_in_any_order_equal_local_ones(tmp_path, monkeypatch):
     write_shards(samples, tmp_path / "ds", "ds")
     path = str(tmp_path / "ds" / "ds-000000.tar")
     opened: list[str] = []
-    real = stream.read_url
-    monkeypatch.setattr(stream, "read_url", lambda url: opened.append(url) or real(url))
+    real = shard_read.samples
+    monkeypatch.setattr(shard_read, "samples", lambda url: opened.append(url) or real(url))
+    reader = Reader()
 
     def batch(c):
-        b = stream.read_chunk(c)
+        b = stream.read_chunk(c, reader)
         return b.keys, b.labels.tolist(), b.pixels.numpy().tobytes()
 
     local = {c.start: batch(c) for c in stream.chunks(tmp_path / "ds", 3, 0, PRE, False)}
@@ -121,10 +123,10 @@ def test_remote_chunks_in_any_order_equal_local_ones(tmp_path, monkeypatch):
         assert got == local
         assert len(opened) == opens
         # the stream stays open after a chunk that is not the shard's last, else it is closed
-        assert {u: at for u, (_, at) in stream.OPEN.items()} == ({url: left_at} if left_at else {})
-        for it, _ in stream.OPEN.values():
-            it.close()
-        stream.OPEN.clear()
+        assert {u: at for u, (_, at) in reader.streams.items()} == (
+            {url: left_at} if left_at else {}
+        )
+        reader.close()
     assert batch(chunk(url, 0, 0, True)) == ([], [], b"")  # layout's padding: nothing read
     assert len(opened) == 3  # the padding opened nothing
 
@@ -137,9 +139,9 @@ def fake_shards(tmp_path, sizes):
     for s, n in enumerate(sizes):
         samples = [Sample(f"k{i + j}", i + j, jpeg(i + j, (8, 8)), "jpg", {}) for j in range(n)]
         write_shards(samples, tmp_path / f"s{s}", f"s{s}")
-        out.append((f"pipe:cat {tmp_path / f's{s}' / f's{s}-000000.tar'}", n))
+        out.append(Shard(f"pipe:cat {tmp_path / f's{s}' / f's{s}-000000.tar'}", None, n))
         i += n
-    return ShardSet("fake", tuple(out), True)
+    return ShardSet("fake", tuple(out))
 
 
 SIZES = [7, 3, 11, 2, 5, 9, 1]  # 38 images in shards of unequal sizes

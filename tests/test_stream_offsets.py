@@ -20,7 +20,6 @@ from test_infer import query
 from test_ingest_scale import pack_tree, tree  # noqa: F401  (tree: a fixture)
 from test_train_scale import tiny_toml
 
-from infer import stream
 from infer.config import InferConfig
 from infer.run import main as infer
 from ingest import pack, sources
@@ -29,6 +28,7 @@ from pie import checkpoints, shards, store
 from pie.distributed import World
 from pie.paths import WorkRoot, open_root
 from pie.shards import Sample, read_index, shard_paths, write_shards
+from pie.shards import read as shard_read
 from train import data, population
 from train.trainer import feed
 
@@ -186,8 +186,7 @@ def test_an_index_without_offsets_is_scanned_once_in_the_parent(reference, tmp_p
         scanned.append(Path(path).name)
         return real(path, expected)
 
-    monkeypatch.setattr(data, "scan_offsets", scan)
-    monkeypatch.setattr(stream, "scan_offsets", scan)
+    monkeypatch.setattr(shard_read, "scan_offsets", scan)
     population.main(old, STREAM)  # 2 forked loader workers: they would inherit the check
     again = checkpoints.read_sidecar(old.checkpoint(trained.model_id))
     assert (again.sha256, again.test_top1) == (trained.sha256, trained.test_top1)

@@ -26,8 +26,6 @@ and keep prefetching across epoch boundaries.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,17 +35,7 @@ import torch
 
 from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, decode
-from pie.shards import (
-    INDEX,
-    dataset_hash,
-    image_field,
-    local_path,
-    read_offsets,
-    read_url,
-    scan_offsets,
-    shard_offsets,
-    shard_urls,
-)
+from pie.shards import Reader, Shard, check_present, dataset_hash
 from train.augment import augment_sample, mix, uniforms
 
 MEMORY_LIMIT = 2 * 1024**3  # decoded bytes below which "auto" holds a set in memory
@@ -61,48 +49,29 @@ class ShardSet:
     """A packed dataset's shards with their sample counts (from the index, tars unopened)."""
 
     name: str
-    shards: tuple[tuple[str, int], ...]  # (local path or remote URL, samples)
-    remote: bool = False  # some shard is not a local file: no random access
-    # each shard's offsets file (`pie.shards`); None (or none given): its index names none
-    offsets: tuple[str | None, ...] = ()
+    shards: tuple[Shard, ...]
 
     @property
     def n_images(self) -> int:
-        return sum(n for _, n in self.shards)
+        return sum(s.n for s in self.shards)
+
+    @property
+    def remote(self) -> bool:
+        """Some shard is not a local file: no random access."""
+        return any(s.path is None for s in self.shards)
 
 
 def shard_set(directory: Path, name: str) -> ShardSet:
-    """The shards of `directory`, checked against the index: a missing index, a missing shard or
-    one whose size differs from the index's (truncated, replaced), or a missing offsets file of
-    a local shard, is a one-line `PieError`."""
+    """The shards of `directory`, checked against the index (`pie.shards.check_present`): a
+    missing index, a missing shard or one whose size differs from the index's, or a missing
+    offsets file, is a one-line `PieError` naming the dataset."""
     try:
-        urls = shard_urls(directory)
-    except PieError:
-        raise PieError(f"dataset {name}: no shards at {directory} (missing or unpacked)") from None
-    sizes = [e.get("filesize") for e in json.loads((directory / INDEX).read_text())["shardlist"]]
-    offsets = shard_offsets(directory)
-    shards, remote = [], False
-    for (url, n), filesize, file in zip(urls, sizes, offsets, strict=True):
-        local = local_path(url)
-        if local is None:  # on an object store: opened by URL when read
-            shards.append((url, n))
-            remote = True
-            continue
-        path = Path(local)
-        if not path.is_file():
-            raise PieError(f"dataset {name}: shard {path} is missing")
-        size = path.stat().st_size
-        if filesize is not None and size != filesize:
-            raise PieError(
-                f"dataset {name}: shard {path} has {size} bytes, its index says "
-                f"{filesize}: truncated or replaced; pack the dataset again"
-            )
-        if file is not None and not Path(file).is_file():
-            raise PieError(f"dataset {name}: offsets file {file} is missing: pack it again")
-        shards.append((str(path), n))
+        shards = check_present(directory)
+    except PieError as e:
+        raise PieError(f"dataset {name}: {e}") from None
     if not shards:
         raise PieError(f"dataset {name}: the index at {directory} lists no shards")
-    return ShardSet(name, tuple(shards), remote, tuple(offsets))
+    return ShardSet(name, shards)
 
 
 def decoded_bytes(n_images: int, pre: Preprocess) -> int:
@@ -173,64 +142,50 @@ def in_memory(
     if key not in _DECODED:
         pixels = np.empty((shards.n_images, pre.channels, pre.size, pre.size), np.uint8)
         labels = np.empty(shards.n_images, np.int64)
-        if shards.remote:  # read by URL, each shard once, in order
-            for i, (image, labels[i]) in enumerate(sequential(shards, pre, center_crop_only)):
-                pixels[i] = image
-        else:
-            samples = ShardSamples(shards, pre, None, center_crop_only=center_crop_only)
-            for i in range(shards.n_images):  # in shard order: each shard is read once, in order
-                image, labels[i] = samples[i, 0, 0]
-                pixels[i] = image.numpy()
+        reader = Reader(shards.shards)
+        i = 0
+        for shard in shards.shards:  # in shard order: each shard is read once, in order
+            for record in reader.read(shard, 0, shard.n):
+                pixels[i] = decode_image(
+                    shards.name, record.key, record.image, pre, None, None, center_crop_only
+                )
+                labels[i] = record.label
+                i += 1
+        reader.close()
         while len(_DECODED) >= KEEP_DECODED:
             _DECODED.pop(next(iter(_DECODED)))
         _DECODED[key] = (pixels, labels)
     return _DECODED[key]
 
 
-def sequential(
-    shards: ShardSet, pre: Preprocess, center_crop_only: bool
-) -> Iterator[tuple[np.ndarray, int]]:
-    """(pixels, label) of every image in shard order, each shard read by URL once; a shard
-    holding other than its index's count, or an image that cannot be decoded, is a PieError."""
-    for url, n in shards.shards:
-        for j, sample in enumerate(read_url(url)):
-            if j >= n:
-                raise PieError(f"shard {url} holds more samples than its index's {n}")
-            yield (
-                decode_sample(shards.name, sample, pre, None, None, center_crop_only),
-                sample["cls"],
-            )
-        if n and j + 1 != n:
-            raise PieError(f"shard {url} holds {j + 1} samples, its index says {n}")
-
-
-def decode_sample(
+def decode_image(
     name: str,
-    sample: dict,
+    key: str,
+    image: bytes | None,
     pre: Preprocess,
     policy: str | None,
     u: np.ndarray | None,
     center_crop_only: bool,
 ) -> np.ndarray:
-    """A raw sample's image, decoded (policy None) or augmented with draws `u`."""
+    """A sample's image, decoded (policy None) or augmented with draws `u`; a sample without
+    an image, or one that cannot be decoded, is a one-line PieError."""
     try:
-        _, data = image_field(sample)
+        if image is None:
+            raise DecodeError("the sample has no image")
         if policy is None:
-            return decode(data, pre, center_crop_only)
-        return augment_sample(data, pre, policy, u)
-    except (DecodeError, PieError) as e:
-        raise PieError(f"dataset {name}: image {sample['__key__']}: {e}") from None
+            return decode(image, pre, center_crop_only)
+        return augment_sample(image, pre, policy, u)
+    except DecodeError as e:
+        raise PieError(f"dataset {name}: image {key}: {e}") from None
 
 
 # -- the streaming path ---------------------------------------------------------------------
 
 
 class ShardSamples(torch.utils.data.Dataset):
-    """Samples of a shard set by position (0..N-1 in shard order), read with `os.pread` at the
-    offsets stored with each shard (`pie.shards.read_offsets`, loaded the first time a shard is
-    touched, per process). A shard whose index names no offsets file (packed before pie stored
-    them) is scanned here, once, when the dataset is made (`pie.shards.scan_offsets`), and its
-    offsets go to the loader workers with the dataset; no worker reads a tar's headers.
+    """Samples of a shard set by position (0..N-1 in shard order), read by a `pie.shards.Reader`
+    (made here, so that a shard indexed without offsets is scanned once, in this process, and
+    its offsets go to the loader workers with the dataset).
 
     An item is `(index, epoch, position)`: with `policy` set it is decoded and augmented with
     draws from (seed, epoch, position); with policy None (evaluation) it is decoded with the
@@ -247,57 +202,25 @@ class ShardSamples(torch.utils.data.Dataset):
     ):
         self.shards, self.pre, self.policy, self.seed = shards, pre, policy, seed
         self.center_crop_only = center_crop_only
-        self.starts = np.cumsum([0] + [n for _, n in shards.shards])
-        self.tables: dict[int, np.ndarray] = {}  # offsets files loaded in this process
-        self.files: dict[int, int] = {}
-        self.offsets_files = shards.offsets or (None,) * len(shards.shards)
-        self.scanned = {  # shards without an offsets file
-            k: scan_offsets(*shards.shards[k])
-            for k, file in enumerate(self.offsets_files)
-            if file is None
-        }
+        self.starts = np.cumsum([0] + [s.n for s in shards.shards])
+        self.reader = Reader(shards.shards)
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    def __getstate__(self):  # what goes to a spawned worker: no open files or mapped tables
-        return {**self.__dict__, "tables": {}, "files": {}}
-
-    def table(self, shard: int) -> np.ndarray:
-        """The offsets of one shard (`pie.shards.OFFSETS`)."""
-        if shard in self.scanned:
-            return self.scanned[shard]
-        if shard not in self.tables:
-            file, (_, n) = self.offsets_files[shard], self.shards.shards[shard]
-            self.tables[shard] = read_offsets(file, n)
-        return self.tables[shard]
-
-    def read(self, i: int) -> tuple[bytes, int]:
-        shard = int(np.searchsorted(self.starts, i, "right") - 1)
-        row = self.table(shard)[i - int(self.starts[shard])]
-        if shard not in self.files:
-            self.files[shard] = os.open(self.shards.shards[shard][0], os.O_RDONLY)
-        data = os.pread(self.files[shard], int(row["size"]), int(row["offset"]))
-        if len(data) != row["size"]:
-            raise PieError(f"shard {self.shards.shards[shard][0]} is truncated")
-        return data, int(row["label"])
-
     def __getitem__(self, item: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
         i, epoch, position = item
-        data, label = self.read(i)
-        try:
-            if self.policy is None:
-                pixels = decode(data, self.pre, self.center_crop_only)
-            else:
-                u = uniforms(self.seed, epoch, np.array([position]))[0]
-                pixels = augment_sample(data, self.pre, self.policy, u)
-        except DecodeError as e:
-            raise PieError(f"dataset {self.shards.name}: image {i}: {e}") from None
-        return torch.from_numpy(pixels.copy() if not pixels.flags.writeable else pixels), label
-
-    def __del__(self):
-        for fd in self.files.values():
-            os.close(fd)
+        k = int(np.searchsorted(self.starts, i, "right") - 1)
+        j = i - int(self.starts[k])
+        (record,) = self.reader.read(self.shards.shards[k], j, j + 1)
+        u = None if self.policy is None else uniforms(self.seed, epoch, np.array([position]))[0]
+        pixels = decode_image(
+            self.shards.name, record.key, record.image, self.pre, self.policy, u,
+            self.center_crop_only,
+        )  # fmt: skip
+        return torch.from_numpy(
+            pixels.copy() if not pixels.flags.writeable else pixels
+        ), record.label
 
 
 def loader(

@@ -20,7 +20,7 @@ from pie import catalog, console, store
 from pie.errors import PieError
 from pie.footprint import footprint, human
 from pie.paths import WorkRoot
-from pie.shards import INDEX, local_path, shard_urls
+from pie.shards import INDEX, shards
 from train import data, remote
 from train.checks import EpochShape, check_run
 from train.config import TrainConfig
@@ -53,11 +53,11 @@ def from_index(directory: Path, name: str) -> SetSizes:
             "the sizes (--train-images, --eval-images, --shard-images)"
         )
     try:
-        urls = shard_urls(directory)
+        found = shards(directory)
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
         raise PieError(f"dataset {name}: {directory / INDEX} is not a shard index ({e})") from None
-    remote_shards = any(local_path(url) is None for url, _ in urls)
-    return SetSizes(name, tuple(n for _, n in urls), remote_shards, f"index {directory / INDEX}")
+    remote = any(s.path is None for s in found)
+    return SetSizes(name, tuple(s.n for s in found), remote, f"index {directory / INDEX}")
 
 
 def from_counts(name: str, images: int, shard_images: int, remote_shards: bool) -> SetSizes:

@@ -103,7 +103,7 @@ def plan(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Plan:
     if cfg.init_from:
         finetune.load_dense(model, cfg.init_from, cfg.arch, n_classes)
     path = data.choose_path(cfg.data, shards.n_images, preprocess(cfg), shards.remote)
-    sizes = [n for _, n in shards.shards]
+    sizes = [s.n for s in shards.shards]
     first = jobs(cfg)[:1]
     seed = torch_seed(cfg.experiment, first[0]) if first else 0
     check_run(cfg, sizes, path, world.size, seed)

@@ -35,9 +35,9 @@ import torch
 
 from pie.errors import PieError
 from pie.images import Preprocess
-from pie.shards import read_url
+from pie.shards import Reader, Record
 from train.augment import mix, uniforms
-from train.data import ShardSet, batches, decode_sample, epoch_order
+from train.data import ShardSet, batches, decode_image, epoch_order
 
 SHUFFLE_BUFFER = 1000  # samples per loader worker
 PREFETCH = 64  # decoded samples each loader worker keeps ready
@@ -141,11 +141,11 @@ class RemoteEpoch(torch.utils.data.IterableDataset):
         self.shards, self.pre, self.policy, self.seed, self.epoch = shards, pre, policy, seed, epoch
         self.rank, self.world, self.quota, self.skip, self.buffer = rank, world, quota, skip, buffer
         self.center_crop_only = center_crop_only
-        self.starts = np.cumsum([0] + [n for _, n in shards.shards])
+        self.starts = np.cumsum([0] + [s.n for s in shards.shards])
 
     def mine(self, worker: int, workers: int) -> list[Piece]:
         """The pieces of (rank, worker) this epoch, in reading order."""
-        sizes = [n for _, n in self.shards.shards]
+        sizes = [s.n for s in self.shards.shards]
         if self.quota is None:
             return deal_eval(sizes, self.world, workers)[self.rank][worker]
         return deal(sizes, self.seed, self.epoch, self.world, workers, self.quota)[self.rank][
@@ -160,13 +160,15 @@ class RemoteEpoch(torch.utils.data.IterableDataset):
             if k >= skip:
                 yield self.item(i, sample)
 
-    def shuffled(self, pieces: list[Piece], worker: int) -> Iterator[tuple[int, dict]]:
+    def shuffled(self, pieces: list[Piece], worker: int) -> Iterator[tuple[int, Record]]:
         """(index in shard order, raw sample) of `pieces`, through the shuffle buffer."""
         rng = random.Random(mix(self.seed, self.epoch, self.rank, worker))
-        pool: list[tuple[int, dict]] = []
+        pool: list[tuple[int, Record]] = []
+        reader = Reader()
         for piece in pieces:
-            for j, sample in read_piece(*self.shards.shards[piece.shard], piece.start, piece.stop):
-                pool.append((int(self.starts[piece.shard]) + j, sample))
+            records = reader.read(self.shards.shards[piece.shard], piece.start, piece.stop)
+            for j, record in enumerate(records, piece.start):
+                pool.append((int(self.starts[piece.shard]) + j, record))
                 if len(pool) >= self.buffer:
                     k = rng.randrange(len(pool))
                     pool[k], pool[-1] = pool[-1], pool[k]
@@ -174,29 +176,13 @@ class RemoteEpoch(torch.utils.data.IterableDataset):
         rng.shuffle(pool)
         yield from pool
 
-    def item(self, i: int, sample: dict) -> tuple[torch.Tensor, int]:
+    def item(self, i: int, record: Record) -> tuple[torch.Tensor, int]:
         u = uniforms(self.seed, self.epoch, np.array([i]))[0]
-        pixels = decode_sample(
-            self.shards.name, sample, self.pre, self.policy, u, self.center_crop_only
-        )
-        return torch.from_numpy(pixels.copy()), int(sample["cls"])
-
-
-def read_piece(url: str, n: int, start: int, stop: int) -> Iterator[tuple[int, dict]]:
-    """(position in the shard, raw sample) of samples [start, stop) of a shard of `n` samples,
-    read sequentially by URL; the samples before `start` are parsed, not decoded. A piece that
-    ends the shard reads it to the end, so a shard holding other than `n` samples, or a failed
-    `pipe:` command, is a PieError; one that ends earlier closes the stream there."""
-    j = -1
-    for j, sample in enumerate(read_url(url)):
-        if j >= n:
-            raise PieError(f"shard {url} holds more samples than its index's {n}")
-        if j >= start:
-            yield j, sample
-        if j + 1 == stop < n:
-            return
-    if j + 1 < stop or j + 1 < n:
-        raise PieError(f"shard {url} holds {j + 1} samples, its index says {n}")
+        pixels = decode_image(
+            self.shards.name, record.key, record.image, self.pre, self.policy, u,
+            self.center_crop_only,
+        )  # fmt: skip
+        return torch.from_numpy(pixels.copy()), record.label
 
 
 def remote_loader(dataset: RemoteEpoch, workers: int, pin: bool) -> torch.utils.data.DataLoader:
