@@ -457,7 +457,7 @@ try:
     directories = sorted(p.parent for p in (root / "checkpoints").glob("*/model.json"))
     first = checkpoints.read_sidecar(directories[0])
     pre = Preprocess.from_dict(first.preprocess)
-    chunks = stream.chunks(root / "shards" / "synth-val", size.infer_batch, 0, pre, False)
+    chunks = stream.chunks(root / "shards" / "synth-val", size.infer_batch, 0, pre)
     reader = Reader()
     decoded = [stream.read_chunk(c, reader) for c in chunks]  # pie's decoder, as pie infer decodes
     on = torch.device(device)

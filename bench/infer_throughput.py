@@ -71,7 +71,7 @@ def make_root(root: WorkRoot, models: int, images: int, size: int) -> Preprocess
 def bare(root: WorkRoot, models: int, pre: Preprocess, batch_size: int) -> float:
     """Images per second (each through every model) of the forward passes alone."""
     reader = Reader()
-    chunks = stream.chunks(root.shards("bench"), batch_size, 0, pre, False)
+    chunks = stream.chunks(root.shards("bench"), batch_size, 0, pre)
     batches = [stream.read_chunk(c, reader) for c in chunks]
     nets = [checkpoints.load(root.checkpoint(f"bench-{s}"))[0] for s in range(models)]
     nets[0](normalize(batches[0].pixels, pre))  # warm-up

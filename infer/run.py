@@ -84,7 +84,7 @@ from infer.sink import (
 from pie import catalog, checkpoints, console, distributed, store
 from pie.config import to_dict
 from pie.errors import PieError
-from pie.images import DECODE_VERSION, Preprocess, center_crop_only
+from pie.images import DECODE_VERSION, Preprocess
 from pie.models import resolve_device
 from pie.paths import WorkRoot
 from pie.shards import INDEX, check_present, dataset_hash
@@ -100,7 +100,7 @@ class Member:
     model_id: str
     experiment: str
     sha256: str
-    pre: Preprocess
+    pre: Preprocess  # the model's, for this dataset (`Preprocess.for_dataset`)
 
 
 @dataclass(frozen=True)
@@ -110,9 +110,8 @@ class Group:
     dataset: str
     directory: Path  # its shards (`datasets.path`: under shards/, or exports/ for an export)
     dataset_hash: str
-    crop_only: bool
     class_subset: tuple[int, ...] | None
-    pre: Preprocess  # the decoding geometry (the first member's spec)
+    pre: Preprocess  # the decoding: geometry and rule (the first member's)
     members: tuple[Member, ...]
     first_of_dataset: bool  # its load replaces the dataset's decode_errors
 
@@ -255,7 +254,8 @@ def prepare(root: WorkRoot, cfg: InferConfig, budget: int) -> Plan:
                 if m.model_id not in sidecars:  # no checkpoint on disk: one line naming it
                     checkpoints.read_sidecar(root.checkpoint(m.model_id))
                 specs[m.model_id] = Preprocess.from_dict(sidecars[m.model_id].preprocess)
-            member = Member(m.model_id, m.experiment, m.sha256, specs[m.model_id])
+            pre = specs[m.model_id].for_dataset(d)
+            member = Member(m.model_id, m.experiment, m.sha256, pre)
             by_geometry.setdefault(member.pre.spec, []).append(member)
         first = True
         for spec in sorted(by_geometry):
@@ -266,7 +266,6 @@ def prepare(root: WorkRoot, cfg: InferConfig, budget: int) -> Plan:
                         d["name"],
                         dirs[d["name"]],
                         content,
-                        center_crop_only(d),
                         tuple(subset) if subset else None,
                         members[0].pre,
                         tuple(members),
@@ -299,9 +298,8 @@ def decoded_now(preprocess: str | None) -> bool:
     return json.loads(preprocess or "{}").get("decode") == DECODE_VERSION
 
 
-def preprocess_json(pre: Preprocess, crop_only: bool) -> str:
-    rule = "center_crop_only" if crop_only else "resize_then_crop"
-    return json.dumps({**pre.to_dict(), "rule": rule, "decode": DECODE_VERSION}, sort_keys=True)
+def preprocess_json(pre: Preprocess) -> str:
+    return json.dumps({**pre.to_dict(), "decode": DECODE_VERSION}, sort_keys=True)
 
 
 @dataclass
@@ -318,10 +316,7 @@ def evaluate(
     """Stream every group through its models into parts; rank 0 loads them group by group."""
     in_workers = device.type == "cpu" and cfg.workers > 0  # processes, not threads, on CPU
     laid_out = stream.shares(
-        [
-            stream.chunks(g.directory, cfg.batch_size, i, g.pre, g.crop_only)
-            for i, g in enumerate(plan.groups)
-        ],
+        [stream.chunks(g.directory, cfg.batch_size, i, g.pre) for i, g in enumerate(plan.groups)],
         world.rank,
         world.size,
         cfg.workers,
@@ -378,7 +373,7 @@ def evaluate(
                         Fingerprint(m.sha256, fingerprint.dataset_hash),
                         world.rank,
                         world.size,
-                        preprocess_json(m.pre, group.crop_only),
+                        preprocess_json(m.pre),
                     ),
                 )
                 for m in group.members

@@ -52,7 +52,6 @@ class Chunk:
     stop: int
     group: int  # the index of the (dataset, preprocessing) group in the run's plan
     pre: Preprocess
-    crop_only: bool
     # set on CPU with loader workers: the worker also runs these models on the batch
     # ((model_id, checkpoint directory, Preprocess), ...) among `class_subset`
     models: tuple[tuple[str, str, Preprocess], ...] = ()
@@ -79,10 +78,10 @@ class Batch:
         return Batch(self.group, self.keys, labels, pixels, self.errors, self.outputs)
 
 
-def chunks(directory, batch_size: int, group: int, pre: Preprocess, crop_only: bool) -> list[Chunk]:
+def chunks(directory, batch_size: int, group: int, pre: Preprocess) -> list[Chunk]:
     """Every chunk of a packed dataset, in shard order."""
     return [
-        Chunk(shard, start, min(start + batch_size, shard.n), group, pre, crop_only)
+        Chunk(shard, start, min(start + batch_size, shard.n), group, pre)
         for shard in shards(directory)
         for start in range(0, shard.n, batch_size)
     ]
@@ -158,7 +157,7 @@ def read_chunk(chunk: Chunk, reader: Reader) -> Batch:
         try:
             if image is None:
                 raise DecodeError(f"no image ({', '.join(IMAGE_EXTS)})")
-            pixels[len(keys)] = decode(image, pre, chunk.crop_only)
+            pixels[len(keys)] = decode(image, pre)
         except DecodeError as e:
             errors.append((key, str(e)))
             continue

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from pie.errors import PieError
 DECODE_VERSION = (
     2  # 1: own arithmetic (long side and crop offsets rounded otherwise); 2: torchvision
 )
+RULES = ("resize_then_crop", "center_crop_only")  # how an image becomes a model input
 SMALL_INPUT = 32  # model inputs up to this size (28-32 px: MNIST, CIFAR) are the whole image
 
 
@@ -55,6 +56,10 @@ class Preprocess:
     it is 1.0 for small inputs (size <= 32: the whole image, resized to `size`, an identity for
     28 px Fashion-MNIST at size 28) and 0.875 otherwise (ImageNet's 256 -> 224); the resolved
     value is what `to_dict` saves.
+
+    `rule` is "resize_then_crop" (a model's own rule, what its sidecar saves) or
+    "center_crop_only" (no resize): a dataset decides which its images take
+    (`for_dataset`), once, where a model meets a dataset.
     """
 
     size: int
@@ -62,6 +67,7 @@ class Preprocess:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_fraction: float | None = None
+    rule: str = "resize_then_crop"
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -73,6 +79,8 @@ class Preprocess:
             object.__setattr__(self, "crop_fraction", default)
         if not 0.0 < self.crop_fraction <= 1.0:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
 
     @classmethod
     def pixels_only(cls, size: int, channels: int) -> Preprocess:
@@ -88,33 +96,36 @@ class Preprocess:
 
     @property
     def spec(self) -> str:
-        return f"{self.size}px-{self.channels}ch-crop{self.crop_fraction:g}"
+        crop = "-croponly" if self.rule == "center_crop_only" else ""
+        return f"{self.size}px-{self.channels}ch-crop{self.crop_fraction:g}{crop}"
+
+    def for_dataset(self, dataset: Mapping[str, Any]) -> Preprocess:
+        """This preprocessing for the images of a `datasets` row: center crop only for ImageNet-C
+        style corruptions (kind 'corrupted'), released or generated: both are stored as the
+        model-size center crops of their parent (released ImageNet-C at 224 px; `pie corrupt`
+        corrupts the parent's decoded crops), so resizing them again would zoom them relative
+        to their clean parent. Every other dataset: resize, then crop."""
+        crops = dataset["kind"] == "corrupted" and dataset["origin"] in ("released", "generated")
+        return replace(self, rule="center_crop_only" if crops else "resize_then_crop")
 
 
-def center_crop_only(dataset: Mapping[str, Any]) -> bool:
-    """The preprocessing rule of a `datasets` row: True for ImageNet-C style corruptions
-    (kind 'corrupted'), released or generated: both are stored as the model-size center crops of
-    their parent (released ImageNet-C at 224 px; `pie corrupt` corrupts the parent's decoded
-    crops), so resizing them again would zoom them relative to their clean parent."""
-    return dataset["kind"] == "corrupted" and dataset["origin"] in ("released", "generated")
-
-
-def decode(data: bytes, pre: Preprocess, center_crop_only: bool = False) -> np.ndarray:
+def decode(data: bytes, pre: Preprocess) -> np.ndarray:
     """Encoded bytes -> uint8 array (C, size, size); `DecodeError` for an unusable image.
 
     The pixels are those of torchvision.transforms.v2 `Resize(round(size / crop_fraction))`
     (bilinear, antialiased; an image already at that size is left as it is) then
     `CenterCrop(size)` on the PIL image, computed by torchvision's own functionals; the
-    crop-only rule skips the resize."""
+    center_crop_only rule skips the resize."""
     try:
         im = Image.open(io.BytesIO(data))
         im = im.convert("L" if pre.channels == 1 else "RGB")
     except Exception as e:  # PIL raises many types for corrupt files
         raise DecodeError(f"cannot decode image: {e}") from None
-    if center_crop_only and min(im.size) < pre.size:
+    crop_only = pre.rule == "center_crop_only"
+    if crop_only and min(im.size) < pre.size:
         w, h = im.size
         raise DecodeError(f"image is {w}x{h}, smaller than the {pre.size} px center crop")
-    if not center_crop_only:
+    if not crop_only:
         im = TF.resize(im, [round(pre.size / pre.crop_fraction)], InterpolationMode.BILINEAR)
     pixels = np.asarray(TF.center_crop(im, [pre.size, pre.size]), dtype=np.uint8)
     return pixels[None] if pre.channels == 1 else pixels.transpose(2, 0, 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def test_center_crop_only_is_torchvisions(mode):
     pre = IMAGENET if mode == "RGB" else Preprocess.pixels_only(224, 1)
     for i, (w, h) in enumerate([(224, 224), (225, 227), (227, 230), (500, 375), (231, 500)]):
         data = encoded(w, h, i, mode)
-        got = decode(data, pre, center_crop_only=True)
+        got = decode(data, replace(pre, rule="center_crop_only"))
         np.testing.assert_array_equal(got, reference(data, CROP, mode), err_msg=f"{w}x{h}")
 
 

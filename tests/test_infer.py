@@ -25,7 +25,7 @@ from ingest import pack, sources
 from ingest.config import IngestConfig
 from pie import catalog, checkpoints, store
 from pie.catalog import DatasetSpec
-from pie.images import DecodeError, Preprocess, center_crop_only, decode
+from pie.images import DecodeError, Preprocess, decode
 from pie.shards import Sample, dataset_hash, read_shards, write_shards
 from train.config import TrainConfig
 from train.trainer import make_job, train_one
@@ -267,6 +267,7 @@ def test_infer_takes_the_rule_from_the_dataset_row(world):
 # -- decoding rules (pie.images) ----------------------------------------------------------------
 
 IMAGENET = Preprocess(224, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CROP_ONLY = replace(IMAGENET, rule="center_crop_only")
 
 
 def rgb(side: int, seed: int) -> np.ndarray:
@@ -292,20 +293,25 @@ def test_other_kinds_are_resized_then_cropped_whatever_their_size(side):
 def test_released_corruptions_are_center_cropped_only(side):
     image = rgb(side, side)
     offset = (side - 224) // 2
-    out = decode(png(image), IMAGENET, center_crop_only=True)
+    out = decode(png(image), CROP_ONLY)
     np.testing.assert_array_equal(out, chw(image[offset : offset + 224, offset : offset + 224]))
 
 
 def test_crop_only_refuses_an_image_smaller_than_the_crop():
     with pytest.raises(DecodeError, match="smaller than the 224 px center crop"):
-        decode(png(rgb(200, 0)), IMAGENET, center_crop_only=True)
+        decode(png(rgb(200, 0)), CROP_ONLY)
 
 
 def test_rule_comes_from_kind_and_origin():
-    assert center_crop_only({"kind": "corrupted", "origin": "released"})
-    assert center_crop_only({"kind": "corrupted", "origin": "generated"})  # pie corrupt's crops
+    def rule(kind, origin):
+        return IMAGENET.for_dataset({"kind": kind, "origin": origin}).rule
+
+    assert rule("corrupted", "released") == "center_crop_only"
+    assert rule("corrupted", "generated") == "center_crop_only"  # pie corrupt's crops
     for kind in ("clean", "natural_adversarial", "rendition", "export"):
-        assert not center_crop_only({"kind": kind, "origin": "released"})
+        assert rule(kind, "released") == "resize_then_crop"
+    assert CROP_ONLY.for_dataset({"kind": "clean", "origin": "released"}) == IMAGENET
+    assert CROP_ONLY.spec != IMAGENET.spec  # decoded images are cached per spec
 
 
 def test_small_inputs_keep_the_whole_image_and_same_size_resize_is_identity():

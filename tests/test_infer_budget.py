@@ -27,6 +27,7 @@ from pie.errors import PieError
 from pie.images import Preprocess
 from pie.models import create
 from pie.paths import open_root
+from pie.shards import Reader
 
 CPU = torch.device("cpu")
 N_MODELS = 4
@@ -125,9 +126,9 @@ def test_a_loader_worker_keeps_one_model_under_a_tiny_budget(packed, monkeypatch
     monkeypatch.setattr(stream, "WORKER_MODELS", None)
     models = tuple((m, str(root.checkpoint(m)), PRE) for m in ids)
     want = {m: expected(root, m, *images(root, "fmnist-test")) for m in ids}
-    for chunk in stream.chunks(root.shards("fmnist-test"), 10, 0, PRE, False):
+    for chunk in stream.chunks(root.shards("fmnist-test"), 10, 0, PRE):
         chunk = dataclasses.replace(chunk, models=models, model_memory=1)
-        batch = stream.score_in_worker(stream.read_chunk(chunk), chunk)
+        batch = stream.score_in_worker(stream.read_chunk(chunk, Reader()), chunk)
         assert len(stream.WORKER_MODELS.resident) == 1
         for m in ids:
             out = batch.outputs[m]

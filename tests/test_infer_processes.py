@@ -122,13 +122,13 @@ def test_pie_sql_works_while_infer_runs(world, monkeypatch):
     seen: list[subprocess.CompletedProcess] = []
     real = stream.read_chunk
 
-    def read_and_query(chunk):
+    def read_and_query(chunk, reader):
         if chunk.group == 2 and chunk.start == 0 and not seen:
             sql = "select count(distinct dataset) from inference_runs"
             cmd = [sys.executable, *pie_cmd(root, "sql", sql, "--format", "csv")]
             kw = dict(cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
             seen.append(subprocess.run(cmd, **kw))
-        return real(chunk)
+        return real(chunk, reader)
 
     monkeypatch.setattr(stream, "read_chunk", read_and_query)
     infer(root, InferConfig(workers=0, device="cpu", batch_size=5))

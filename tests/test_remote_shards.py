@@ -73,7 +73,7 @@ PRE = Preprocess(8, 3, (0.5,) * 3, (0.5,) * 3)
 
 
 def chunk(url: str, start: int, stop: int, remote: bool, n: int = 9) -> stream.Chunk:
-    return stream.Chunk(Shard(url, None if remote else url, n), start, stop, 0, PRE, False)
+    return stream.Chunk(Shard(url, None if remote else url, n), start, stop, 0, PRE)
 
 
 def test_layout_sends_each_remote_shard_to_one_worker():
@@ -114,7 +114,7 @@ def test_remote_chunks_in_any_order_equal_local_ones(tmp_path, monkeypatch):
         b = stream.read_chunk(c, reader)
         return b.keys, b.labels.tolist(), b.pixels.numpy().tobytes()
 
-    local = {c.start: batch(c) for c in stream.chunks(tmp_path / "ds", 3, 0, PRE, False)}
+    local = {c.start: batch(c) for c in stream.chunks(tmp_path / "ds", 3, 0, PRE)}
     assert [k for s in (0, 3, 6) for k in local[s][0]] == [f"k{i}" for i in range(9)]
     url = f"pipe:cat {path}"
     for order, opens, left_at in (((0, 3, 6), 1, None), ((3, 6, 0), 2, 3), ((6, 3, 0), 3, 3)):

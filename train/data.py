@@ -35,7 +35,7 @@ import torch
 
 from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, decode
-from pie.shards import Reader, Shard, check_present, dataset_hash
+from pie.shards import INDEX, Reader, Shard, check_present, dataset_hash
 from train.augment import augment_sample, mix, uniforms
 
 MEMORY_LIMIT = 2 * 1024**3  # decoded bytes below which "auto" holds a set in memory
@@ -65,6 +65,8 @@ def shard_set(directory: Path, name: str) -> ShardSet:
     """The shards of `directory`, checked against the index (`pie.shards.check_present`): a
     missing index, a missing shard or one whose size differs from the index's, or a missing
     offsets file, is a one-line `PieError` naming the dataset."""
+    if not (directory / INDEX).exists():
+        raise PieError(f"dataset {name}: no shards at {directory} (missing or unpacked)")
     try:
         shards = check_present(directory)
     except PieError as e:
@@ -131,14 +133,12 @@ _DECODED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 KEEP_DECODED = 4  # sets kept decoded per process (train and eval of the current run)
 
 
-def in_memory(
-    directory: Path, name: str, pre: Preprocess, center_crop_only: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+def in_memory(directory: Path, name: str, pre: Preprocess) -> tuple[np.ndarray, np.ndarray]:
     """(pixels uint8 (N, C, S, S), labels int64 (N,)) of a whole set in shard order, decoded
     once per process and kept for its next job; an image that cannot be decoded, or shards
     holding other than the index's count, is a `PieError`."""
     shards = shard_set(directory, name)
-    key = (str(directory), dataset_hash(directory), pre.spec, center_crop_only)
+    key = (str(directory), dataset_hash(directory), pre.spec)
     if key not in _DECODED:
         pixels = np.empty((shards.n_images, pre.channels, pre.size, pre.size), np.uint8)
         labels = np.empty(shards.n_images, np.int64)
@@ -146,9 +146,7 @@ def in_memory(
         i = 0
         for shard in shards.shards:  # in shard order: each shard is read once, in order
             for record in reader.read(shard, 0, shard.n):
-                pixels[i] = decode_image(
-                    shards.name, record.key, record.image, pre, None, None, center_crop_only
-                )
+                pixels[i] = decode_image(shards.name, record.key, record.image, pre, None, None)
                 labels[i] = record.label
                 i += 1
         reader.close()
@@ -165,7 +163,6 @@ def decode_image(
     pre: Preprocess,
     policy: str | None,
     u: np.ndarray | None,
-    center_crop_only: bool,
 ) -> np.ndarray:
     """A sample's image, decoded (policy None) or augmented with draws `u`; a sample without
     an image, or one that cannot be decoded, is a one-line PieError."""
@@ -173,7 +170,7 @@ def decode_image(
         if image is None:
             raise DecodeError("the sample has no image")
         if policy is None:
-            return decode(image, pre, center_crop_only)
+            return decode(image, pre)
         return augment_sample(image, pre, policy, u)
     except DecodeError as e:
         raise PieError(f"dataset {name}: image {key}: {e}") from None
@@ -198,10 +195,8 @@ class ShardSamples(torch.utils.data.Dataset):
         pre: Preprocess,
         policy: str | None,
         seed: int = 0,
-        center_crop_only: bool = False,
     ):
         self.shards, self.pre, self.policy, self.seed = shards, pre, policy, seed
-        self.center_crop_only = center_crop_only
         self.starts = np.cumsum([0] + [s.n for s in shards.shards])
         self.reader = Reader(shards.shards)
 
@@ -214,10 +209,7 @@ class ShardSamples(torch.utils.data.Dataset):
         j = i - int(self.starts[k])
         (record,) = self.reader.read(self.shards.shards[k], j, j + 1)
         u = None if self.policy is None else uniforms(self.seed, epoch, np.array([position]))[0]
-        pixels = decode_image(
-            self.shards.name, record.key, record.image, self.pre, self.policy, u,
-            self.center_crop_only,
-        )  # fmt: skip
+        pixels = decode_image(self.shards.name, record.key, record.image, self.pre, self.policy, u)
         return torch.from_numpy(
             pixels.copy() if not pixels.flags.writeable else pixels
         ), record.label

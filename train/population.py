@@ -35,7 +35,7 @@ from pie import catalog, checkpoints, console, distributed, store
 from pie.config import to_dict
 from pie.distributed import World
 from pie.errors import PieError
-from pie.images import center_crop_only
+from pie.images import Preprocess
 from pie.models import create, resolve_device
 from pie.parallel import run_tasks
 from pie.paths import WorkRoot
@@ -85,7 +85,7 @@ class Plan:
     n_replaced: int  # existing checkpoints found replaced on disk, registered again
     n_classes: int
     label_space: str
-    eval_center_crop_only: bool
+    eval_pre: Preprocess  # the model's preprocessing for the eval set's images
     data_path: str
 
 
@@ -128,7 +128,13 @@ def plan(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Plan:
         _, changed = checkpoints.reconcile(con, root, sidecar.model_id, before)
         replaced += changed and before is not None
     return Plan(
-        pending, len(existing), replaced, n_classes, space, center_crop_only(eval_set), path
+        pending,
+        len(existing),
+        replaced,
+        n_classes,
+        space,
+        preprocess(cfg).for_dataset(eval_set),
+        path,
     )
 
 
@@ -164,7 +170,7 @@ def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
 
         trained: list[checkpoints.Sidecar] = []
         tasks = [
-            (root, cfg, job, found.n_classes, found.label_space, found.eval_center_crop_only)
+            (root, cfg, job, found.n_classes, found.label_space, found.eval_pre)
             for job in found.pending
         ]
         workers = 1 if world.distributed else cfg.workers
@@ -196,5 +202,5 @@ def follow(root: WorkRoot, cfg: TrainConfig, world: World) -> list[str]:
     if isinstance(found, str):
         raise PieError(found)
     for job in found.pending:
-        train_one(root, cfg, job, found.n_classes, found.label_space, found.eval_center_crop_only)
+        train_one(root, cfg, job, found.n_classes, found.label_space, found.eval_pre)
     return []

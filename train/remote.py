@@ -136,11 +136,9 @@ class RemoteEpoch(torch.utils.data.IterableDataset):
         quota: int | None,
         skip: int = 0,
         buffer: int = SHUFFLE_BUFFER,
-        center_crop_only: bool = False,
     ):
         self.shards, self.pre, self.policy, self.seed, self.epoch = shards, pre, policy, seed, epoch
         self.rank, self.world, self.quota, self.skip, self.buffer = rank, world, quota, skip, buffer
-        self.center_crop_only = center_crop_only
         self.starts = np.cumsum([0] + [s.n for s in shards.shards])
 
     def mine(self, worker: int, workers: int) -> list[Piece]:
@@ -178,10 +176,7 @@ class RemoteEpoch(torch.utils.data.IterableDataset):
 
     def item(self, i: int, record: Record) -> tuple[torch.Tensor, int]:
         u = uniforms(self.seed, self.epoch, np.array([i]))[0]
-        pixels = decode_image(
-            self.shards.name, record.key, record.image, self.pre, self.policy, u,
-            self.center_crop_only,
-        )  # fmt: skip
+        pixels = decode_image(self.shards.name, record.key, record.image, self.pre, self.policy, u)
         return torch.from_numpy(pixels.copy()), record.label
 
 

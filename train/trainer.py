@@ -275,31 +275,27 @@ def evaluate(
     cfg: TrainConfig,
     device: torch.device,
     world: World,
-    center_crop_only: bool,
+    pre: Preprocess,
 ) -> float:
-    """Top-1 on the eval set; under torchrun each rank scores every R-th image and the counts
-    are summed."""
+    """Top-1 on the eval set, its images made model inputs by `pre` (the model's preprocessing
+    for that dataset); under torchrun each rank scores every R-th image and the counts are
+    summed."""
     model.eval()
-    pre = preprocess(cfg)
     shards = data.shard_set(root.shards(cfg.eval_dataset), cfg.eval_dataset)
     mine = range(world.rank, shards.n_images, world.size)
     correct = torch.zeros(2, dtype=torch.int64)
     if data.choose_path(cfg.data, shards.n_images, pre) == "memory":
-        pixels, labels = data.in_memory(
-            root.shards(cfg.eval_dataset), cfg.eval_dataset, pre, center_crop_only
-        )
+        pixels, labels = data.in_memory(root.shards(cfg.eval_dataset), cfg.eval_dataset, pre)
         chunks = (
             (torch.from_numpy(pixels[part]), torch.from_numpy(labels[part]))
             for part in (mine[i : i + 1000] for i in range(0, len(mine), 1000))
         )
     elif shards.remote:  # shards dealt to ranks, each read once
-        dataset = remote.RemoteEpoch(
-            shards, pre, None, 0, 0, world.rank, world.size, None, 0, 1, center_crop_only
-        )
+        dataset = remote.RemoteEpoch(shards, pre, None, 0, 0, world.rank, world.size, None, 0, 1)
         loader = remote.remote_loader(dataset, cfg.loader_workers, device.type == "cuda")
         chunks = remote.remote_batches(loader, 250, None, world.rank)
     else:
-        dataset = data.ShardSamples(shards, pre, None, center_crop_only=center_crop_only)
+        dataset = data.ShardSamples(shards, pre, None)
         sampler = [(i, 0, 0) for i in mine]
         chunks = data.batches(
             data.loader(dataset, sampler, 250, cfg.loader_workers, device.type == "cuda")
@@ -327,7 +323,7 @@ def train_one(
     job: Job,
     num_classes: int,
     label_space: str,
-    eval_center_crop_only: bool = False,
+    eval_pre: Preprocess | None = None,
 ) -> checkpoints.Sidecar | None:
     """Train, prune and save one checkpoint; returns its sidecar (None on ranks other than 0,
     which write nothing). Continues from the job's resumable state when there is one."""
@@ -421,7 +417,7 @@ def train_one(
 
     if pruner is not None:
         pruner.finish()  # "reference": w * mask baked into the stock weights
-    test_top1 = evaluate(model, root, cfg, device, world, eval_center_crop_only)
+    test_top1 = evaluate(model, root, cfg, device, world, eval_pre or preprocess(cfg))
     if not world.is_main:
         distributed.barrier(world)
         return None

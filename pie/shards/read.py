@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,6 +81,7 @@ def members(
     long_name: str | None = None
     at = 0
     seekable = stream.seekable() if hasattr(stream, "seekable") else False
+    end = os.fstat(stream.fileno()).st_size if seekable else None
     while True:
         header = read_exactly(stream, 512, url)
         if header is None or header == bytes(512):
@@ -97,7 +97,9 @@ def members(
         name = long_name or name
         regular = kind in (b"0", b"\0")
         if regular and skip is not None and skip(name):
-            if seekable:
+            if end is not None:
+                if at + size > end:
+                    raise PieError(f"shard {url} is truncated")
                 stream.seek(padded, os.SEEK_CUR)
             elif padded and read_exactly(stream, padded, url) is None:
                 raise PieError(f"shard {url} is truncated")
@@ -200,7 +202,7 @@ def scan_offsets(path: str, expected: int) -> np.ndarray:
                     rows[-1][:2] = offset, size
                 elif field == "cls":
                     rows[-1][2] = int(data)
-    except (OSError, tarfile.TarError, ValueError) as e:
+    except (OSError, ValueError, PieError) as e:
         raise PieError(f"shard {path} cannot be read ({e}): pack the dataset again") from None
     complete = sum(offset >= 0 and label >= 0 for offset, _, label in rows)
     if complete != len(rows) or len(rows) != expected:
