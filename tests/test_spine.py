@@ -111,6 +111,19 @@ def test_experiment_name_defaults_to_a_checked_file_stem(tmp_path):
     assert config.load(TrainConfig, good, "train").experiment == "my-exp"
 
 
+def test_settings_differences_name_each_side_and_ignore_what_is_asked():
+    """The one comparison of recorded vs asked settings (packed datasets, checkpoints, resume
+    states, exports): tuples match their stored lists, a missing key is null, `ignore` skips."""
+    stored = {"lr": 0.1, "sizes": [1, 2], "seed": None, "workers": 2}
+    assert (
+        config.differences(stored, {"lr": 0.1, "sizes": (1, 2), "workers": 4}, ["workers"]) is None
+    )
+    assert config.differences(stored, {"lr": 0.2, "sizes": (1, 2), "seed": None, "new": "x"}) == (
+        "lr=0.1, new=(unset), workers=2",
+        "lr=0.2, new=x, workers=(unset)",
+    )
+
+
 # -- read-only commands create nothing -------------------------------------------------------
 
 
