@@ -3,6 +3,7 @@ read-only commands that create nothing, `pie sql` writing no file, fast `--help`
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -12,9 +13,10 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import assert_one_line_error, pie
+from rich.console import Console
 
 from analytics.config import AnalyzeConfig
-from pie import config, store
+from pie import config, console, store
 from pie.errors import PieError
 from pie.paths import open_root
 from train.config import TrainConfig
@@ -228,6 +230,20 @@ except SystemExit as e:
     assert e.code in (0, None), e.code
 print("HEAVY:", ",".join(m for m in ("torch", "scipy") if m in sys.modules))
 """
+
+
+def test_progress_shows_a_rate_and_only_rank_zero_draws(monkeypatch):
+    """One progress bar for every stage (infer's shows images per second); under torchrun the
+    other ranks draw none: they share rank 0's work."""
+    drawn = io.StringIO()
+    monkeypatch.setattr(console, "err", Console(file=drawn, force_terminal=True, width=100))
+    with console.progress("packing", 10, "img") as advance:
+        advance(10)
+    monkeypatch.setenv("RANK", "1")
+    with console.progress("rank one", 10) as advance:
+        advance(10)
+    assert "packing" in drawn.getvalue() and "img/s" in drawn.getvalue()
+    assert "rank one" not in drawn.getvalue()
 
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["corrupt", "--help"]])
