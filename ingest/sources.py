@@ -90,8 +90,7 @@ class Source:
 
 
 def batched(items: Iterator[Any], size: int = UNIT) -> Iterator[list[Any]]:
-    """`items` as lists of `size` (the last shorter): units of scanning work (Python 3.12's
-    `itertools.batched`, which 3.11 lacks, but yielding lists)."""
+    """`items` in lists of `size`, the units of scanning work (itertools.batched is 3.12+)."""
     while batch := list(islice(items, size)):
         yield batch
 
