@@ -32,10 +32,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import pyarrow as pa
+
 from analytics.config import ExportConfig
 from pie import catalog, console, durable, store
 from pie.catalog import DatasetSpec, is_recorded, record_dataset
-from pie.config import to_dict
+from pie.config import differences, to_dict
 from pie.errors import PieError
 from pie.paths import WorkRoot, format_sparsity
 from pie.shards import Sample, dataset_hash, image_field, read_shards, write_shards
@@ -143,15 +146,16 @@ def made_from(cfg: ExportConfig, chosen: dict[str, dict], source_hash: str) -> d
 def write_manifest(path: Path, rows: list[dict]) -> None:
     """One row per exported image, as Parquet or CSV by suffix: the reference's fields, then the
     rest of the record (what `pie` repeats under the view's names is left out)."""
-    import polars as pl
 
     def flat(row: dict) -> dict:
         rest = {k: v for k, v in row["pie"].items() if k not in REFERENCE_FIELDS}
         return {k: v for k, v in row.items() if k != "pie"} | rest
 
-    frame = pl.DataFrame([flat(r) for r in rows])
     partial = path.with_name(path.name + ".partial")
-    frame.write_parquet(partial) if path.suffix == ".parquet" else frame.write_csv(partial)
+    with duckdb.connect() as con:
+        frame = con.from_arrow(pa.Table.from_pylist([flat(r) for r in rows]))
+        write = frame.write_parquet if path.suffix == ".parquet" else frame.write_csv
+        write(str(partial))
     durable.replace(partial, path)
 
 
@@ -181,7 +185,7 @@ def write(root: WorkRoot, cfg: ExportConfig, force: bool) -> Path:
         decided = n_decided(con, cfg, pie_dataset)
         chosen = records(con, cfg, pie_dataset, source["label_space"])
     settings = made_from(cfg, chosen, dataset_hash(root.path / source["path"]))
-    current = exists and json.loads(stored or "{}") == settings
+    current = exists and not differences(json.loads(stored or "{}"), settings)
     if current and not force:
         console.say(f"export: {name} already there, in {directory} (--force rewrites it)")
         return directory

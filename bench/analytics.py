@@ -194,9 +194,11 @@ def check_agreement(path: Path, out: str) -> None:
 
     con = store.connect(open_root(path, create=False), read_only=True)
     assert materialise.attach(con), "the analysis is not fresh"
-    ours = store.frame(con, "select sparsity, key, is_pie from pie")
-    tstats = store.frame(
-        con, "select sparsity, class_id, t_stat, p_value from class_tstats order by all"
+    ours = pl.from_arrow(con.sql("select sparsity, key, is_pie from pie").to_arrow_table())
+    tstats = pl.from_arrow(
+        con.sql(
+            "select sparsity, class_id, t_stat, p_value from class_tstats order by all"
+        ).to_arrow_table()
     )
     con.close()
     theirs = pl.read_parquet(out + ".pie.parquet")

@@ -55,12 +55,13 @@ from PIL import Image
 
 from ingest.config import CorruptConfig, check_colour_only
 from ingest.corruptions import corrupt
-from ingest.pack import Workers, is_packed, is_packed_as, record
+from ingest.pack import is_packed, is_packed_as, record
 from pie import catalog, console, store
 from pie.catalog import DatasetSpec, LabelSpace
 from pie.config import to_dict
 from pie.errors import PieError
 from pie.images import Preprocess, decode
+from pie.parallel import Workers
 from pie.paths import WorkRoot
 from pie.shards import (
     Packed,

@@ -1,8 +1,8 @@
 """Packing: a source's inputs -> shards under `shards/<name>/`, then the dataset's rows
 (`datasets`, `images`, `ingest_errors`, its label space) in one transaction.
 
-Two passes over the inputs, both in `cfg.workers` worker processes (`Workers`), each worker
-streaming (nothing in memory but the unit or shard at hand):
+Two passes over the inputs, both in `cfg.workers` worker processes (`pie.parallel.Workers`),
+each worker streaming (nothing in memory but the unit or shard at hand):
 1. scan: each unit of the source's listing is checked (a full decode of every image) into
    entries (what to read again, key, label, format, size) and rejected inputs, in listing
    order; the first `cfg.limit` accepted entries are kept (all when 0).
@@ -25,17 +25,11 @@ reruns do only what is missing, never silently keep something other than what wa
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import shutil
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from datetime import datetime
-from itertools import chain, islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -45,9 +39,9 @@ from ingest.config import IngestConfig
 from ingest.sources import Entry, Reader, Rejected, Source
 from pie import catalog, console, store
 from pie.catalog import DatasetSpec, LabelSpace, ensure_label_space, is_recorded, record_dataset
-from pie.config import to_dict
+from pie.config import differences, to_dict
 from pie.errors import PieError
-from pie.parallel import die_with_parent
+from pie.parallel import Workers
 from pie.paths import WorkRoot
 from pie.shards import (
     SAMPLE_OVERHEAD,
@@ -60,76 +54,6 @@ from pie.shards import (
     shard_name,
     write_tar,
 )
-
-R = TypeVar("R")
-
-
-class Workers:
-    """`n` spawned worker processes, started at the first task (none when n = 1: tasks run in
-    this process). They die with this process (`pie.parallel.die_with_parent`)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self._pool: ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> Workers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def ordered(self, fn: Callable[..., R], tasks: Iterable[tuple[Any, ...]]) -> Iterator[R]:
-        """`fn(*task)` for every task, in task order, at most 2n tasks in flight (so memory
-        stays flat however many tasks there are). Stopping early cancels the rest. A single
-        task runs in this process: starting workers would cost more than it saves."""
-        tasks = iter(tasks)
-        head = list(islice(tasks, 2))
-        if self.n <= 1 or len(head) < 2:
-            for task in chain(head, tasks):
-                yield fn(*task)
-            return
-        tasks = chain(head, tasks)
-        pool = self.pool()
-        pending: deque[Future[R]] = deque()
-        try:
-            for task in tasks:
-                pending.append(pool.submit(fn, *task))
-                if len(pending) >= 2 * self.n:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
-
-    def unordered(
-        self, fn: Callable[..., R], tasks: Sequence[tuple[Any, ...]]
-    ) -> Iterator[tuple[int, R]]:
-        """(position, `fn(*task)`) for every task, as they complete: all submitted at once (the
-        tasks must be small), so that uneven tasks keep every worker busy."""
-        if self.n <= 1 or len(tasks) < 2:
-            for i, task in enumerate(tasks):
-                yield i, fn(*task)
-            return
-        pool = self.pool()
-        futures = {pool.submit(fn, *task): i for i, task in enumerate(tasks)}
-        try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        finally:
-            for future in futures:
-                future.cancel()
-
-    def pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.n,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=die_with_parent,
-                initargs=(os.getpid(),),
-            )
-        return self._pool
 
 
 def scan_unit(reader: Reader, unit: Any, measure: bool) -> list[Entry | Rejected]:
@@ -152,20 +76,14 @@ def is_packed_as(con: duckdb.DuckDBPyConnection, root: WorkRoot, spec: DatasetSp
     if not is_packed(con, root, spec.name):
         return False
     raw = catalog.dataset(con, spec.name)["settings"]
-    stored: dict[str, Any] = json.loads(raw) if raw else {}
-    asked: dict[str, Any] = json.loads(json.dumps(spec.settings or {}))  # as stored: lists, ...
-    differ = sorted(k for k in stored.keys() | asked.keys() if stored.get(k) != asked.get(k))
-    if not differ:
-        return True
-
-    def show(settings: dict[str, Any]) -> str:
-        return ", ".join(f"{k}={settings.get(k, '(not recorded)')}" for k in differ)
-
-    raise PieError(
-        f"dataset {spec.name} was packed with {show(stored)}; this run asks {show(asked)}: "
-        f"remove {root.shards(spec.name)} to repack it (or keep it and use another dataset name "
-        "or work root)"
-    )
+    differ = differences(json.loads(raw) if raw else {}, spec.settings or {})
+    if differ:
+        raise PieError(
+            f"dataset {spec.name} was packed with {differ[0]}; this run asks {differ[1]}: remove"
+            f" {root.shards(spec.name)} to repack it (or keep it and use another dataset name or"
+            " work root)"
+        )
+    return True
 
 
 def settings(source: Source, cfg: IngestConfig) -> dict[str, Any]:

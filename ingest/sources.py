@@ -89,9 +89,10 @@ class Source:
     options: dict[str, Any] = field(default_factory=dict)  # source options that change contents
 
 
-def chunks(items: Iterator[Any], size: int = UNIT) -> Iterator[list[Any]]:
-    while chunk := list(islice(items, size)):
-        yield chunk
+def batched(items: Iterator[Any], size: int = UNIT) -> Iterator[list[Any]]:
+    """`items` in lists of `size`, the units of scanning work (itertools.batched is 3.12+)."""
+    while batch := list(islice(items, size)):
+        yield batch
 
 
 # -- Fashion-MNIST -------------------------------------------------------------------------
@@ -275,7 +276,7 @@ def folder_units(directory: Path, label_of_dir: dict[str, int]) -> Callable[[], 
                 rel = path.relative_to(directory).as_posix()
                 yield rel, label, safe_key(Path(rel).with_suffix("").as_posix())
 
-    return lambda: chunks(items())
+    return lambda: batched(items())
 
 
 def in_class_dirs(directory: Path) -> str:
@@ -416,7 +417,7 @@ def imagenet_val(directory: Path, labels: Path, name: str) -> Source:
 
     spec = DatasetSpec(name, space.name, "clean", "eval", str(directory))
     looked_in = f"{directory} ({LOOKED_FOR}, named in {labels})"
-    return Source(spec, space, lambda: chunks(items()), FileReader(directory), looked_in)
+    return Source(spec, space, lambda: batched(items()), FileReader(directory), looked_in)
 
 
 def csv_manifest(path: Path, name: str, label_space: LabelSpace, split: str = "eval") -> Source:
@@ -445,4 +446,4 @@ def csv_manifest(path: Path, name: str, label_space: LabelSpace, split: str = "e
 
     spec = DatasetSpec(name, label_space.name, "clean", split, str(path))
     looked_in = f"the rows of {path} ({LOOKED_FOR})"
-    return Source(spec, label_space, lambda: chunks(items()), FileReader(path.parent), looked_in)
+    return Source(spec, label_space, lambda: batched(items()), FileReader(path.parent), looked_in)

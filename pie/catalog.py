@@ -268,10 +268,6 @@ def is_recorded(con: duckdb.DuckDBPyConnection, name: str, path: str | Path) -> 
 # -- models ---------------------------------------------------------------------------------
 
 
-def model_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in store.rows(con, "select model_id from models")}
-
-
 @dataclass(frozen=True)
 class ModelRow:
     """What inference needs of a `models` row: its experiment, label space and checkpoint sha."""

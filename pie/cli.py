@@ -2,7 +2,7 @@
 
 This is the only module that imports the stages. A user's mistake (`PieError`) is printed as
 one `error:` line with exit code 2; Ctrl-C exits 130 without a traceback. Heavy modules (torch,
-scipy, duckdb, polars) are imported inside the commands, so `pie --help` stays fast.
+scipy, duckdb) are imported inside the commands, so `pie --help` stays fast.
 """
 
 from __future__ import annotations

@@ -17,11 +17,12 @@ has one, else the packaged default `pie/configs/fashion-mnist.toml` (`resolve`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -134,3 +135,21 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def differences(
+    stored: Mapping[str, Any], asked: Mapping[str, Any], ignore: Collection[str] = ()
+) -> tuple[str, str] | None:
+    """How settings recorded as JSON (`stored`) differ from those a run asks (`asked`, compared
+    as JSON stores them: tuples become lists), besides the keys `ignore`: the keys that differ
+    with their values on each side, `("k=v, ...", "k=v, ...")`, or None when none does. A key
+    one side lacks counts as null there (an option added since, at a null default, changes
+    nothing) and shows as `(unset)`."""
+    asked = json.loads(json.dumps(asked))
+    keys = sorted((stored.keys() | asked.keys()) - set(ignore))
+    differ = [k for k in keys if stored.get(k) != asked.get(k)]
+
+    def spell(values: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k}={values.get(k, '(unset)')}" for k in differ)
+
+    return (spell(stored), spell(asked)) if differ else None

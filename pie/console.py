@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -10,10 +11,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 out = Console(highlight=False)
 if not out.is_terminal:  # logs and pipes: wide enough for the summary table
@@ -21,18 +25,34 @@ if not out.is_terminal:  # logs and pipes: wide enough for the summary table
 err = Console(stderr=True, highlight=False)
 
 
+class Rate(ProgressColumn):
+    """Items per second, e.g. `1,234 img/s`."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} {self.unit}/s")
+
+
 @contextmanager
-def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A transient progress bar; yields `advance(n)`."""
+def progress(
+    description: str, total: int | None, unit: str | None = None
+) -> Iterator[Callable[[int], None]]:
+    """A transient progress bar (done of total, `unit`s per second when given, time spent and
+    left); yields `advance(n)`. Drawn on a terminal only, and under torchrun by rank 0 only
+    (the other ranks share its work)."""
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *([Rate(unit)] if unit else []),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,
+        disable=not err.is_terminal or os.environ.get("RANK", "0") != "0",
     )
     with bar:
         task = bar.add_task(description, total=total)

@@ -1,4 +1,5 @@
-"""Open a report page in headless Chromium: check it and take screenshots.
+"""Open a report page in headless Chromium (`opened`: the tests check pages with it) and take
+screenshots.
 
     python -m report.browser work/report/index.html report.png [--full-page | --section ID]
 
@@ -15,7 +16,6 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,34 +69,6 @@ def opened(index: Path) -> Iterator[tuple[Any, list[str]]]:
             yield page, problems
         finally:
             browser.close()
-
-
-@dataclass(frozen=True)
-class Visit:
-    problems: list[str]  # console errors, uncaught exceptions, requests that left the disk
-    figures: int  # plotly figures drawn
-    cards: int  # gallery entries on the first page
-    thumbnails: int  # of those, with an image shown (loaded)
-    filtered: int | None  # gallery entries on the first page once `class_id` is chosen
-
-
-def visit(index: Path, class_id: int | None = None, screenshot: Path | None = None) -> Visit:
-    """Open the page, count what it shows, optionally choose a class in the gallery's filter,
-    and optionally save a screenshot of the first view (before filtering)."""
-    with opened(index) as (page, problems):
-        figures = page.locator(".js-plotly-plot").count()
-        cards = page.locator("#gallery-grid .card").count()
-        thumbnails = page.evaluate(
-            "[...document.querySelectorAll('#gallery-grid .card img')]"
-            ".filter(i => i.complete && i.naturalWidth > 0).length"
-        )
-        if screenshot is not None:
-            save(screenshot, page.screenshot())
-        filtered = None
-        if class_id is not None:
-            page.select_option("#filter-class", str(class_id))
-            filtered = page.locator("#gallery-grid .card").count()
-        return Visit(list(problems), figures, cards, thumbnails, filtered)
 
 
 def check_writable(out: Path) -> None:

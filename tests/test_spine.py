@@ -3,6 +3,7 @@ read-only commands that create nothing, `pie sql` writing no file, fast `--help`
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -12,9 +13,10 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import assert_one_line_error, pie
+from rich.console import Console
 
 from analytics.config import AnalyzeConfig
-from pie import config, store
+from pie import config, console, store
 from pie.errors import PieError
 from pie.paths import open_root
 from train.config import TrainConfig
@@ -109,6 +111,19 @@ def test_experiment_name_defaults_to_a_checked_file_stem(tmp_path):
     good = tmp_path / "my-exp.toml"
     good.write_text("[train]\nepochs = 4\n")
     assert config.load(TrainConfig, good, "train").experiment == "my-exp"
+
+
+def test_settings_differences_name_each_side_and_ignore_what_is_asked():
+    """The one comparison of recorded vs asked settings (packed datasets, checkpoints, resume
+    states, exports): tuples match their stored lists, a missing key is null, `ignore` skips."""
+    stored = {"lr": 0.1, "sizes": [1, 2], "seed": None, "workers": 2}
+    assert (
+        config.differences(stored, {"lr": 0.1, "sizes": (1, 2), "workers": 4}, ["workers"]) is None
+    )
+    assert config.differences(stored, {"lr": 0.2, "sizes": (1, 2), "seed": None, "new": "x"}) == (
+        "lr=0.1, new=(unset), workers=2",
+        "lr=0.2, new=x, workers=(unset)",
+    )
 
 
 # -- read-only commands create nothing -------------------------------------------------------
@@ -215,6 +230,20 @@ except SystemExit as e:
     assert e.code in (0, None), e.code
 print("HEAVY:", ",".join(m for m in ("torch", "scipy") if m in sys.modules))
 """
+
+
+def test_progress_shows_a_rate_and_only_rank_zero_draws(monkeypatch):
+    """One progress bar for every stage (infer's shows images per second); under torchrun the
+    other ranks draw none: they share rank 0's work."""
+    drawn = io.StringIO()
+    monkeypatch.setattr(console, "err", Console(file=drawn, force_terminal=True, width=100))
+    with console.progress("packing", 10, "img") as advance:
+        advance(10)
+    monkeypatch.setenv("RANK", "1")
+    with console.progress("rank one", 10) as advance:
+        advance(10)
+    assert "packing" in drawn.getvalue() and "img/s" in drawn.getvalue()
+    assert "rank one" not in drawn.getvalue()
 
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["corrupt", "--help"]])

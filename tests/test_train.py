@@ -341,15 +341,16 @@ def test_killing_the_parent_ends_its_workers(tmp_path):
         tmp_path,
         """
         import os, sys, time
-        from pie.parallel import run_tasks
+        from pie.parallel import Workers
 
         def task(i, out):
             open(os.path.join(out, f"{os.getpid()}.pid"), "w").close()
             time.sleep(120)
 
         if __name__ == "__main__":
-            for _ in run_tasks(task, [(0, sys.argv[1]), (1, sys.argv[1])], 2):
-                pass
+            with Workers(2) as workers:
+                for _ in workers.unordered(task, [(0, sys.argv[1]), (1, sys.argv[1])]):
+                    pass
         """,
     )
     kill_and_check(parent, tmp_path, 2)

@@ -18,7 +18,7 @@ def tstats_of(recall: pl.DataFrame, alpha: float = 0.05, on: str = "p") -> pl.Da
     con = store.memory()
     con.register("class_recall", recall.to_arrow())
     class_tstats(con, alpha, on)
-    out = store.frame(con, "select * from class_tstats order by class_id")
+    out = pl.from_arrow(con.sql("select * from class_tstats order by class_id").to_arrow_table())
     con.close()
     return out
 
@@ -114,7 +114,7 @@ def test_class_tstats_from_the_class_recall_view(con):
         add_model(con, m, "magnitude", 0.5, experiment="e")
         add_predictions(con, m, "d", [(f"k{i}", i // 2, p) for i, p in enumerate(preds)])
     assert class_tstats(con, 0.05) == 2
-    out = store.frame(con, "select * from class_tstats order by class_id")
+    out = pl.from_arrow(con.sql("select * from class_tstats order by class_id").to_arrow_table())
     # class 0 recalls: dense 1.0, .5 (top-1 1.0, .75 -> mean .875); pruned 0, .5 (.5, .75)
     base = [1.0 - 0.875, 0.5 - 0.875]
     var = [0.0 - 0.625, 0.5 - 0.625]

@@ -1,5 +1,5 @@
 """The checks that refuse a training config which cannot run to its end, before anything
-starts; `pie train` (`population.plan`, rank 0) and `pie plan` run these same functions, so
+starts; `pie train` (`population.find_jobs`, rank 0) and `pie plan` run these same functions, so
 the plan cannot promise what the run refuses: the global batch splits over the ranks
 (`trainer.check_world`), the pruning schedule ends on a step that runs
 (`trainer.check_schedule`), and every rank fills its quota of images in every epoch, as its

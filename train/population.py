@@ -32,16 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from pie import catalog, checkpoints, console, distributed, store
-from pie.config import to_dict
+from pie.config import differences, to_dict
 from pie.distributed import World
 from pie.errors import PieError
 from pie.images import Preprocess
 from pie.models import create, resolve_device
-from pie.parallel import run_tasks
+from pie.parallel import Workers
 from pie.paths import WorkRoot
 from train import data, finetune, resume
 from train.checks import check_run
-from train.config import TrainConfig
+from train.config import EXECUTION, POPULATION, TrainConfig
 from train.trainer import (
     Job,
     check_device,
@@ -66,18 +66,16 @@ def jobs(cfg: TrainConfig) -> list[Job]:
 
 def check_same_settings(directory: Path, stored: dict[str, Any], cfg: TrainConfig) -> None:
     """Refuse to reuse a checkpoint trained with settings other than `cfg`'s."""
-    asked = to_dict(cfg)
-    differ = resume.differences(stored, asked)
+    differ = differences(stored, to_dict(cfg), EXECUTION + POPULATION)
     if differ:
         raise PieError(
-            f"checkpoint {directory.name} was trained with {resume.spell(stored, differ)}, this "
-            f"run asks {resume.spell(asked, differ)}: use a new experiment name or delete "
-            f"{directory}"
+            f"checkpoint {directory.name} was trained with {differ[0]}, this run asks"
+            f" {differ[1]}: use a new experiment name or delete {directory}"
         )
 
 
 @dataclass(frozen=True)
-class Plan:
+class PopulationJobs:
     """What rank 0 found in the database and on disk: the jobs to train and how to label them."""
 
     pending: list[Job]
@@ -89,7 +87,7 @@ class Plan:
     data_path: str
 
 
-def plan(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Plan:
+def find_jobs(con, root: WorkRoot, cfg: TrainConfig, world: World) -> PopulationJobs:
     """Every check that can fail before training, then the pending jobs (rank 0 only)."""
     train_set = catalog.dataset(con, cfg.dataset)
     eval_set = catalog.dataset(con, cfg.eval_dataset)
@@ -127,15 +125,8 @@ def plan(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Plan:
         before = registered.get(sidecar.model_id)
         _, changed = checkpoints.reconcile(con, root, sidecar.model_id, before)
         replaced += changed and before is not None
-    return Plan(
-        pending,
-        len(existing),
-        replaced,
-        n_classes,
-        space,
-        preprocess(cfg).for_dataset(eval_set),
-        path,
-    )
+    eval_pre = preprocess(cfg).for_dataset(eval_set)
+    return PopulationJobs(pending, len(existing), replaced, n_classes, space, eval_pre, path)
 
 
 def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
@@ -154,7 +145,7 @@ def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
     with store.writer_lock(root, "pie train"):
         with store.connect(root) as con:
             try:
-                found = plan(con, root, cfg, world)
+                found = find_jobs(con, root, cfg, world)
             except PieError as e:
                 distributed.broadcast_object(world, str(e))
                 raise
@@ -173,9 +164,11 @@ def main(root: WorkRoot, cfg: TrainConfig) -> list[str]:
             (root, cfg, job, found.n_classes, found.label_space, found.eval_pre)
             for job in found.pending
         ]
-        workers = 1 if world.distributed else cfg.workers
-        with console.progress(f"training {len(tasks)} models", len(tasks)) as advance:
-            for sidecar in run_tasks(train_one, tasks, workers):
+        with (
+            Workers(1 if world.distributed else cfg.workers) as workers,
+            console.progress(f"training {len(tasks)} models", len(tasks)) as advance,
+        ):
+            for _, sidecar in workers.unordered(train_one, tasks):
                 with store.connect(root) as con:
                     checkpoints.register(con, root, sidecar)
                 trained.append(sidecar)

@@ -13,7 +13,7 @@ need no state. On CPU a resumed job therefore ends bit-identical to an uninterru
 A state is written to `<name>.partial`, synced and renamed over the old one (`pie.durable`),
 so a kill or a crash leaves the previous whole state. It is deleted once the job's checkpoint
 is written. A state made with other settings is refused in one line, like a checkpoint
-(`differences`); one torch cannot read, in one line naming it.
+(`pie.config.differences`); one torch cannot read, in one line naming it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from pie import checkpoints, durable
+from pie.config import differences
 from pie.errors import PieError
 from pie.paths import WorkRoot
 from train.config import EXECUTION, POPULATION
@@ -38,18 +39,6 @@ PARTIAL = ".partial"
 
 def state_path(root: WorkRoot, model_id: str) -> Path:
     return root.path / "resume" / f"{model_id}.pt"
-
-
-def differences(stored: dict[str, Any], asked: dict[str, Any]) -> list[str]:
-    """Config keys whose values differ, besides execution and population settings."""
-    asked = json.loads(json.dumps(asked))  # as JSON stores it: tuples become lists
-    missing = "(unset)"
-    keys = sorted((set(asked) | set(stored)) - set(EXECUTION) - set(POPULATION))
-    return [k for k in keys if stored.get(k, missing) != asked.get(k, missing)]
-
-
-def spell(values: dict[str, Any], keys: list[str]) -> str:
-    return ", ".join(f"{k}={json.dumps(values.get(k, '(unset)'))}" for k in keys)
 
 
 def save(
@@ -94,12 +83,11 @@ def load(
     state = checkpoints.read_torch(path, "resume state")
     if not isinstance(state, dict) or "config" not in state:
         raise PieError(f"resume state {path} is not a resume state: delete it")
-    stored = json.loads(state["config"])
-    differ = differences(stored, config)
+    differ = differences(json.loads(state["config"]), config, EXECUTION + POPULATION)
     if differ:
         raise PieError(
-            f"resume state {path.name} was saved with {spell(stored, differ)}, this run asks "
-            f"{spell(config, differ)}: delete {path} to start this model over"
+            f"resume state {path.name} was saved with {differ[0]}, this run asks {differ[1]}:"
+            f" delete {path} to start this model over"
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
