@@ -6,7 +6,7 @@ into the variants, as in `pie_accuracy`): the corrupted versions of the clean PI
 the tie rule 'exclude' leaves undecided (is_pie null) are in neither subset.
 
 The images are streamed from the dataset's shards and written byte for byte. Each sample's JSON
-keeps the source JSON and adds the reference's fields (REFERENCE.md, the PIE record):
+keeps the source JSON and adds the reference's fields (docs/definitions.md, PIEs):
 `true_class_label`, `baseline_mode_label`, `variant_mode_label`, `pruning_fraction`,
 `baseline_n`, `variant_n`, `baseline_mean_probability`, `variant_mean_probability`, plus
 `is_pie`, `variant_mode_correct` and, under `pie`, the whole record under the `pie` view's

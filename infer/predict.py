@@ -13,7 +13,7 @@ float32. Loading the model, normalising and the forward pass are one out-of-memo
 budget lowered (`ModelCache.shrink`), or, with no other model resident, the micro-batch is
 halved and the smaller size kept; at one image with nothing to evict the error stands. With a
 class subset (ImageNet-A/R) the logits of the other classes are masked out, so the argmax and
-the softmax are taken among the subset only (REFERENCE.md).
+the softmax are taken among the subset only (docs/definitions.md, class subsets).
 
 `PartWriter` appends each batch's rows to `<model>__<dataset>.<rank>-of-<world>.parquet.tmp`,
 a row group every `ROW_GROUP` rows, and renames it when the rank's share of the dataset is done

@@ -1,7 +1,7 @@
 -- class_recall: one row per (model, dataset, class present in the dataset).
 -- keys: (model_id, dataset, class_id)
 -- recall: the model's top-1 recall on the images of that class. normalized_recall: recall minus
--- the mean top-1 of the model's population on the dataset (REFERENCE.md, per-class impact);
+-- the mean top-1 of the model's population on the dataset (docs/definitions.md, per-class impact);
 -- population = (experiment, method, sparsity).
 with per_class as (
     select model_id, dataset, class_id, n_images, n_correct / n_images as recall

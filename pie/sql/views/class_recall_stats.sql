@@ -1,6 +1,6 @@
 -- class_recall_stats: one row per (dataset, variant population, class): the per-model recall of
 -- the class in the dense (baseline) and in the variant population, summarised; the inputs of the
--- Welch t-tests of class_tstats (REFERENCE.md, per-class impact).
+-- Welch t-tests of class_tstats (docs/definitions.md, per-class impact).
 -- keys: (dataset, experiment, method, sparsity, class_id)
 -- *_n: models; *_mean_recall, *_std_recall: mean and sample standard deviation over the models
 -- of the class's top-1 recall; *_mean_normalized: of recall minus the population's mean top-1
