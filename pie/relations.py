@@ -11,15 +11,15 @@ lines, read by machine:
     -- materialised: stored                (optional: stored | transient, see pie.materialised)
 
 No list says in which order to create them: a relation references others by name after `from`
-or `join` (CTE names aside), and the order is a topological sort of those references, ties
-broken by name, so it does not depend on how the files are listed. A reference to no relation,
-or a cycle, is an error naming the files.
+or `join` (CTE names aside), and the order is a topological sort of those references, the
+relations taken by name, so it does not depend on how the files are listed. A reference to no
+relation, or a cycle, is an error naming the files.
 """
 
 from __future__ import annotations
 
 import functools
-import heapq
+import graphlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -96,30 +96,18 @@ def parse(path: Path) -> Relation:
 
 def in_order(relations: Iterable[Relation]) -> dict[str, Relation]:
     """The relations by name in creation order: each after every relation it references (a
-    topological sort, ties by name); an unknown reference or a cycle is a ValueError."""
-    by_name = {r.name: r for r in relations}
+    topological sort of the relations taken by name, so the same whatever order they come in);
+    an unknown reference or a cycle is a ValueError."""
+    by_name = {r.name: r for r in sorted(relations, key=lambda r: r.name)}
     for r in by_name.values():
         unknown = sorted(r.references - by_name.keys())
         if unknown:
             raise ValueError(f"{r.folder}/{r.name}.sql reads unknown relations: {unknown}")
-    waiting = {name: set(r.references) for name, r in by_name.items()}
-    readers: dict[str, list[str]] = {name: [] for name in by_name}
-    for name, refs in waiting.items():
-        for ref in refs:
-            readers[ref].append(name)
-    ready = [name for name, refs in waiting.items() if not refs]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        name = heapq.heappop(ready)
-        order.append(name)
-        for reader in readers[name]:
-            waiting[reader].discard(name)
-            if not waiting[reader]:
-                heapq.heappush(ready, reader)
-    if len(order) < len(by_name):
-        cycle = sorted(set(by_name) - set(order))
-        raise ValueError(f"the SQL files reference each other in a cycle: {cycle}")
+    graph = {name: sorted(r.references) for name, r in by_name.items()}
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        raise ValueError(f"the SQL files read each other in a cycle: {e.args[1]}") from None
     return {name: by_name[name] for name in order}
 
 

@@ -79,8 +79,9 @@ def test_a_cycle_is_an_error_naming_it(tmp_path):
         write(tmp_path, "d", "select * from a"),
         write(tmp_path, "e", "select 1 as id"),
     ]
-    with pytest.raises(ValueError, match=r"cycle: \['a', 'b', 'c', 'd'\]"):
+    with pytest.raises(ValueError, match=r"in a cycle: \['(\w)', .*'\1'\]") as raised:
         relations.in_order(relations.parse(p) for p in files)
+    assert "'d'" not in str(raised.value)  # d reads the cycle, it is not in it
     assert list(relations.in_order(relations.parse(p) for p in files[-1:])) == ["e"]
 
 
