@@ -1,7 +1,8 @@
 -- grain: one row per (model, dataset, image)
 -- keys: model_id, dataset, key
--- Uniqueness is guaranteed by writing each (model_id, dataset) pair in one transaction that first deletes the pair's old rows and ends with its
--- inference_runs row (no index: billions of rows). Rows are written and deleted only through
+-- Uniqueness is guaranteed by writing each (model_id, dataset) pair in one transaction that
+-- first deletes the pair's old rows and ends with its inference_runs row (no index: billions of
+-- rows). Rows are written and deleted only through
 -- store.insert_predictions and store.delete_predictions, which fill key_id and model_ord and
 -- keep model_class_counts in step.
 create table if not exists predictions (

@@ -2,7 +2,8 @@
 -- keys: dataset, experiment, method, sparsity, class_id
 -- materialised: stored
 -- The per-model recall of the class in the dense (baseline) and in the variant population,
--- summarised; the inputs of the Welch t-tests of class_tstats (docs/definitions.md, per-class impact).
+-- summarised; the inputs of the Welch t-tests of class_tstats (docs/definitions.md, per-class
+-- impact).
 -- *_n: models; *_mean_recall, *_std_recall: mean and sample standard deviation over the models
 -- of the class's top-1 recall; *_mean_normalized: of recall minus the population's mean top-1
 -- (a constant per population, so its standard deviation is *_std_recall). Only classes both
