@@ -28,8 +28,7 @@ from pie import console, provenance, relations
 from pie.errors import PieError
 from pie.paths import WorkRoot
 
-if TYPE_CHECKING:  # polars and pyarrow are imported where used: `pie sql` starts without them
-    import polars as pl
+if TYPE_CHECKING:  # pyarrow is imported where used: `pie sql` starts without it
     import pyarrow as pa
 
 # Bumped whenever a table of sql/schema changes shape in a way its file cannot migrate (a column
@@ -287,12 +286,6 @@ def count_write(con: duckdb.DuckDBPyConnection) -> None:
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
     """Run a query and fetch everything (never leaves an open result behind)."""
     return con.execute(sql, list(params)).fetchall()
-
-
-def frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
-    import polars as pl
-
-    return pl.from_arrow(con.sql(sql, params=list(params) or None).to_arrow_table())
 
 
 def root_relative(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
