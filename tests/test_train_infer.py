@@ -13,7 +13,7 @@ from conftest import TINY_TRAIN as TINY
 from infer.cache import ModelCache
 from infer.predict import PartWriter, Scorer, rows
 from infer.sink import Fingerprint, closing_meta, load_pair, part_meta, part_path, read_part_info
-from pie import checkpoints, store
+from pie import checkpoints, provenance, store
 from pie.images import Preprocess
 from pie.models import create
 from train.trainer import make_job, train_one
@@ -116,14 +116,10 @@ def test_sink_loads_a_pair_once_from_every_ranks_part(root, con):
 
 def test_sink_failure_leaves_no_partial_pair(root, con, monkeypatch):
     parts = write_parts(root)
-    real_rows = store.rows
+    def dies_on_the_run_row():  # the run row is made after the predictions went in
+        raise KeyboardInterrupt  # inside the transaction
 
-    def dies_on_the_run_row(c, sql, params=()):
-        if sql.startswith("insert into inference_runs"):
-            raise KeyboardInterrupt  # after the predictions went in, inside the transaction
-        return real_rows(c, sql, params)
-
-    monkeypatch.setattr(store, "rows", dies_on_the_run_row)
+    monkeypatch.setattr(provenance, "commit", dies_on_the_run_row)
     with pytest.raises(KeyboardInterrupt):
         load_pair(con, parts)
     monkeypatch.undo()
