@@ -30,10 +30,11 @@ from pie.errors import PieError
 from pie.images import decode
 from pie.models import create, prunable_weights
 from pie.shards import read_shards, scan_offsets
-from train import augment, data, trainer
+from train import augment, data, loaders, trainer
 from train.config import TrainConfig
+from train.data import preprocess, steps
 from train.pruning import keep_mask
-from train.trainer import feed, learning_rate, make_job, preprocess, steps, train_one
+from train.trainer import learning_rate, make_job, train_one
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "pie" / "configs").glob("*.toml"))
@@ -57,6 +58,11 @@ def tiny_toml(tmp_path: Path, **extra) -> Path:
 # -- the input: every image once per epoch, the same batches whatever the processes ---------
 
 
+def feed(cfg, shards, world, start, stop, seed=7):
+    """`world.rank`'s batches of steps [start, stop) by the path `cfg.data` chooses."""
+    return loaders.load(cfg, shards, preprocess(cfg), world, seed, False).batches(start, stop)
+
+
 def test_an_epoch_sees_every_image_once_but_the_last_n_mod_batch():
     n, batch, world = 70, 16, 2  # 4 steps of 16: 64 seen, 6 left for this epoch
     seen = []
@@ -76,8 +82,8 @@ def test_an_epoch_sees_every_image_once_but_the_last_n_mod_batch():
 def test_two_ranks_together_get_the_one_process_batch(packed, path):
     cfg = dataclasses.replace(TINY, data=path, loader_workers=0)
     shards = data.shard_set(packed.shards(cfg.dataset), cfg.dataset)
-    one = list(feed(cfg, packed, shards, path, 7, World(0, 1), 0, 5, False))
-    halves = [list(feed(cfg, packed, shards, path, 7, World(r, 2, r), 0, 5, False)) for r in (0, 1)]
+    one = list(feed(cfg, shards, World(0, 1), 0, 5))
+    halves = [list(feed(cfg, shards, World(r, 2, r), 0, 5)) for r in (0, 1)]
     assert len(one) == 5  # steps 0-4: one epoch of 4 and the first of the next
     for step, (x, y) in enumerate(one):
         assert x.shape == (16, 1, 28, 28)
@@ -92,12 +98,39 @@ def test_streamed_batches_are_the_shards_images_augmented(packed):
     raw = list(read_shards(packed.shards(cfg.dataset)))
     pre = preprocess(cfg)
     order = data.epoch_order(64, 7, 0)
-    batches = list(feed(cfg, packed, shards, "stream", 7, World(), 0, 4, False))
+    batches = list(feed(dataclasses.replace(cfg, data="stream"), shards, World(), 0, 4))
     for step, (x, y) in enumerate(batches):
         for j in range(16):
             sample = raw[int(order[step * 16 + j])]
             assert int(y[j]) == sample["cls"]
             assert np.array_equal(x[j].numpy(), decode(sample["png"], pre))
+
+
+def test_each_path_evaluates_every_image_once_over_the_ranks(packed):
+    """`evaluation()` on 2 ranks, not augmented: memory and stream give rank r the images r,
+    r + 2, ...; shards on an object store give each rank a run of the set in index order (read
+    in sequence); every path gives the shards' own pixels and labels, each image once."""
+    name = TINY.eval_dataset
+    local = data.shard_set(packed.shards(name), name)
+    piped = tuple(dataclasses.replace(s, url=f"pipe:cat {s.path}", path=None) for s in local.shards)
+    remote = dataclasses.replace(local, shards=piped)
+    raw = list(read_shards(packed.shards(name)))
+    x = torch.from_numpy(np.stack([decode(r["png"], preprocess(TINY)) for r in raw]))
+    y = torch.tensor([r["cls"] for r in raw])
+    cases = (("memory", local, "memory"), ("stream", local, "stream"))
+    for asked, shards, path in (*cases, ("stream", remote, "stream-remote")):
+        cfg = dataclasses.replace(TINY, data=asked, loader_workers=0)
+        got = []
+        for rank in (0, 1):
+            read = loaders.load(cfg, shards, preprocess(cfg), World(rank, 2), 0, False)
+            assert read.path == path
+            got.append([torch.cat(t) for t in zip(*read.evaluation(), strict=True)])
+        if path == "stream-remote":
+            expect = [(x[:10], y[:10]), (x[10:], y[10:])]  # 20 images: runs of 10
+        else:
+            expect = [(x[r::2], y[r::2]) for r in (0, 1)]
+        for (xr, yr), (xe, ye) in zip(got, expect, strict=True):
+            assert torch.equal(xr, xe) and torch.equal(yr, ye)
 
 
 def test_augmentations_follow_their_rules():

@@ -17,7 +17,8 @@ from pie.distributed import World
 from pie.errors import PieError
 from train import data, remote
 from train.config import TrainConfig
-from train.trainer import check_schedule, check_world, steps
+from train.data import steps
+from train.trainer import check_schedule, check_world
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 from the shard indexes (tars never opened) or from image counts, without training or decoding.
 
 Every number is computed by the code the run itself uses: the jobs (`population.jobs`), steps
-(`trainer.steps`), the pruning schedule (`trainer.schedule`), the data path (`data.choose_path`),
+(`data.steps`), the pruning schedule (`trainer.schedule`), the data path (`data.choose_path`),
 each epoch's dealing to ranks and loader workers (`checks.check_run`, the same refusals `pie
 train` makes before it starts), the loaders' prefetch (the DataLoaders themselves, built and
 not iterated), the model's size and activations (`pie.footprint`).
@@ -24,11 +24,11 @@ from pie.shards import INDEX, shards
 from train import data, remote
 from train.checks import EpochShape, check_run
 from train.config import TrainConfig
+from train.data import preprocess, steps
+from train.loaders import EVAL_BATCH
 from train.population import jobs
 from train.pruning import polynomial_sparsity
-from train.trainer import preprocess, schedule, steps, torch_seed
-
-EVAL_BATCH = 250  # images per evaluation batch in training (`trainer.evaluate`)
+from train.trainer import schedule, torch_seed
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -37,8 +37,9 @@ from pie.errors import PieError
 from pie.images import Preprocess, normalize
 from pie.models import create, prunable_weights, resolve_device
 from pie.paths import WorkRoot
-from train import augment, data, finetune, remote, resume
+from train import finetune, loaders, resume
 from train.config import TrainConfig
+from train.data import preprocess, steps
 from train.pruning import Masks, Pruner, ReferencePruner, Schedule, sparsity_report
 
 
@@ -60,16 +61,6 @@ def torch_seed(experiment: str, job: Job) -> int:
     """Independent populations: each (method, sparsity, seed) gets its own stream."""
     text = f"{experiment}/{job.method}/{job.sparsity:g}/{job.seed}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
-
-
-def preprocess(cfg: TrainConfig) -> Preprocess:
-    return Preprocess(cfg.image_size, cfg.channels, cfg.mean, cfg.std)
-
-
-def steps(cfg: TrainConfig, n_images: int) -> tuple[int, int]:
-    """(steps per epoch, total steps): full batches only, at least one of each."""
-    steps_per_epoch = max(1, n_images // cfg.batch_size)
-    return steps_per_epoch, max(1, round(cfg.epochs * steps_per_epoch))
 
 
 def schedule(cfg: TrainConfig, sparsity: float, steps_per_epoch: int) -> Schedule:
@@ -220,87 +211,20 @@ def share_masks(world: World, masks: Masks) -> Masks:
     return out
 
 
-def feed(
-    cfg: TrainConfig,
-    root: WorkRoot,
-    shards: data.ShardSet,
-    path: str,
-    seed: int,
-    world: World,
-    start: int,
-    total: int,
-    pin: bool,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """This rank's (uint8 images, labels) for every step from `start` to `total`."""
-    pre = preprocess(cfg)
-    policy = augment.resolve_augment(cfg.augment, cfg.image_size)
-    steps_per_epoch, _ = steps(cfg, shards.n_images)
-    per_rank = cfg.batch_size // world.size
-    if path == "memory":
-        pixels, labels = data.in_memory(root.shards(cfg.dataset), cfg.dataset, pre)
-    elif path == "stream":  # one loader for every remaining step: its workers persist
-        dataset = data.ShardSamples(shards, pre, policy, seed)
-        sampler = data.RunSampler(
-            shards.n_images, seed, cfg.batch_size, world.rank, world.size, steps_per_epoch,
-            start, total,
-        )  # fmt: skip
-        yield from data.batches(data.loader(dataset, sampler, per_rank, cfg.loader_workers, pin))
-        return
-    step = start
-    while step < total:
-        epoch, first = divmod(step, steps_per_epoch)
-        stop = min(steps_per_epoch, total - epoch * steps_per_epoch)
-        if path == "memory":
-            order = data.epoch_order(shards.n_images, seed, epoch)
-            for s in range(first, stop):
-                positions = data.rank_positions(s, cfg.batch_size, world.rank, world.size)
-                idx = order[positions.start : positions.stop].numpy()
-                x = torch.from_numpy(pixels[idx])
-                x = augment.augment_batch(x, policy, seed, epoch, positions)
-                yield x, torch.from_numpy(labels[idx])
-        elif path == "stream-remote":  # resumed mid-epoch: the first batches passed over
-            quota, skip = steps_per_epoch * per_rank, first * per_rank
-            dataset = remote.RemoteEpoch(
-                shards, pre, policy, seed, epoch, world.rank, world.size, quota, skip
-            )
-            loader = remote.remote_loader(dataset, cfg.loader_workers, pin)
-            yield from remote.remote_batches(loader, per_rank, stop - first, world.rank)
-        step = epoch * steps_per_epoch + stop
-
-
 @torch.inference_mode()
 def evaluate(
     model: torch.nn.Module,
-    root: WorkRoot,
+    batches: Iterable[loaders.Batch],
     cfg: TrainConfig,
     device: torch.device,
     world: World,
     pre: Preprocess,
 ) -> float:
-    """Top-1 on the eval set, its images made model inputs by `pre` (the model's preprocessing
-    for that dataset); under torchrun each rank scores every R-th image and the counts are
-    summed."""
+    """Top-1 over `batches` (this rank's share of the eval set, `loaders.Input.evaluation`), made
+    model inputs by `pre`; under torchrun the counts are summed over the ranks."""
     model.eval()
-    shards = data.shard_set(root.shards(cfg.eval_dataset), cfg.eval_dataset)
-    mine = range(world.rank, shards.n_images, world.size)
     correct = torch.zeros(2, dtype=torch.int64)
-    if data.choose_path(cfg.data, shards.n_images, pre) == "memory":
-        pixels, labels = data.in_memory(root.shards(cfg.eval_dataset), cfg.eval_dataset, pre)
-        chunks = (
-            (torch.from_numpy(pixels[part]), torch.from_numpy(labels[part]))
-            for part in (mine[i : i + 1000] for i in range(0, len(mine), 1000))
-        )
-    elif shards.remote:  # shards dealt to ranks, each read once
-        dataset = remote.RemoteEpoch(shards, pre, None, 0, 0, world.rank, world.size, None, 0, 1)
-        loader = remote.remote_loader(dataset, cfg.loader_workers, device.type == "cuda")
-        chunks = remote.remote_batches(loader, 250, None, world.rank)
-    else:
-        dataset = data.ShardSamples(shards, pre, None)
-        sampler = [(i, 0, 0) for i in mine]
-        chunks = data.batches(
-            data.loader(dataset, sampler, 250, cfg.loader_workers, device.type == "cuda")
-        )
-    for x, y in chunks:
+    for x, y in batches:
         x = x.to(device, non_blocking=True)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -335,13 +259,12 @@ def train_one(
     check_world(cfg, world)
     check_device(cfg, device)
     torch.set_num_threads(cfg.threads)
-    pre = preprocess(cfg)
-    shards = data.shard_set(root.shards(cfg.dataset), cfg.dataset)
-    path = data.choose_path(cfg.data, shards.n_images, pre, shards.remote)
-    steps_per_epoch, total = steps(cfg, shards.n_images)
+    pre, pin = preprocess(cfg), device.type == "cuda"
+    seed = torch_seed(cfg.experiment, job)
+    train, test = loaders.load_data(cfg, root, world, seed, pin, eval_pre or pre)
+    steps_per_epoch, total = steps(cfg, train.shards.n_images)
 
     # model, optimiser, pruner
-    seed = torch_seed(cfg.experiment, job)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = create(cfg.arch, num_classes, cfg.channels, cfg.image_size)
@@ -383,8 +306,7 @@ def train_one(
     # the loop: at the start of each step the pruner updates the masks (on schedule, step 0
     # included); during backward it zeroes the gradients of masked weights
     model.train()
-    pin = device.type == "cuda"
-    for x, y in feed(cfg, root, shards, path, seed, world, step, total, pin):
+    for x, y in train.batches(step, total):
         if pruner is not None:
             pruner.update(step, optimizer)
         x, y = x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
@@ -417,7 +339,7 @@ def train_one(
 
     if pruner is not None:
         pruner.finish()  # "reference": w * mask baked into the stock weights
-    test_top1 = evaluate(model, root, cfg, device, world, eval_pre or preprocess(cfg))
+    test_top1 = evaluate(model, test.evaluation(), cfg, device, world, test.pre)
     if not world.is_main:
         distributed.barrier(world)
         return None
@@ -456,7 +378,7 @@ def train_one(
         device=str(device),
         seconds=round(time.time() - started, 2),
         world_size=world.size,
-        data=path,
+        data=train.path,
         deterministic=deterministic,
     )
     saved = checkpoints.save(root, model.cpu(), sidecar)
