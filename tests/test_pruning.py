@@ -19,7 +19,7 @@ from train.pruning import (
     random_cumulative_masks,
     sparsity_report,
 )
-from train.trainer import param_groups
+from train.recipe import param_groups
 
 
 @pytest.mark.parametrize(

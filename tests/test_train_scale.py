@@ -30,7 +30,7 @@ from pie.errors import PieError
 from pie.images import decode
 from pie.models import create, prunable_weights
 from pie.shards import read_shards, scan_offsets
-from train import augment, data, loaders, trainer
+from train import augment, data, loaders, recipe, trainer
 from train.config import TrainConfig
 from train.data import preprocess, steps
 from train.pruning import keep_mask
@@ -211,11 +211,11 @@ def test_a_shard_cut_short_inside_is_refused(packed, tmp_path):
 
 def test_a_global_batch_that_does_not_divide_and_gpu_options_on_cpu_are_refused():
     with pytest.raises(PieError, match="does not divide by the 3 processes"):
-        trainer.check_world(TINY, World(0, 3))
-    trainer.check_world(TINY, World(0, 4))
+        recipe.check_world(TINY, World(0, 3))
+    recipe.check_world(TINY, World(0, 4))
     for option in (dict(precision="bf16"), dict(channels_last=True), dict(compile=True)):
         with pytest.raises(PieError, match="need a CUDA device"):
-            trainer.check_device(dataclasses.replace(TINY, **option), torch.device("cpu"))
+            recipe.check_device(dataclasses.replace(TINY, **option), torch.device("cpu"))
 
 
 def test_gpu_option_on_cpu_is_one_line_at_the_cli(packed, tmp_path):
@@ -247,12 +247,12 @@ def test_deterministic_algorithms_always_on_cpu_and_on_cuda_only_when_asked(
     cudnn, cuda = torch.backends.cudnn, torch.device("cuda")
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     # CUDA by default: the fastest kernels, cudnn timing its algorithms, nothing forced
-    assert trainer.determinism(TINY, cuda) is False
+    assert recipe.determinism(TINY, cuda) is False
     assert not torch.are_deterministic_algorithms_enabled()
     assert cudnn.benchmark and not cudnn.deterministic
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     # CUDA with train.deterministic: what each library needs for it
-    assert trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda) is True
+    assert recipe.determinism(dataclasses.replace(TINY, deterministic=True), cuda) is True
     assert torch.are_deterministic_algorithms_enabled()
     assert not torch.is_deterministic_algorithms_warn_only_enabled()
     assert cudnn.deterministic and not cudnn.benchmark
@@ -260,11 +260,11 @@ def test_deterministic_algorithms_always_on_cpu_and_on_cuda_only_when_asked(
     # too late (CUDA started without it) or a value cuBLAS does not make deterministic: refused
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":1:1")
     with pytest.raises(PieError, match="one of :4096:8, :16:8, the environment has ':1:1'"):
-        trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
+        recipe.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     with pytest.raises(PieError, match="before CUDA starts, and CUDA started without it"):
-        trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
+        recipe.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
     # CPU: deterministic algorithms whatever the setting, and the sidecar says so
     torch.use_deterministic_algorithms(False)
     pie("train", "-c", str(tiny_toml(tmp_path)), "--root", str(packed.path))
@@ -312,7 +312,7 @@ def test_the_reference_recipe_is_the_papers():
     assert learning_rate(80 * 312, total, per_epoch, cfg) == pytest.approx(0.0016)
     model = create("resnet50", 1000, 3, 224)
     assert cfg.masked_weights == "reference"
-    groups = trainer.param_groups(model, cfg.weight_decay, cfg.masked_weights)
+    groups = recipe.param_groups(model, cfg.weight_decay, cfg.masked_weights)
     assert groups[0]["weight_decay"] == 1e-4 and groups[1]["weight_decay"] == 0.0
     bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
           for p in m.parameters()}  # fmt: skip
@@ -320,7 +320,7 @@ def test_the_reference_recipe_is_the_papers():
     assert bn == {id(p) for p in groups[1]["params"]}
     assert any(p is model.fc.bias for p in groups[0]["params"])
     # its updates: last_update + 500 <= step within [9984, 24960]
-    plan = trainer.schedule(cfg, 0.9, per_epoch)
+    plan = recipe.schedule(cfg, 0.9, per_epoch)
     updates = plan.update_steps()
     assert (updates[0], updates[1], updates[-1], len(updates)) == (9984, 10484, 24484, 30)
     assert plan.sparsity_at(24484) == pytest.approx(0.9 * (1 - (476 / 14976) ** 3))

@@ -2,7 +2,7 @@
 from the shard indexes (tars never opened) or from image counts, without training or decoding.
 
 Every number is computed by the code the run itself uses: the jobs (`population.jobs`), steps
-(`data.steps`), the pruning schedule (`trainer.schedule`), the data path (`data.choose_path`),
+(`data.steps`), the pruning schedule (`recipe.schedule`), the data path (`data.choose_path`),
 each epoch's dealing to ranks and loader workers (`checks.check_run`, the same refusals `pie
 train` makes before it starts), the loaders' prefetch (the DataLoaders themselves, built and
 not iterated), the model's size and activations (`pie.footprint`).
@@ -28,7 +28,8 @@ from train.data import preprocess, steps
 from train.loaders import EVAL_BATCH
 from train.population import jobs
 from train.pruning import polynomial_sparsity
-from train.trainer import schedule, torch_seed
+from train.recipe import schedule
+from train.trainer import torch_seed
 
 
 @dataclass(frozen=True)

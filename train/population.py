@@ -42,15 +42,8 @@ from pie.paths import WorkRoot
 from train import data, finetune, resume
 from train.checks import check_run
 from train.config import EXECUTION, POPULATION, TrainConfig
-from train.trainer import (
-    Job,
-    check_device,
-    check_world,
-    determinism,
-    make_job,
-    torch_seed,
-    train_one,
-)
+from train.recipe import check_device, check_world, determinism
+from train.trainer import Job, make_job, torch_seed, train_one
 
 
 def jobs(cfg: TrainConfig) -> list[Job]:

@@ -24,7 +24,7 @@ masked_weights = "frozen" (`Pruner`, the default): a masked weight is held at ze
   magnitude methods never un-prune. random_independent: a fresh uniformly random set of exactly
   round(s * n) weights per tensor at each update; random_cumulative: the masked set grows at
   random to round(s * n), never un-pruning. Kept weights are left as they are.
-- Weight decay (`train.trainer.param_groups`) covers conv and dense weights, not biases or
+- Weight decay (`train.recipe.param_groups`) covers conv and dense weights, not biases or
   batch-norm parameters.
 
 masked_weights = "reference" (`ReferencePruner`): the study's TF pruning (`pruning_tools/
