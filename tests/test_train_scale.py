@@ -33,7 +33,7 @@ from pie.shards import read_shards, scan_offsets
 from train import augment, data, loaders, recipe, trainer
 from train.config import TrainConfig
 from train.data import preprocess, steps
-from train.pruning import keep_mask
+from train.masks import keep_mask
 from train.trainer import learning_rate, make_job, train_one
 
 REPO = Path(__file__).resolve().parent.parent

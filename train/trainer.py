@@ -36,7 +36,8 @@ from pie.paths import WorkRoot
 from train import finetune, loaders, resume
 from train.config import TrainConfig
 from train.data import preprocess, steps
-from train.pruning import Masks, Pruner, ReferencePruner, sparsity_report
+from train.masks import Masks
+from train.pruning import Pruner, ReferencePruner, sparsity_report
 from train.recipe import (
     check_device,
     check_world,
