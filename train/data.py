@@ -6,7 +6,8 @@ through a `torch.utils.data.DataLoader` with worker processes, decoding and augm
 sample as it is read, so memory does not grow with the set; "auto" (the default) takes memory
 when the decoded pixels (N x C x size x size bytes) are under `MEMORY_LIMIT` (2 GB: Fashion-MNIST,
 CIFAR, small subsets) and streams everything else (ImageNet). Shards on an object store stream
-by another rule (`train.remote`).
+by another rule (`train.remote`). `train.loaders` chooses the path once per dataset and gives
+the loops what they iterate.
 
 One epoch, both paths, whatever the number of processes or loader workers:
 - the order is a permutation of the set's N images drawn from (seed, epoch) alone;

@@ -14,6 +14,7 @@ Both read nothing until iterated.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
@@ -32,7 +33,7 @@ MEMORY_EVAL_BATCH = 1000  # images per evaluation batch of a set held in memory
 
 
 @dataclass(frozen=True)
-class Input:
+class Input(ABC):
     """A dataset as one rank of a job reads it (the module's rule)."""
 
     path: ClassVar[str]  # the sidecar's `data`
@@ -50,11 +51,13 @@ class Input:
     def per_rank(self) -> int:
         return self.batch // self.world.size
 
+    @abstractmethod
     def batches(self, start: int, stop: int) -> Iterator[Batch]:
-        raise NotImplementedError
+        """This rank's batches of global steps [start, stop), augmented."""
 
+    @abstractmethod
     def evaluation(self) -> Iterator[Batch]:
-        raise NotImplementedError
+        """This rank's share of the set, not augmented: every image once over the ranks."""
 
     def sampler(self, start: int, stop: int) -> data.RunSampler:
         """This rank's samples of steps [start, stop) in the epochs' orders (local shards)."""
