@@ -182,14 +182,14 @@ def test_remote_ranks_fill_equal_quotas_from_unequal_shards(tmp_path, ranks, wor
 
 
 def test_remote_evaluation_reads_every_image_once_over_the_ranks(tmp_path):
-    from train.remote import RemoteEpoch, remote_batches, remote_loader
+    from train.loaders import load
 
     shards = fake_shards(tmp_path, SIZES)
     for ranks, workers in ((3, 2), (5, 0)):
         seen = []
+        cfg = replace(TINY_TRAIN, data="stream", loader_workers=workers)
         for rank in range(ranks):
-            ds = RemoteEpoch(shards, PRE, None, 0, 0, rank, ranks, None, buffer=1)
-            got = list(remote_batches(remote_loader(ds, workers, False), 4, None, rank))
+            got = list(load(cfg, shards, PRE, World(rank, ranks), 0, False).evaluation())
             assert sum(len(y) for _, y in got) in (38 // ranks, 38 // ranks + 1)
             seen += [int(v) for _, y in got for v in y]
         assert sorted(seen) == list(range(38))

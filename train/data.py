@@ -27,7 +27,7 @@ and keep prefetching across epoch boundaries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,35 +232,3 @@ class ShardSamples(torch.utils.data.Dataset):
         return torch.from_numpy(
             pixels.copy() if not pixels.flags.writeable else pixels
         ), record.label
-
-
-def loader(
-    dataset: ShardSamples,
-    sampler: Sequence | torch.utils.data.Sampler,
-    batch: int,
-    workers: int,
-    pin: bool,
-) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=pin,
-        prefetch_factor=4 if workers else None,
-    )
-
-
-def batches(data: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Iterate a loader; a user error raised in a worker comes back as one line."""
-    iterator = iter(data)
-    while True:
-        try:
-            item = next(iterator)
-        except StopIteration:
-            return
-        except PieError as e:  # re-raised by the DataLoader with the worker's traceback
-            lines = [line for line in str(e).splitlines() if line.strip()]
-            message = lines[-1].split("PieError: ", 1)[-1] if lines else str(e)
-            raise PieError(message) from None
-        yield item

@@ -9,7 +9,8 @@ chooses for it (`data.choose_path`): `InMemory`, `Streamed` (local shards, by po
   augmented: the same batches on every path, and for a run resumed at `start` the batches of
   the uninterrupted run (`train.data`, `train.remote`);
 - `evaluation()`: this rank's share of the set, not augmented: every image once over the ranks.
-Both read nothing until iterated.
+Both read nothing until iterated. Their DataLoaders run `train.loader_workers` processes; a
+user error in one comes back as one line (`batches`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import ClassVar
 import torch
 
 from pie.distributed import World
+from pie.errors import PieError
 from pie.images import Preprocess
 from pie.paths import WorkRoot
 from train import augment, data, remote
@@ -30,6 +32,9 @@ from train.config import TrainConfig
 Batch = tuple[torch.Tensor, torch.Tensor]
 EVAL_BATCH = 250  # images per evaluation batch read from shards
 MEMORY_EVAL_BATCH = 1000  # images per evaluation batch of a set held in memory
+PREFETCH_BATCHES = 4  # batches each loader worker keeps ready (local shards)
+PREFETCH_SAMPLES = 64  # decoded samples each loader worker keeps ready (an object store)
+Loader = torch.utils.data.DataLoader
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,15 @@ class Input(ABC):
     @abstractmethod
     def evaluation(self) -> Iterator[Batch]:
         """This rank's share of the set, not augmented: every image once over the ranks."""
+
+    def loader(self, dataset: torch.utils.data.Dataset, batch: int | None, sampler=None) -> Loader:
+        """`dataset` read by `workers` processes: batches of `batch` of `sampler`'s items, or
+        (batch None, an object store's epoch) single samples."""
+        prefetch = PREFETCH_BATCHES if batch else PREFETCH_SAMPLES
+        return Loader(
+            dataset, batch_size=batch, sampler=sampler, num_workers=self.workers,
+            pin_memory=self.pin, prefetch_factor=prefetch if self.workers else None,
+        )  # fmt: skip
 
     def sampler(self, start: int, stop: int) -> data.RunSampler:
         """This rank's samples of steps [start, stop) in the epochs' orders (local shards)."""
@@ -95,15 +109,12 @@ class Streamed(Input):
 
     def batches(self, start: int, stop: int) -> Iterator[Batch]:
         dataset = data.ShardSamples(self.shards, self.pre, self.policy, self.seed)
-        loader = data.loader(
-            dataset, self.sampler(start, stop), self.per_rank, self.workers, self.pin
-        )
-        yield from data.batches(loader)
+        yield from batches(self.loader(dataset, self.per_rank, self.sampler(start, stop)))
 
     def evaluation(self) -> Iterator[Batch]:
         dataset = data.ShardSamples(self.shards, self.pre, None)
         mine = [(i, 0, 0) for i in range(self.world.rank, self.shards.n_images, self.world.size)]
-        yield from data.batches(data.loader(dataset, mine, EVAL_BATCH, self.workers, self.pin))
+        yield from batches(self.loader(dataset, EVAL_BATCH, mine))
 
 
 class Remote(Input):
@@ -122,14 +133,12 @@ class Remote(Input):
                 self.shards, self.pre, self.policy, self.seed, epoch, rank, self.world.size,
                 quota=per_epoch * per_rank, skip=first * per_rank,
             )  # fmt: skip
-            samples = remote.remote_loader(dataset, self.workers, self.pin)
-            yield from remote.remote_batches(samples, per_rank, last - first, rank)
+            yield from grouped(batches(self.loader(dataset, None)), per_rank, last - first, rank)
 
     def evaluation(self) -> Iterator[Batch]:
         rank, world = self.world.rank, self.world.size
         dataset = remote.RemoteEpoch(self.shards, self.pre, None, 0, 0, rank, world, None, 0, 1)
-        samples = remote.remote_loader(dataset, self.workers, self.pin)
-        yield from remote.remote_batches(samples, EVAL_BATCH, None, rank)
+        yield from grouped(batches(self.loader(dataset, None)), EVAL_BATCH, None, rank)
 
 
 PATHS = {kind.path: kind for kind in (InMemory, Streamed, Remote)}
@@ -158,3 +167,43 @@ def load_data(
         load(cfg, train, data.preprocess(cfg), world, seed, pin),
         load(cfg, test, eval_pre, world, seed, pin),
     )
+
+
+def batches(loader: Loader) -> Iterator:
+    """Iterate a loader; a user error raised in a worker comes back as one line."""
+    iterator = iter(loader)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except PieError as e:  # re-raised by the DataLoader with the worker's traceback
+            lines = [line for line in str(e).splitlines() if line.strip()]
+            message = lines[-1].split("PieError: ", 1)[-1] if lines else str(e)
+            raise PieError(message) from None
+        yield item
+
+
+def grouped(
+    samples: Iterator[tuple[torch.Tensor, int]], size: int, count: int | None, rank: int
+) -> Iterator[Batch]:
+    """`count` batches of `size` samples (None: all, the last one short); fewer samples than
+    `count` batches need is a PieError."""
+    images: list[torch.Tensor] = []
+    labels: list[int] = []
+    done = 0
+    for x, y in samples:
+        if count is not None and done == count:
+            return
+        images.append(x)
+        labels.append(y)
+        if len(images) == size:
+            yield torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+            images, labels, done = [], [], done + 1
+    if count is not None and done < count:
+        raise PieError(
+            f"rank {rank}'s shards held {done * size + len(images)} images this epoch, fewer than "
+            f"its {count} steps of {size}: a shard holds fewer samples than its index says"
+        )
+    if images:
+        yield torch.stack(images), torch.tensor(labels, dtype=torch.int64)
