@@ -3,11 +3,12 @@ baseline of the same widths, one torch thread, synthetic 28x28 batches, same pro
 what pruning costs: ResNet-18 at 64 px, the training loop with a magnitude `Pruner` (gradient
 masks every step, mask updates on schedule) divided by the same loop without, at most 1.10;
 then streaming's start-up: the seconds to the first batch of epoch 1 (from the call of
-`train.trainer.feed`, the loader's workers starting included) and of epoch 2 (from the last
-batch of epoch 1) over 10 and 100 shards of 100 PNGs each, 2 loader workers, batch 64, medians
-of `--rounds` runs, and their ratio 100 / 10 shards, which must stay near 1: nothing done per
-epoch or per shard scans the tars. The same for an index written before offsets files, whose
-shards the main process scans once before epoch 1 (that one grows with the images).
+`train.loaders.Streamed.batches`, the loader's workers starting included) and of epoch 2
+(from the last batch of epoch 1) over 10 and 100 shards of 100 PNGs each, 2 loader workers,
+batch 64, medians of `--rounds` runs, and their ratio 100 / 10 shards, which must stay near 1:
+nothing done per epoch or per shard scans the tars. The same for an index written before
+offsets files, whose shards the main process scans once before epoch 1 (that one grows with
+the images).
 
     .venv/bin/python bench/train_throughput.py [--steps 200] [--prune-steps 30] [--rounds 5]
     .venv/bin/python bench/train_throughput.py --only-first-batch
@@ -35,10 +36,9 @@ import torch.nn.functional as F
 from pie.distributed import World
 from pie.models import create, prunable_weights
 from pie.shards import INDEX, Sample, read_index, write_shards
-from train import data
+from train import data, loaders
 from train.config import TrainConfig
 from train.pruning import Pruner, Schedule
-from train.trainer import feed, steps
 
 
 def maxpool_baseline() -> nn.Module:
@@ -151,18 +151,19 @@ def without_offsets(directory: Path, copy: Path) -> None:
 def first_batches(
     directory: Path, rounds: int, batch: int = 64, step: float = 0.01
 ) -> tuple[float, float]:
-    """Median seconds to the first batch of epoch 1 (from the call of `feed`) and of epoch 2
+    """Median seconds to the first batch of epoch 1 (from the call of `batches`) and of epoch 2
     (from the end of the last step of epoch 1), streaming with 2 loader workers, each step
     taking `step` seconds after its batch arrives (a stand-in for the model's step: longer than
     the workers take to decode a batch, so they can keep ahead, as they must on a GPU)."""
     cfg = TrainConfig(dataset="bench", batch_size=batch, epochs=2, loader_workers=2,
                       augment="none", data="stream", device="cpu")  # fmt: skip
     shards = data.shard_set(directory, "bench")
-    per_epoch, total = steps(cfg, shards.n_images)
+    per_epoch, total = data.steps(cfg, shards.n_images)
+    stream = loaders.load(cfg, shards, data.preprocess(cfg), World(), 0, False)
     firsts, seconds = [], []
     for _ in range(rounds):
         start = time.perf_counter()
-        batches = feed(cfg, None, shards, "stream", 0, World(), 0, total, False)
+        batches = stream.batches(0, total)
         next(batches)
         firsts.append(time.perf_counter() - start)
         for _ in range(per_epoch - 1):

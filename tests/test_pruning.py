@@ -9,17 +9,9 @@ import pytest
 import torch
 
 from pie.models import create, prunable_weights
-from train.pruning import (
-    Pruner,
-    ReferencePruner,
-    Schedule,
-    global_magnitude_masks,
-    magnitude_masks,
-    polynomial_sparsity,
-    random_cumulative_masks,
-    sparsity_report,
-)
-from train.trainer import param_groups
+from train.masks import global_magnitude_masks, magnitude_masks, random_cumulative_masks
+from train.pruning import Pruner, ReferencePruner, Schedule, polynomial_sparsity, sparsity_report
+from train.recipe import param_groups
 
 
 @pytest.mark.parametrize(

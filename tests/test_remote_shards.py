@@ -141,23 +141,20 @@ def fake_shards(tmp_path, sizes):
         write_shards(samples, tmp_path / f"s{s}", f"s{s}")
         out.append(Shard(f"pipe:cat {tmp_path / f's{s}' / f's{s}-000000.tar'}", None, n))
         i += n
-    return ShardSet("fake", tuple(out))
+    return ShardSet("fake", tuple(out), tmp_path)
 
 
 SIZES = [7, 3, 11, 2, 5, 9, 1]  # 38 images in shards of unequal sizes
 
 
 def remote_feed(tmp_path, shards, ranks, workers, start=0, total=None):
-    """Every rank's batches of `feed` over remote shards: global batch 6, 6 steps an epoch."""
-    from train.trainer import feed
+    """Every rank's batches over remote shards: global batch 6, 6 steps an epoch."""
+    from test_train_scale import feed
 
-    cfg = replace(TINY_TRAIN, batch_size=6, augment="none", loader_workers=workers)
+    cfg = replace(TINY_TRAIN, batch_size=6, augment="none", loader_workers=workers, data="stream")
     cfg = replace(cfg, image_size=8, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
     total = 2 * 6 if total is None else total
-    return [
-        list(feed(cfg, None, shards, "stream-remote", 7, World(r, ranks), start, total, False))
-        for r in range(ranks)
-    ]
+    return [list(feed(cfg, shards, World(r, ranks), start, total)) for r in range(ranks)]
 
 
 @pytest.mark.parametrize("ranks, workers", [(3, 0), (3, 2), (2, 3)])
@@ -185,14 +182,14 @@ def test_remote_ranks_fill_equal_quotas_from_unequal_shards(tmp_path, ranks, wor
 
 
 def test_remote_evaluation_reads_every_image_once_over_the_ranks(tmp_path):
-    from train.remote import RemoteEpoch, remote_batches, remote_loader
+    from train.loaders import load
 
     shards = fake_shards(tmp_path, SIZES)
     for ranks, workers in ((3, 2), (5, 0)):
         seen = []
+        cfg = replace(TINY_TRAIN, data="stream", loader_workers=workers)
         for rank in range(ranks):
-            ds = RemoteEpoch(shards, PRE, None, 0, 0, rank, ranks, None, buffer=1)
-            got = list(remote_batches(remote_loader(ds, workers, False), 4, None, rank))
+            got = list(load(cfg, shards, PRE, World(rank, ranks), 0, False).evaluation())
             assert sum(len(y) for _, y in got) in (38 // ranks, 38 // ranks + 1)
             seen += [int(v) for _, y in got for v in y]
         assert sorted(seen) == list(range(38))

@@ -18,7 +18,7 @@ from conftest import TINY_TRAIN as TINY
 from conftest import assert_one_line_error, pie, write_idx
 from test_infer import query
 from test_ingest_scale import pack_tree, tree  # noqa: F401  (tree: a fixture)
-from test_train_scale import tiny_toml
+from test_train_scale import feed, tiny_toml
 
 from infer.config import InferConfig
 from infer.run import main as infer
@@ -30,7 +30,6 @@ from pie.paths import WorkRoot, open_root
 from pie.shards import Sample, read_index, shard_paths, write_shards
 from pie.shards import read as shard_read
 from train import data, population
-from train.trainer import feed
 
 STREAM = dataclasses.replace(TINY, data="stream", loader_workers=2, sparsities=(0.5,), seeds=1)
 PREDICTIONS = "select model_id, dataset, key, label, pred, p_pred from predictions order by all"
@@ -213,12 +212,12 @@ def test_loader_workers_serve_every_epoch_in_the_order_of_the_memory_path(multi,
     monkeypatch.setattr(data.ShardSamples, "__getitem__", logged)
     cfg = dataclasses.replace(STREAM, augment="crop_flip")
     ds = data.shard_set(multi.shards(cfg.dataset), cfg.dataset)
-    streamed = list(feed(cfg, multi, ds, "stream", 7, World(), 2, 10, False))
+    streamed = list(feed(cfg, ds, World(), 2, 10))
     pids: dict[str, set[str]] = {}
     for line in log.read_text().splitlines():
         epoch, pid = line.split()
         pids.setdefault(epoch, set()).add(pid)
-    memory = list(feed(cfg, multi, ds, "memory", 7, World(), 2, 10, False))
+    memory = list(feed(dataclasses.replace(cfg, data="memory"), ds, World(), 2, 10))
     assert len(streamed) == len(memory) == 8  # steps 2-9 of epochs 0, 1, 2 (4 steps each)
     for (x, y), (xm, ym) in zip(streamed, memory, strict=True):
         assert x.equal(xm) and y.equal(ym)

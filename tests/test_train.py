@@ -25,7 +25,8 @@ from pie.models import create, prunable_weights
 from pie.paths import WorkRoot
 from train import population, trainer
 from train.pruning import Pruner, ReferencePruner, Schedule, sparsity_report
-from train.trainer import check_schedule, make_job, train_one
+from train.recipe import check_schedule
+from train.trainer import make_job, train_one
 
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ["magnitude", "global_magnitude", "random_independent", "random_cumulative"]
@@ -452,7 +453,8 @@ from pie.models import prunable_weights
 from train.pruning import ReferencePruner, Schedule
 from functools import partial
 from pie.distributed import World
-from train.trainer import param_groups, share_masks
+from train.recipe import param_groups
+from train.trainer import share_masks
 
 
 def run(rank, store, out):  # rank -1: one process alone, on the whole batch

@@ -30,10 +30,11 @@ from pie.errors import PieError
 from pie.images import decode
 from pie.models import create, prunable_weights
 from pie.shards import read_shards, scan_offsets
-from train import augment, data, trainer
+from train import augment, data, loaders, recipe, trainer
 from train.config import TrainConfig
-from train.pruning import keep_mask
-from train.trainer import feed, learning_rate, make_job, preprocess, steps, train_one
+from train.data import preprocess, steps
+from train.masks import keep_mask
+from train.trainer import learning_rate, make_job, train_one
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
@@ -57,6 +58,11 @@ def tiny_toml(tmp_path: Path, **extra) -> Path:
 # -- the input: every image once per epoch, the same batches whatever the processes ---------
 
 
+def feed(cfg, shards, world, start, stop, seed=7):
+    """`world.rank`'s batches of steps [start, stop) by the path `cfg.data` chooses."""
+    return loaders.load(cfg, shards, preprocess(cfg), world, seed, False).batches(start, stop)
+
+
 def test_an_epoch_sees_every_image_once_but_the_last_n_mod_batch():
     n, batch, world = 70, 16, 2  # 4 steps of 16: 64 seen, 6 left for this epoch
     seen = []
@@ -76,8 +82,8 @@ def test_an_epoch_sees_every_image_once_but_the_last_n_mod_batch():
 def test_two_ranks_together_get_the_one_process_batch(packed, path):
     cfg = dataclasses.replace(TINY, data=path, loader_workers=0)
     shards = data.shard_set(packed.shards(cfg.dataset), cfg.dataset)
-    one = list(feed(cfg, packed, shards, path, 7, World(0, 1), 0, 5, False))
-    halves = [list(feed(cfg, packed, shards, path, 7, World(r, 2, r), 0, 5, False)) for r in (0, 1)]
+    one = list(feed(cfg, shards, World(0, 1), 0, 5))
+    halves = [list(feed(cfg, shards, World(r, 2, r), 0, 5)) for r in (0, 1)]
     assert len(one) == 5  # steps 0-4: one epoch of 4 and the first of the next
     for step, (x, y) in enumerate(one):
         assert x.shape == (16, 1, 28, 28)
@@ -92,12 +98,39 @@ def test_streamed_batches_are_the_shards_images_augmented(packed):
     raw = list(read_shards(packed.shards(cfg.dataset)))
     pre = preprocess(cfg)
     order = data.epoch_order(64, 7, 0)
-    batches = list(feed(cfg, packed, shards, "stream", 7, World(), 0, 4, False))
+    batches = list(feed(dataclasses.replace(cfg, data="stream"), shards, World(), 0, 4))
     for step, (x, y) in enumerate(batches):
         for j in range(16):
             sample = raw[int(order[step * 16 + j])]
             assert int(y[j]) == sample["cls"]
             assert np.array_equal(x[j].numpy(), decode(sample["png"], pre))
+
+
+def test_each_path_evaluates_every_image_once_over_the_ranks(packed):
+    """`evaluation()` on 2 ranks, not augmented: memory and stream give rank r the images r,
+    r + 2, ...; shards on an object store give each rank a run of the set in index order (read
+    in sequence); every path gives the shards' own pixels and labels, each image once."""
+    name = TINY.eval_dataset
+    local = data.shard_set(packed.shards(name), name)
+    piped = tuple(dataclasses.replace(s, url=f"pipe:cat {s.path}", path=None) for s in local.shards)
+    remote = dataclasses.replace(local, shards=piped)
+    raw = list(read_shards(packed.shards(name)))
+    x = torch.from_numpy(np.stack([decode(r["png"], preprocess(TINY)) for r in raw]))
+    y = torch.tensor([r["cls"] for r in raw])
+    cases = (("memory", local, "memory"), ("stream", local, "stream"))
+    for asked, shards, path in (*cases, ("stream", remote, "stream-remote")):
+        cfg = dataclasses.replace(TINY, data=asked, loader_workers=0)
+        got = []
+        for rank in (0, 1):
+            read = loaders.load(cfg, shards, preprocess(cfg), World(rank, 2), 0, False)
+            assert read.path == path
+            got.append([torch.cat(t) for t in zip(*read.evaluation(), strict=True)])
+        if path == "stream-remote":
+            expect = [(x[:10], y[:10]), (x[10:], y[10:])]  # 20 images: runs of 10
+        else:
+            expect = [(x[r::2], y[r::2]) for r in (0, 1)]
+        for (xr, yr), (xe, ye) in zip(got, expect, strict=True):
+            assert torch.equal(xr, xe) and torch.equal(yr, ye)
 
 
 def test_augmentations_follow_their_rules():
@@ -178,11 +211,11 @@ def test_a_shard_cut_short_inside_is_refused(packed, tmp_path):
 
 def test_a_global_batch_that_does_not_divide_and_gpu_options_on_cpu_are_refused():
     with pytest.raises(PieError, match="does not divide by the 3 processes"):
-        trainer.check_world(TINY, World(0, 3))
-    trainer.check_world(TINY, World(0, 4))
+        recipe.check_world(TINY, World(0, 3))
+    recipe.check_world(TINY, World(0, 4))
     for option in (dict(precision="bf16"), dict(channels_last=True), dict(compile=True)):
         with pytest.raises(PieError, match="need a CUDA device"):
-            trainer.check_device(dataclasses.replace(TINY, **option), torch.device("cpu"))
+            recipe.check_device(dataclasses.replace(TINY, **option), torch.device("cpu"))
 
 
 def test_gpu_option_on_cpu_is_one_line_at_the_cli(packed, tmp_path):
@@ -214,12 +247,12 @@ def test_deterministic_algorithms_always_on_cpu_and_on_cuda_only_when_asked(
     cudnn, cuda = torch.backends.cudnn, torch.device("cuda")
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     # CUDA by default: the fastest kernels, cudnn timing its algorithms, nothing forced
-    assert trainer.determinism(TINY, cuda) is False
+    assert recipe.determinism(TINY, cuda) is False
     assert not torch.are_deterministic_algorithms_enabled()
     assert cudnn.benchmark and not cudnn.deterministic
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     # CUDA with train.deterministic: what each library needs for it
-    assert trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda) is True
+    assert recipe.determinism(dataclasses.replace(TINY, deterministic=True), cuda) is True
     assert torch.are_deterministic_algorithms_enabled()
     assert not torch.is_deterministic_algorithms_warn_only_enabled()
     assert cudnn.deterministic and not cudnn.benchmark
@@ -227,11 +260,11 @@ def test_deterministic_algorithms_always_on_cpu_and_on_cuda_only_when_asked(
     # too late (CUDA started without it) or a value cuBLAS does not make deterministic: refused
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":1:1")
     with pytest.raises(PieError, match="one of :4096:8, :16:8, the environment has ':1:1'"):
-        trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
+        recipe.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     with pytest.raises(PieError, match="before CUDA starts, and CUDA started without it"):
-        trainer.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
+        recipe.determinism(dataclasses.replace(TINY, deterministic=True), cuda)
     # CPU: deterministic algorithms whatever the setting, and the sidecar says so
     torch.use_deterministic_algorithms(False)
     pie("train", "-c", str(tiny_toml(tmp_path)), "--root", str(packed.path))
@@ -279,7 +312,7 @@ def test_the_reference_recipe_is_the_papers():
     assert learning_rate(80 * 312, total, per_epoch, cfg) == pytest.approx(0.0016)
     model = create("resnet50", 1000, 3, 224)
     assert cfg.masked_weights == "reference"
-    groups = trainer.param_groups(model, cfg.weight_decay, cfg.masked_weights)
+    groups = recipe.param_groups(model, cfg.weight_decay, cfg.masked_weights)
     assert groups[0]["weight_decay"] == 1e-4 and groups[1]["weight_decay"] == 0.0
     bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
           for p in m.parameters()}  # fmt: skip
@@ -287,7 +320,7 @@ def test_the_reference_recipe_is_the_papers():
     assert bn == {id(p) for p in groups[1]["params"]}
     assert any(p is model.fc.bias for p in groups[0]["params"])
     # its updates: last_update + 500 <= step within [9984, 24960]
-    plan = trainer.schedule(cfg, 0.9, per_epoch)
+    plan = recipe.schedule(cfg, 0.9, per_epoch)
     updates = plan.update_steps()
     assert (updates[0], updates[1], updates[-1], len(updates)) == (9984, 10484, 24484, 30)
     assert plan.sparsity_at(24484) == pytest.approx(0.9 * (1 - (476 / 14976) ** 3))

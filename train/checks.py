@@ -1,8 +1,8 @@
 """The checks that refuse a training config which cannot run to its end, before anything
 starts; `pie train` (`population.find_jobs`, rank 0) and `pie plan` run these same functions, so
 the plan cannot promise what the run refuses: the global batch splits over the ranks
-(`trainer.check_world`), the pruning schedule ends on a step that runs
-(`trainer.check_schedule`), and every rank fills its quota of images in every epoch, as its
+(`recipe.check_world`), the pruning schedule ends on a step that runs
+(`recipe.check_schedule`), and every rank fills its quota of images in every epoch, as its
 data path deals them (`epoch_shapes`).
 """
 
@@ -17,7 +17,8 @@ from pie.distributed import World
 from pie.errors import PieError
 from train import data, remote
 from train.config import TrainConfig
-from train.trainer import check_schedule, check_world, steps
+from train.data import steps
+from train.recipe import check_schedule, check_world
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ through a `torch.utils.data.DataLoader` with worker processes, decoding and augm
 sample as it is read, so memory does not grow with the set; "auto" (the default) takes memory
 when the decoded pixels (N x C x size x size bytes) are under `MEMORY_LIMIT` (2 GB: Fashion-MNIST,
 CIFAR, small subsets) and streams everything else (ImageNet). Shards on an object store stream
-by another rule (`train.remote`).
+by another rule (`train.remote`). `train.loaders` chooses the path once per dataset and gives
+the loops what they iterate.
 
 One epoch, both paths, whatever the number of processes or loader workers:
 - the order is a permutation of the set's N images drawn from (seed, epoch) alone;
@@ -26,7 +27,7 @@ and keep prefetching across epoch boundaries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from pie.errors import PieError
 from pie.images import DecodeError, Preprocess, decode
 from pie.shards import INDEX, Reader, Shard, check_present, dataset_hash
 from train.augment import augment_sample, mix, uniforms
+from train.config import TrainConfig
 
 MEMORY_LIMIT = 2 * 1024**3  # decoded bytes below which "auto" holds a set in memory
 
@@ -50,6 +52,7 @@ class ShardSet:
 
     name: str
     shards: tuple[Shard, ...]
+    directory: Path  # of its index
 
     @property
     def n_images(self) -> int:
@@ -73,7 +76,18 @@ def shard_set(directory: Path, name: str) -> ShardSet:
         raise PieError(f"dataset {name}: {e}") from None
     if not shards:
         raise PieError(f"dataset {name}: the index at {directory} lists no shards")
-    return ShardSet(name, shards)
+    return ShardSet(name, shards, directory)
+
+
+def preprocess(cfg: TrainConfig) -> Preprocess:
+    """How the training set's images become model inputs (saved in the checkpoint)."""
+    return Preprocess(cfg.image_size, cfg.channels, cfg.mean, cfg.std)
+
+
+def steps(cfg: TrainConfig, n_images: int) -> tuple[int, int]:
+    """(steps per epoch, total steps): full batches only, at least one of each."""
+    steps_per_epoch = max(1, n_images // cfg.batch_size)
+    return steps_per_epoch, max(1, round(cfg.epochs * steps_per_epoch))
 
 
 def decoded_bytes(n_images: int, pre: Preprocess) -> int:
@@ -114,14 +128,20 @@ class RunSampler(torch.utils.data.Sampler):
         self.rank, self.world = rank, world
         self.steps_per_epoch, self.start, self.stop = steps_per_epoch, start, stop
 
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        order, current = None, -1
+    def steps(self) -> Iterator[tuple[int, range, np.ndarray]]:
+        """(epoch, positions in its order, image indices) of each step."""
+        order, current = torch.empty(0), -1
         for step in range(self.start, self.stop):
             epoch, s = divmod(step, self.steps_per_epoch)
             if epoch != current:
                 order, current = epoch_order(self.n_images, self.seed, epoch), epoch
-            for p in rank_positions(s, self.batch, self.rank, self.world):
-                yield int(order[p]), epoch, p
+            positions = rank_positions(s, self.batch, self.rank, self.world)
+            yield epoch, positions, order[positions.start : positions.stop].numpy()
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        for epoch, positions, indices in self.steps():
+            for i, p in zip(indices.tolist(), positions, strict=True):
+                yield i, epoch, p
 
     def __len__(self) -> int:
         return (self.stop - self.start) * (self.batch // self.world)
@@ -133,12 +153,11 @@ _DECODED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 KEEP_DECODED = 4  # sets kept decoded per process (train and eval of the current run)
 
 
-def in_memory(directory: Path, name: str, pre: Preprocess) -> tuple[np.ndarray, np.ndarray]:
+def in_memory(shards: ShardSet, pre: Preprocess) -> tuple[np.ndarray, np.ndarray]:
     """(pixels uint8 (N, C, S, S), labels int64 (N,)) of a whole set in shard order, decoded
     once per process and kept for its next job; an image that cannot be decoded, or shards
     holding other than the index's count, is a `PieError`."""
-    shards = shard_set(directory, name)
-    key = (str(directory), dataset_hash(directory), pre.spec)
+    key = (str(shards.directory), dataset_hash(shards.directory), pre.spec)
     if key not in _DECODED:
         pixels = np.empty((shards.n_images, pre.channels, pre.size, pre.size), np.uint8)
         labels = np.empty(shards.n_images, np.int64)
@@ -213,35 +232,3 @@ class ShardSamples(torch.utils.data.Dataset):
         return torch.from_numpy(
             pixels.copy() if not pixels.flags.writeable else pixels
         ), record.label
-
-
-def loader(
-    dataset: ShardSamples,
-    sampler: Sequence | torch.utils.data.Sampler,
-    batch: int,
-    workers: int,
-    pin: bool,
-) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=pin,
-        prefetch_factor=4 if workers else None,
-    )
-
-
-def batches(data: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Iterate a loader; a user error raised in a worker comes back as one line."""
-    iterator = iter(data)
-    while True:
-        try:
-            item = next(iterator)
-        except StopIteration:
-            return
-        except PieError as e:  # re-raised by the DataLoader with the worker's traceback
-            lines = [line for line in str(e).splitlines() if line.strip()]
-            message = lines[-1].split("PieError: ", 1)[-1] if lines else str(e)
-            raise PieError(message) from None
-        yield item

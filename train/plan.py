@@ -2,17 +2,16 @@
 from the shard indexes (tars never opened) or from image counts, without training or decoding.
 
 Every number is computed by the code the run itself uses: the jobs (`population.jobs`), steps
-(`trainer.steps`), the pruning schedule (`trainer.schedule`), the data path (`data.choose_path`),
+(`data.steps`), the pruning schedule (`recipe.schedule`), the data path (`data.choose_path`),
 each epoch's dealing to ranks and loader workers (`checks.check_run`, the same refusals `pie
-train` makes before it starts), the loaders' prefetch (the DataLoaders themselves, built and
-not iterated), the model's size and activations (`pie.footprint`).
+train` makes before it starts), the loaders' prefetch (the constants `train.loaders` gives
+its DataLoaders), the model's size and activations (`pie.footprint`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +20,15 @@ from pie.errors import PieError
 from pie.footprint import footprint, human
 from pie.paths import WorkRoot
 from pie.shards import INDEX, shards
-from train import data, remote
+from train import data
 from train.checks import EpochShape, check_run
 from train.config import TrainConfig
+from train.data import preprocess, steps
+from train.loaders import EVAL_BATCH, PREFETCH_BATCHES, PREFETCH_SAMPLES
 from train.population import jobs
 from train.pruning import polynomial_sparsity
-from train.trainer import preprocess, schedule, steps, torch_seed
-
-EVAL_BATCH = 250  # images per evaluation batch in training (`trainer.evaluate`)
+from train.recipe import schedule
+from train.trainer import torch_seed
 
 
 @dataclass(frozen=True)
@@ -295,12 +295,7 @@ def resources(
             f"for the evaluation set; no loader workers, no /dev/shm"
         )
     else:
-        with warnings.catch_warnings():  # more workers than this machine's cores: a plan
-            warnings.simplefilter("ignore")
-            if path == "stream":
-                fetch = data.loader([], [], per_rank, workers, False).prefetch_factor or 0
-            else:
-                fetch = remote.remote_loader([], workers, False).prefetch_factor or 0
+        fetch = (PREFETCH_BATCHES if path == "stream" else PREFETCH_SAMPLES) if workers else 0
         if path == "stream":
             batch, what = fetch * per_rank, f"{fetch} batches of {per_rank:,}"
         else:

@@ -42,16 +42,8 @@ from pie.paths import WorkRoot
 from train import data, finetune, resume
 from train.checks import check_run
 from train.config import EXECUTION, POPULATION, TrainConfig
-from train.trainer import (
-    Job,
-    check_device,
-    check_world,
-    determinism,
-    make_job,
-    preprocess,
-    torch_seed,
-    train_one,
-)
+from train.recipe import check_device, check_world, determinism
+from train.trainer import Job, make_job, torch_seed, train_one
 
 
 def jobs(cfg: TrainConfig) -> list[Job]:
@@ -100,7 +92,7 @@ def find_jobs(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Population
     model = create(cfg.arch, n_classes, cfg.channels, cfg.image_size)  # fail here, not later
     if cfg.init_from:
         finetune.load_dense(model, cfg.init_from, cfg.arch, n_classes)
-    path = data.choose_path(cfg.data, shards.n_images, preprocess(cfg), shards.remote)
+    path = data.choose_path(cfg.data, shards.n_images, data.preprocess(cfg), shards.remote)
     sizes = [s.n for s in shards.shards]
     first = jobs(cfg)[:1]
     seed = torch_seed(cfg.experiment, first[0]) if first else 0
@@ -125,7 +117,7 @@ def find_jobs(con, root: WorkRoot, cfg: TrainConfig, world: World) -> Population
         before = registered.get(sidecar.model_id)
         _, changed = checkpoints.reconcile(con, root, sidecar.model_id, before)
         replaced += changed and before is not None
-    eval_pre = preprocess(cfg).for_dataset(eval_set)
+    eval_pre = data.preprocess(cfg).for_dataset(eval_set)
     return PopulationJobs(pending, len(existing), replaced, n_classes, space, eval_pre, path)
 
 

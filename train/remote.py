@@ -33,14 +33,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from pie.errors import PieError
 from pie.images import Preprocess
 from pie.shards import Reader, Record
 from train.augment import mix, uniforms
-from train.data import ShardSet, batches, decode_image, epoch_order
+from train.data import ShardSet, decode_image, epoch_order
 
 SHUFFLE_BUFFER = 1000  # samples per loader worker
-PREFETCH = 64  # decoded samples each loader worker keeps ready
 
 
 class Piece(NamedTuple):
@@ -178,39 +176,3 @@ class RemoteEpoch(torch.utils.data.IterableDataset):
         u = uniforms(self.seed, self.epoch, np.array([i]))[0]
         pixels = decode_image(self.shards.name, record.key, record.image, self.pre, self.policy, u)
         return torch.from_numpy(pixels.copy()), record.label
-
-
-def remote_loader(dataset: RemoteEpoch, workers: int, pin: bool) -> torch.utils.data.DataLoader:
-    """Samples one at a time, decoded by `workers` processes, each keeping `PREFETCH` ready."""
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        num_workers=workers,
-        pin_memory=pin,
-        prefetch_factor=PREFETCH if workers else None,
-    )
-
-
-def remote_batches(
-    data: torch.utils.data.DataLoader, size: int, count: int | None, rank: int = 0
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`count` batches of `size` samples from a sample loader (None: all, the last one short);
-    fewer samples than `count` batches need is a PieError."""
-    images: list[torch.Tensor] = []
-    labels: list[int] = []
-    done = 0
-    for x, y in batches(data):
-        if count is not None and done == count:
-            return
-        images.append(x)
-        labels.append(y)
-        if len(images) == size:
-            yield torch.stack(images), torch.tensor(labels, dtype=torch.int64)
-            images, labels, done = [], [], done + 1
-    if count is not None and done < count:
-        raise PieError(
-            f"rank {rank}'s shards held {done * size + len(images)} images this epoch, fewer than "
-            f"its {count} steps of {size}: a shard holds fewer samples than its index says"
-        )
-    if images:
-        yield torch.stack(images), torch.tensor(labels, dtype=torch.int64)

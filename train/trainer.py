@@ -6,7 +6,7 @@ Determinism: the torch seed is derived from (experiment, method, sparsity, seed)
 order and augmentation come from (seed, epoch, step) (`train.data`); `threads` is fixed; on CPU
 only deterministic algorithms run; so the same job gives a bit-identical `model.pt` on CPU,
 resumed or not (`train.resume`). On CUDA the fast kernels run (cudnn.benchmark on) unless
-`train.deterministic` asks for deterministic ones (`determinism`).
+`train.deterministic` asks for deterministic ones (`recipe.determinism`).
 
 Under torchrun every process runs `train_one` for the same job: the model is wrapped in
 DistributedDataParallel (`pie.distributed`: gloo on CPU, nccl for CUDA tensors), each process
@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
-import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +30,22 @@ import torch.nn.functional as F
 from pie import checkpoints, distributed
 from pie.config import to_dict
 from pie.distributed import World
-from pie.errors import PieError
 from pie.images import Preprocess, normalize
 from pie.models import create, prunable_weights, resolve_device
 from pie.paths import WorkRoot
-from train import augment, data, finetune, remote, resume
+from train import finetune, loaders, resume
 from train.config import TrainConfig
-from train.pruning import Masks, Pruner, ReferencePruner, Schedule, sparsity_report
+from train.data import preprocess, steps
+from train.masks import Masks
+from train.pruning import Pruner, ReferencePruner, sparsity_report
+from train.recipe import (
+    check_device,
+    check_world,
+    determinism,
+    learning_rate,
+    param_groups,
+    schedule,
+)
 
 
 @dataclass(frozen=True)
@@ -62,156 +68,6 @@ def torch_seed(experiment: str, job: Job) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def preprocess(cfg: TrainConfig) -> Preprocess:
-    return Preprocess(cfg.image_size, cfg.channels, cfg.mean, cfg.std)
-
-
-def steps(cfg: TrainConfig, n_images: int) -> tuple[int, int]:
-    """(steps per epoch, total steps): full batches only, at least one of each."""
-    steps_per_epoch = max(1, n_images // cfg.batch_size)
-    return steps_per_epoch, max(1, round(cfg.epochs * steps_per_epoch))
-
-
-def schedule(cfg: TrainConfig, sparsity: float, steps_per_epoch: int) -> Schedule:
-    """The pruning schedule in steps; steps are counted from 0 and masks update at the start
-    of a step, so `prune_start_epoch = prune_end_epoch = 0` prunes to target before step 0
-    (under masked_weights = "frozen"; "reference" fires by the reference's rule)."""
-    return Schedule(
-        sparsity,
-        round(cfg.prune_start_epoch * steps_per_epoch),
-        round(cfg.prune_end_epoch * steps_per_epoch),
-        cfg.prune_frequency,
-        reference=cfg.masked_weights == "reference",
-    )
-
-
-def check_schedule(cfg: TrainConfig, n_images: int) -> None:
-    """Refuse a config whose pruned models would end below target: the last mask update
-    (at `end_step` under "frozen", see `Schedule.update_steps`) must fall on a step that runs;
-    under "reference", some update must fire at all."""
-    if not any(s > 0 for s in cfg.sparsities):
-        return
-    steps_per_epoch, total = steps(cfg, n_images)
-    plan = schedule(cfg, 1.0, steps_per_epoch)
-    updates = plan.update_steps()
-    if not updates:
-        raise PieError(
-            f"no mask update would fire: under masked_weights = reference an update needs a step"
-            f" t in [{plan.begin_step}, {plan.end_step}] (prune_start_epoch, prune_end_epoch) with"
-            f" t >= prune_frequency = {plan.frequency} (last_update starts at 0); widen the"
-            " pruning epochs or lower prune_frequency"
-        )
-    end = updates[-1]
-    if end > total - 1:
-        raise PieError(
-            f"prune_end_epoch = {cfg.prune_end_epoch:g} puts the last mask update at step {end}, "
-            f"but training stops after step {total - 1} ({cfg.epochs:g} epochs x "
-            f"{steps_per_epoch} steps of {cfg.batch_size} images): the pruned models would end "
-            "below their target sparsity; lower prune_end_epoch or raise epochs"
-        )
-
-
-def learning_rate(step: int, total: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine to zero or x0.1 at each milestone epoch."""
-    base = cfg.lr * cfg.batch_size / 256
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        return base * (step + 1) / warmup
-    if cfg.lr_schedule == "cosine":
-        progress = (step - warmup) / max(1, total - warmup)
-        return base * 0.5 * (1 + math.cos(math.pi * progress))
-    passed = sum(step >= m * steps_per_epoch for m in cfg.lr_milestones)
-    return base * 0.1**passed
-
-
-BATCH_NORMS = (
-    torch.nn.BatchNorm1d,
-    torch.nn.BatchNorm2d,
-    torch.nn.BatchNorm3d,
-    torch.nn.SyncBatchNorm,
-)
-
-
-def param_groups(
-    model: torch.nn.Module, weight_decay: float, masked_weights: str = "frozen"
-) -> list[dict[str, Any]]:
-    """Weight decay on conv and dense weights only, not on batch-norm parameters or biases
-    ("frozen"); or on every parameter but batch norm's, biases included (masked_weights =
-    "reference": the reference's l2 loss covers every variable but batch norm's)."""
-    if masked_weights == "reference":
-        norms = {
-            id(p) for m in model.modules() if isinstance(m, BATCH_NORMS) for p in m.parameters()
-        }
-        decay = [p for p in model.parameters() if id(p) not in norms]
-    else:
-        decay = [p for p in model.parameters() if p.ndim > 1]
-    chosen = {id(p) for p in decay}
-    rest = [p for p in model.parameters() if id(p) not in chosen]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-
-def check_world(cfg: TrainConfig, world: World) -> None:
-    """The global batch must split evenly over the processes."""
-    if cfg.batch_size % world.size:
-        raise PieError(
-            f"batch_size = {cfg.batch_size} (the global batch) does not divide by the "
-            f"{world.size} processes of this run: pick a batch or a process count that divide"
-        )
-
-
-def check_device(cfg: TrainConfig, device: torch.device) -> None:
-    """GPU-only options asked for on a CPU run are refused, not ignored."""
-    if device.type == "cuda":
-        return
-    asked = [
-        name
-        for name, on in (
-            ("precision = bf16", cfg.precision == "bf16"),
-            ("channels_last", cfg.channels_last),
-            ("compile", cfg.compile),
-        )
-        if on
-    ]
-    if asked:
-        raise PieError(f"{', '.join(asked)} need a CUDA device; this run trains on {device}")
-
-
-CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")  # the values cuBLAS takes for reproducible results
-
-
-def determinism(cfg: TrainConfig, device: torch.device) -> bool:
-    """Set torch's algorithm choice for a run on `device`; returns whether only deterministic
-    algorithms run (recorded in the sidecar).
-
-    CPU: always deterministic algorithms (what makes a CPU `model.pt` bit-identical, resumed
-    or not). CUDA: by default the fastest kernels, cudnn.benchmark on (it times the convolution
-    algorithms for each new input shape and keeps the fastest) and no determinism asked; with
-    `train.deterministic` torch's deterministic algorithms only (an operation that has none
-    fails), cudnn.deterministic on, benchmark off, and CUBLAS_WORKSPACE_CONFIG=:4096:8, which
-    must be in the environment before CUDA starts: set here if unset, refused in one line if
-    CUDA already started without it."""
-    if device.type != "cuda":
-        torch.use_deterministic_algorithms(True)
-        return True
-    if cfg.deterministic:
-        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_initialized():
-            raise PieError(
-                "train.deterministic needs CUBLAS_WORKSPACE_CONFIG=:4096:8 before CUDA starts, "
-                "and CUDA started without it: set it in the environment"
-            )
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC[0])
-        if os.environ["CUBLAS_WORKSPACE_CONFIG"] not in CUBLAS_DETERMINISTIC:
-            raise PieError(
-                f"train.deterministic needs CUBLAS_WORKSPACE_CONFIG set to one of "
-                f"{', '.join(CUBLAS_DETERMINISTIC)}, the environment has "
-                f"{os.environ['CUBLAS_WORKSPACE_CONFIG']!r}"
-            )
-    torch.backends.cudnn.deterministic = cfg.deterministic
-    torch.backends.cudnn.benchmark = not cfg.deterministic
-    torch.use_deterministic_algorithms(cfg.deterministic)
-    return cfg.deterministic
-
-
 def share_masks(world: World, masks: Masks) -> Masks:
     """Rank 0's masks on every rank (bool tensors travel as uint8)."""
     out = {}
@@ -220,87 +76,20 @@ def share_masks(world: World, masks: Masks) -> Masks:
     return out
 
 
-def feed(
-    cfg: TrainConfig,
-    root: WorkRoot,
-    shards: data.ShardSet,
-    path: str,
-    seed: int,
-    world: World,
-    start: int,
-    total: int,
-    pin: bool,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """This rank's (uint8 images, labels) for every step from `start` to `total`."""
-    pre = preprocess(cfg)
-    policy = augment.resolve_augment(cfg.augment, cfg.image_size)
-    steps_per_epoch, _ = steps(cfg, shards.n_images)
-    per_rank = cfg.batch_size // world.size
-    if path == "memory":
-        pixels, labels = data.in_memory(root.shards(cfg.dataset), cfg.dataset, pre)
-    elif path == "stream":  # one loader for every remaining step: its workers persist
-        dataset = data.ShardSamples(shards, pre, policy, seed)
-        sampler = data.RunSampler(
-            shards.n_images, seed, cfg.batch_size, world.rank, world.size, steps_per_epoch,
-            start, total,
-        )  # fmt: skip
-        yield from data.batches(data.loader(dataset, sampler, per_rank, cfg.loader_workers, pin))
-        return
-    step = start
-    while step < total:
-        epoch, first = divmod(step, steps_per_epoch)
-        stop = min(steps_per_epoch, total - epoch * steps_per_epoch)
-        if path == "memory":
-            order = data.epoch_order(shards.n_images, seed, epoch)
-            for s in range(first, stop):
-                positions = data.rank_positions(s, cfg.batch_size, world.rank, world.size)
-                idx = order[positions.start : positions.stop].numpy()
-                x = torch.from_numpy(pixels[idx])
-                x = augment.augment_batch(x, policy, seed, epoch, positions)
-                yield x, torch.from_numpy(labels[idx])
-        elif path == "stream-remote":  # resumed mid-epoch: the first batches passed over
-            quota, skip = steps_per_epoch * per_rank, first * per_rank
-            dataset = remote.RemoteEpoch(
-                shards, pre, policy, seed, epoch, world.rank, world.size, quota, skip
-            )
-            loader = remote.remote_loader(dataset, cfg.loader_workers, pin)
-            yield from remote.remote_batches(loader, per_rank, stop - first, world.rank)
-        step = epoch * steps_per_epoch + stop
-
-
 @torch.inference_mode()
 def evaluate(
     model: torch.nn.Module,
-    root: WorkRoot,
+    batches: Iterable[loaders.Batch],
     cfg: TrainConfig,
     device: torch.device,
     world: World,
     pre: Preprocess,
 ) -> float:
-    """Top-1 on the eval set, its images made model inputs by `pre` (the model's preprocessing
-    for that dataset); under torchrun each rank scores every R-th image and the counts are
-    summed."""
+    """Top-1 over `batches` (this rank's share of the eval set, `loaders.Input.evaluation`), made
+    model inputs by `pre`; under torchrun the counts are summed over the ranks."""
     model.eval()
-    shards = data.shard_set(root.shards(cfg.eval_dataset), cfg.eval_dataset)
-    mine = range(world.rank, shards.n_images, world.size)
     correct = torch.zeros(2, dtype=torch.int64)
-    if data.choose_path(cfg.data, shards.n_images, pre) == "memory":
-        pixels, labels = data.in_memory(root.shards(cfg.eval_dataset), cfg.eval_dataset, pre)
-        chunks = (
-            (torch.from_numpy(pixels[part]), torch.from_numpy(labels[part]))
-            for part in (mine[i : i + 1000] for i in range(0, len(mine), 1000))
-        )
-    elif shards.remote:  # shards dealt to ranks, each read once
-        dataset = remote.RemoteEpoch(shards, pre, None, 0, 0, world.rank, world.size, None, 0, 1)
-        loader = remote.remote_loader(dataset, cfg.loader_workers, device.type == "cuda")
-        chunks = remote.remote_batches(loader, 250, None, world.rank)
-    else:
-        dataset = data.ShardSamples(shards, pre, None)
-        sampler = [(i, 0, 0) for i in mine]
-        chunks = data.batches(
-            data.loader(dataset, sampler, 250, cfg.loader_workers, device.type == "cuda")
-        )
-    for x, y in chunks:
+    for x, y in batches:
         x = x.to(device, non_blocking=True)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -335,13 +124,12 @@ def train_one(
     check_world(cfg, world)
     check_device(cfg, device)
     torch.set_num_threads(cfg.threads)
-    pre = preprocess(cfg)
-    shards = data.shard_set(root.shards(cfg.dataset), cfg.dataset)
-    path = data.choose_path(cfg.data, shards.n_images, pre, shards.remote)
-    steps_per_epoch, total = steps(cfg, shards.n_images)
+    pre, pin = preprocess(cfg), device.type == "cuda"
+    seed = torch_seed(cfg.experiment, job)
+    train, test = loaders.load_data(cfg, root, world, seed, pin, eval_pre or pre)
+    steps_per_epoch, total = steps(cfg, train.shards.n_images)
 
     # model, optimiser, pruner
-    seed = torch_seed(cfg.experiment, job)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = create(cfg.arch, num_classes, cfg.channels, cfg.image_size)
@@ -383,8 +171,7 @@ def train_one(
     # the loop: at the start of each step the pruner updates the masks (on schedule, step 0
     # included); during backward it zeroes the gradients of masked weights
     model.train()
-    pin = device.type == "cuda"
-    for x, y in feed(cfg, root, shards, path, seed, world, step, total, pin):
+    for x, y in train.batches(step, total):
         if pruner is not None:
             pruner.update(step, optimizer)
         x, y = x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
@@ -417,7 +204,7 @@ def train_one(
 
     if pruner is not None:
         pruner.finish()  # "reference": w * mask baked into the stock weights
-    test_top1 = evaluate(model, root, cfg, device, world, eval_pre or preprocess(cfg))
+    test_top1 = evaluate(model, test.evaluation(), cfg, device, world, test.pre)
     if not world.is_main:
         distributed.barrier(world)
         return None
@@ -456,7 +243,7 @@ def train_one(
         device=str(device),
         seconds=round(time.time() - started, 2),
         world_size=world.size,
-        data=path,
+        data=train.path,
         deterministic=deterministic,
     )
     saved = checkpoints.save(root, model.cpu(), sidecar)
