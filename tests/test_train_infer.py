@@ -13,7 +13,7 @@ from conftest import TINY_TRAIN as TINY
 from infer.cache import ModelCache
 from infer.predict import PartWriter, Scorer, rows
 from infer.sink import Fingerprint, closing_meta, load_pair, part_meta, part_path, read_part_info
-from pie import checkpoints, provenance, store
+from pie import checkpoints, provenance
 from pie.images import Preprocess
 from pie.models import create
 from train.trainer import make_job, train_one
