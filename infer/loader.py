@@ -67,14 +67,6 @@ class Batch:
         )
 
 
-@dataclass
-class Share:
-    """This rank's part of one group: how many images, and their batches in loader order."""
-
-    images: int
-    batches: Iterator[Batch]
-
-
 def shares(
     groups: Sequence[tuple[Path, Preprocess]],
     batch_size: int,
@@ -83,9 +75,10 @@ def shares(
     world_size: int,
     pin_memory: bool,
     then: Callable[[Batch], Batch] | None = None,
-) -> list[Share]:
-    """This rank's share of every group (shard directory, preprocessing), read and decoded by
-    one DataLoader of `workers` processes; `then` runs on each batch where it was decoded."""
+) -> list[tuple[int, Iterator[Batch]]]:
+    """This rank's share of every group (shard directory, preprocessing): its number of images
+    and its batches, read and decoded by one DataLoader of `workers` processes for all groups;
+    `then` runs on each batch where it was decoded."""
     dealt, offset = [], 0
     for i, (directory, pre) in enumerate(groups):
         dealt.append(
@@ -93,9 +86,7 @@ def shares(
         )
         offset += len(dealt[-1])
     batches = iter(data_loader([c for d in dealt for c in d], workers, pin_memory, then))
-    return [
-        Share(sum(c.stop - c.start for c in d), itertools.islice(batches, len(d))) for d in dealt
-    ]
+    return [(sum(c.stop - c.start for c in d), itertools.islice(batches, len(d))) for d in dealt]
 
 
 def chunks(directory: Path, batch_size: int, group: int, pre: Preprocess) -> list[Chunk]:

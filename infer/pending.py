@@ -49,6 +49,7 @@ class Member:
     experiment: str
     sha256: str
     pre: Preprocess  # the model's, for this dataset (`Preprocess.for_dataset`)
+    checkpoint: str  # its directory (infer.score's key for the model)
 
     @property
     def preprocess(self) -> str:
@@ -169,7 +170,8 @@ def pending(root: WorkRoot, cfg: InferConfig, budget: int) -> Work:
                     checkpoints.read_sidecar(root.checkpoint(m.model_id))
                 specs[m.model_id] = Preprocess.from_dict(sidecars[m.model_id].preprocess)
             pre = specs[m.model_id].for_dataset(d)
-            member = Member(m.model_id, m.experiment, m.sha256, pre)
+            directory = str(root.checkpoint(m.model_id))
+            member = Member(m.model_id, m.experiment, m.sha256, pre, directory)
             by_geometry.setdefault(member.pre.spec, []).append(member)
         first = True
         for spec in sorted(by_geometry):
@@ -198,7 +200,7 @@ def waves(root: WorkRoot, members: list[Member], budget: int) -> list[list[Membe
     out: list[list[Member]] = []
     used = 0
     for m in members:
-        size = (root.checkpoint(m.model_id) / checkpoints.WEIGHTS).stat().st_size
+        size = (Path(m.checkpoint) / checkpoints.WEIGHTS).stat().st_size
         if not out or used + size > budget:
             out.append([])
             used = 0

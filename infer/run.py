@@ -25,9 +25,10 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
@@ -36,15 +37,8 @@ from infer import loader, pending
 from infer.config import InferConfig
 from infer.parts import PartWriter, rows
 from infer.pending import Group, Work
-from infer.score import Models, Precision, Scoring
-from infer.sink import (
-    Fingerprint,
-    closing_meta,
-    load_pair,
-    part_meta,
-    part_path,
-    read_part_info,
-)
+from infer.score import Precision, Scoring
+from infer.sink import Fingerprint, closing_meta, load_pair, part_meta, part_path, read_part_info
 from pie import console, distributed, store
 from pie.config import to_dict
 from pie.errors import PieError
@@ -107,7 +101,7 @@ def evaluate(
 ) -> Tally:
     """Score every group's batches into parts; rank 0 loads them group by group."""
     scoring = Scoring(
-        [models(root, g) for g in work.groups],
+        work.groups,
         work.model_memory,
         device,
         Precision(cfg.precision == "bf16", cfg.channels_last),
@@ -122,15 +116,15 @@ def evaluate(
         pin_memory=device.type == "cuda",
         then=scoring.in_workers,
     )
-    tally = Tally()
-    with Loads(root, world) as loads:
-        for group, share in zip(work.groups, shares, strict=True):
+    tally, loads, failed = Tally(), [], threading.Event()
+    with ThreadPoolExecutor(1, thread_name_prefix="pie-load") as pool:
+        for group, (images, batches) in zip(work.groups, shares, strict=True):
             started = time.time()
             writers = {m.model_id: part_writer(root, group, m, world) for m in group.members}
             errors: list[tuple[str, str]] = []
             title = f"{group.dataset} x {len(group.members)} models"
-            with console.progress(title, share.images, "img") as advance:
-                for batch in share.batches:
+            with console.progress(title, images, "img") as advance:
+                for batch in batches:
                     labels = batch.labels.numpy()
                     for model_id, out in scoring(batch).items():
                         writers[model_id].add(rows(batch.keys, labels, out))
@@ -146,15 +140,13 @@ def evaluate(
                 for w in writers.values():
                     w.close(closing_meta(time.time() - started, errors))
             distributed.barrier(world)  # every rank's parts of the group are there
-            loads.submit(group)
-    tally.rows = loads.rows
+            if world.is_main:  # loaded in the background while the next group is scored
+                loads.append(pool.submit(load_group, root, group, world.size, failed))
+                for f in loads:
+                    if f.done():
+                        f.result()  # a failed load stops the run now
+    tally.rows = sum(f.result() for f in loads)
     return tally
-
-
-def models(root: WorkRoot, group: Group) -> Models:
-    """The group's models, each by its checkpoint directory (the `ModelCache` key)."""
-    members = tuple((m.model_id, str(root.checkpoint(m.model_id)), m.pre) for m in group.members)
-    return Models(members, group.class_subset)
 
 
 def part_writer(
@@ -162,86 +154,41 @@ def part_writer(
 ) -> PartWriter:
     """The part this rank writes for one pair of the group."""
     made_from = Fingerprint(m.sha256, group.dataset_hash)
-    return PartWriter(
-        part_path(root, m.model_id, group.dataset, world.rank, world.size),
-        part_meta(
-            m.model_id,
-            group.dataset,
-            m.experiment,
-            made_from,
-            world.rank,
-            world.size,
-            m.preprocess,
-        ),
+    meta = part_meta(
+        m.model_id, group.dataset, m.experiment, made_from, world.rank, world.size, m.preprocess
     )
+    return PartWriter(part_path(root, m.model_id, group.dataset, world.rank, world.size), meta)
 
 
-class Loads:
-    """Rank 0 loads each finished group in one background thread, in order, while the next
-    group is scored; a failed load stops the run at the next group, and no later load starts.
-    On leaving, every load is waited for (`rows`: the rows loaded)."""
-
-    def __init__(self, root: WorkRoot, world: distributed.World) -> None:
-        self.root, self.world = root, world
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="pie-load")
-        self.futures: list[Future[int]] = []
-        self.failed = threading.Event()
-        self.rows = 0
-
-    def __enter__(self) -> Loads:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=True)
-        if exc[0] is None:
-            self.rows = sum(f.result() for f in self.futures)
-
-    def submit(self, group: Group) -> None:
-        if not self.world.is_main:
-            return
-        self.futures.append(self.pool.submit(self.load, group))
-        for f in self.futures:
-            if f.done():
-                f.result()  # a failed load stops the run now
-
-    def load(self, group: Group) -> int:
-        if self.failed.is_set():
-            return 0
-        try:
-            return load_group(self.root, group, self.world.size)
-        except BaseException:
-            self.failed.set()
-            raise
-
-
-def load_group(root: WorkRoot, group: Group, world_size: int) -> int:
-    """Load a group's complete pairs in one short write step; returns the rows loaded."""
-    infos = [
-        [
-            read_part_info(part_path(root, m.model_id, group.dataset, r, world_size))
-            for r in range(world_size)
-        ]
-        for m in group.members
-        if all(
-            part_path(root, m.model_id, group.dataset, r, world_size).exists()
-            for r in range(world_size)
-        )
-    ]
-    if not infos:
+def load_group(root: WorkRoot, group: Group, world_size: int, failed: threading.Event) -> int:
+    """Load a group's complete pairs in one short write step; returns the rows loaded. Nothing
+    once a load has `failed` (set here): the run stops at the first failure."""
+    if failed.is_set():
         return 0
-    n_images = sum(pq.read_metadata(p.path).num_rows for p in infos[0])
-    if n_images == 0:
-        errors = [e for p in infos[0] for e in p.errors]
-        for parts in infos:
-            for p in parts:
+    try:
+        paths = [
+            [part_path(root, m.model_id, group.dataset, r, world_size) for r in range(world_size)]
+            for m in group.members
+        ]
+        infos = [[read_part_info(p) for p in pair] for pair in paths if all(map(Path.exists, pair))]
+        if not infos:
+            return 0
+        if sum(pq.read_metadata(p.path).num_rows for p in infos[0]) == 0:
+            errors = [e for p in infos[0] for e in p.errors]
+            for p in (p for parts in infos for p in parts):
                 p.path.unlink()
-        key, why = errors[0] if errors else ("-", "no images")
-        raise PieError(f"dataset {group.dataset}: no image can be decoded (first: {key}: {why})")
-    n = 0
-    with store.connect(root) as con:
-        for i, parts in enumerate(infos):
-            n += load_pair(con, parts, replace_errors=group.first_of_dataset and i == 0)
-    return n
+            key, why = errors[0] if errors else ("-", "no images")
+            raise PieError(
+                f"dataset {group.dataset}: no image can be decoded (first: {key}: {why})"
+            )
+        with store.connect(root) as con:
+            return sum(
+                load_pair(con, parts, replace_errors=group.first_of_dataset and i == 0)
+                for i, parts in enumerate(infos)
+            )
+    except BaseException:
+        failed.set()
+        raise
 
 
 def finish(

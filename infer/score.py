@@ -27,8 +27,9 @@ are masked out, so the argmax and the softmax are taken among the subset only
 its device, or, on CPU with loader workers, in the loader workers themselves (`InWorkers`:
 each worker runs the models on the batch it has just decoded, one thread each, and sends back
 the outputs instead of the pixels; the main process only writes). Processes in parallel beat
-one process's intra-op threads on a few shared cores (bench/infer_throughput.py, 2 cores: 1.17
-and 1.23 of the bare forward pass scored in the workers, 1.02 and 0.78 in the main process).
+one process's intra-op threads on a few shared cores: bench/infer_throughput.py on 2 busy cores,
+2 workers, 2 models over 4,096 images ran at 1.23 and 1.48 of the bare forward pass scored in
+the workers, 0.78 and 0.89 scored in the main process (4 models: 1.17 and 1.02).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import numpy as np
 import torch
 
 from infer.loader import Batch
+from infer.pending import Group
 from pie import checkpoints
 from pie.errors import PieError
 from pie.images import Preprocess, normalize
@@ -171,23 +173,16 @@ class Scorer:
         """float32 logits of model `key` on a uint8 batch already on the device."""
         while True:
             size = self.micro_batch or len(pixels)
-            try:
-                return self.attempt(key, pre, pixels, size)
+            try:  # load (or find) the model, then normalise and run `size` images at a time
+                model = self.models.get(key)
+                micro = [pixels[i : i + size] for i in range(0, len(pixels), size)]
+                return torch.cat([self.forward(model, pre, x) for x in micro])
             except torch.cuda.OutOfMemoryError:
                 if not self.models.shrink(key):
                     if size == 1:
                         raise
                     self.micro_batch = size // 2
             torch.cuda.empty_cache()  # out of the except block: the failed try's tensors are gone
-
-    def attempt(
-        self, key: Hashable, pre: Preprocess, pixels: torch.Tensor, size: int
-    ) -> torch.Tensor:
-        """Load (or find) the model, then normalise and run `size` images at a time."""
-        model = self.models.get(key)
-        return torch.cat(
-            [self.forward(model, pre, pixels[i : i + size]) for i in range(0, len(pixels), size)]
-        )
 
     def forward(
         self, model: torch.nn.Module, pre: Preprocess, pixels: torch.Tensor
@@ -218,23 +213,15 @@ class Scorer:
         }
 
 
-@dataclass(frozen=True)
-class Models:
-    """A group's models as a scoring process needs them, and the classes they choose among."""
-
-    members: tuple[tuple[str, str, Preprocess], ...]  # (model_id, checkpoint directory, pre)
-    class_subset: tuple[int, ...] | None
-
-
-def outputs(scorer: Scorer, models: Models, batch: Batch) -> dict[str, Outputs]:
+def outputs(scorer: Scorer, group: Group, batch: Batch) -> dict[str, Outputs]:
     """Every model's outputs on a batch, on the host, by model_id (none for an empty batch)."""
     if not batch.keys:
         return {}
     x = batch.pixels.to(scorer.device, non_blocking=True)
     y = batch.labels.to(scorer.device, non_blocking=True)
     return {
-        model_id: {k: v.cpu().numpy() for k, v in scorer(directory, pre, x, y).items()}
-        for model_id, directory, pre in models.members
+        m.model_id: {k: v.cpu().numpy() for k, v in scorer(m.checkpoint, m.pre, x, y).items()}
+        for m in group.members
     }
 
 
@@ -247,17 +234,18 @@ class InWorkers:
     runs it there); the pixels are not sent back. Each worker keeps its models in a
     `ModelCache` of `model_memory` bytes."""
 
-    groups: tuple[Models, ...]  # by group index
+    groups: tuple[Group, ...]  # the run's, by index
     model_memory: int
 
     def __call__(self, batch: Batch) -> Batch:
         global WORKER_MODELS
         if WORKER_MODELS is None:
             WORKER_MODELS = ModelCache(self.model_memory, load_model)
-        models = self.groups[batch.group]
-        scorer = Scorer(WORKER_MODELS, models.class_subset, torch.device("cpu"))
-        scored = outputs(scorer, models, batch)
-        return dataclasses.replace(batch, pixels=batch.pixels[:0], outputs=scored)
+        group = self.groups[batch.group]
+        scorer = Scorer(WORKER_MODELS, group.class_subset, torch.device("cpu"))
+        return dataclasses.replace(
+            batch, pixels=batch.pixels[:0], outputs=outputs(scorer, group, batch)
+        )
 
 
 class Scoring:
@@ -266,7 +254,7 @@ class Scoring:
 
     def __init__(
         self,
-        groups: Sequence[Models],
+        groups: Sequence[Group],
         model_memory: int,
         device: torch.device,
         precision: Precision,

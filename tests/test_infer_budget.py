@@ -18,8 +18,9 @@ from test_infer import expected, images, stored
 from infer import score
 from infer.config import InferConfig
 from infer.loader import chunks, read_chunk
+from infer.pending import Group, Member
 from infer.run import main as infer
-from infer.score import InWorkers, ModelCache, Models, Scorer
+from infer.score import InWorkers, ModelCache, Scorer
 from pie import catalog, checkpoints, config, store
 from pie.catalog import FASHION_MNIST
 from pie.errors import PieError
@@ -122,9 +123,10 @@ def test_a_loader_worker_keeps_one_model_under_a_tiny_budget(packed, monkeypatch
     root = packed
     ids = add_models(root, 3)
     monkeypatch.setattr(score, "WORKER_MODELS", None)
-    models = Models(tuple((m, str(root.checkpoint(m)), PRE) for m in ids), None)
+    members = tuple(Member(m, "t", "", PRE, str(root.checkpoint(m))) for m in ids)
+    group = Group("fmnist-test", root.shards("fmnist-test"), "", None, PRE, members, True)
     want = {m: expected(root, m, *images(root, "fmnist-test")) for m in ids}
-    in_worker = InWorkers((models,), model_memory=1)
+    in_worker = InWorkers((group,), model_memory=1)
     for chunk in chunks(root.shards("fmnist-test"), 10, 0, PRE):
         batch = in_worker(read_chunk(chunk, Reader()))
         assert len(score.WORKER_MODELS.resident) == 1
