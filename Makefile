@@ -2,7 +2,7 @@
 #   make demo                      # everything on the embedded Fashion-MNIST
 #   make train CONFIG=my.toml ROOT=/data/pie
 # Unset, they are left to pie: $PIE_CONFIG / $PIE_ROOT from the environment, else
-# <root>/config.toml if present, else the packaged pie/configs/fashion-mnist.toml; root ./work.
+# <root>/config.toml if present, else the packaged configs/fashion-mnist.toml; root ./work.
 # Every stage is idempotent: a rerun does only what is missing.
 
 SHELL := /bin/bash
@@ -24,7 +24,7 @@ help:
 	@echo "make test    fast tests (make test-slow: the slow ones too)"
 	@echo "stages:      make ingest | corrupt | train | infer | analytics | export | summary | report"
 	@echo "options:     CONFIG=FILE (else \$$PIE_CONFIG, else <root>/config.toml if present,"
-	@echo "               else the packaged pie/configs/fashion-mnist.toml)"
+	@echo "               else the packaged configs/fashion-mnist.toml)"
 	@echo "             ROOT=DIR    (else \$$PIE_ROOT, else ./work)"
 	@echo "other:       make lint | format | bench | clean"
 	@echo "GPU check:   make gpu-wheels here, then make gpu-check on the GPU machine"

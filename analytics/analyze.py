@@ -1,12 +1,13 @@
 """`pie analyze`: compute and store the whole analysis, for every experiment and dataset.
 
 1. The analysis settings (tie rule, alpha, significance on p or q) go into `settings`, where the
-   views read them.
+   views read them (through view `analysis_settings`).
 2. When the inputs (view `analysis_inputs`) changed since the last run, or `force`: the heavy
    relations are materialised (pie.materialised), `class_tstats` is rewritten from view
-   `class_recall_stats` and `robustness_tstats` from view `robustness` (scipy gives the
-   p-values) and the run is recorded. Otherwise nothing is recomputed. All of it is one
-   transaction: a reader sees the analysis before or after, never half of it.
+   `class_recall_stats` and `robustness_tstats` from view `robustness_stats` (scipy gives the
+   p-values) and the run is recorded in `runs`, with the pie that ran it (pie.provenance).
+   Otherwise nothing is recomputed. All of it is one transaction: a reader sees the analysis
+   before or after, never half of it.
 
 `pie infer` deletes the `class_tstats` rows of what it re-evaluated in its load transaction and
 changes the fingerprint, so readers ask for `pie analyze` until it has run again.

@@ -21,19 +21,6 @@ from pie.paths import WorkRoot
 if TYPE_CHECKING:
     import duckdb
 
-# variant population rows of view robustness beside the dense population's on the same dataset
-STATS = """
-select
-    v.dataset, v.experiment, v.method, v.sparsity, v.kind, v.origin, v.parent, v.corruption,
-    v.severity, b.n_models as baseline_n, v.n_models as variant_n,
-    b.mean_top1 as baseline_mean_top1, v.mean_top1 as variant_mean_top1,
-    b.std_top1 as baseline_std_top1, v.std_top1 as variant_std_top1
-from robustness as v
-inner join robustness as b
-    on b.dataset = v.dataset and b.experiment = v.experiment and b.sparsity = 0
-where v.sparsity > 0
-order by v.dataset, v.experiment, v.method, v.sparsity
-"""
 BENCHMARK_ORDER = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
     "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
@@ -45,20 +32,19 @@ BENCHMARK_ORDER = (
 def robustness_tstats(
     con: duckdb.DuckDBPyConnection, alpha: float, significance_on: str = "p"
 ) -> int:
-    """Write table `robustness_tstats` from view `robustness` (q over each population's
+    """Write table `robustness_tstats` from view `robustness_stats` (q over each population's
     datasets; the caller deletes the old rows first, in its transaction); returns the rows."""
     from analytics.tstats import insert_welch_tests
 
     return insert_welch_tests(
         con,
-        STATS,
+        "robustness_stats",
         "robustness_tstats",
         "mean_top1",
         "std_top1",
         ["experiment", "method", "sparsity"],
         alpha,
         significance_on,
-        "i.variant_mean_top1 - i.baseline_mean_top1 as delta_top1",
     )
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import special
 
 from analytics.config import SIGNIFICANCE_ON
+from pie import relations
 
 if TYPE_CHECKING:
     import duckdb
@@ -74,19 +75,20 @@ def insert_welch_tests(
     groups: list[str],
     alpha: float,
     significance_on: str = "p",
-    derived: str = "",
 ) -> int:
-    """Insert into `table`, by column name, the rows of query `source` with the Welch test of
-    `baseline_<mean>` against `variant_<mean>` (sample standard deviations `baseline_<std>`,
-    `variant_<std>`; sizes `baseline_n`, `variant_n`): t_stat (baseline minus variant),
-    welch_df, p_value, q_value (BH within each partition by `groups`), hedges_g, `significant`
-    at `alpha` on p or q, plus the SQL expressions `derived` (e.g. "a - b as delta"). Undefined
-    tests are null. Returns the number of rows inserted."""
+    """Insert into `table`, by column name, the rows of relation `source` (in the order of its
+    keys) with the Welch test of `baseline_<mean>` against `variant_<mean>` (sample standard
+    deviations `baseline_<std>`, `variant_<std>`; sizes `baseline_n`, `variant_n`): t_stat
+    (baseline minus variant), welch_df, p_value, q_value (BH within each partition by `groups`),
+    hedges_g, `significant` at `alpha` on p or q. Undefined tests are null. Returns the number
+    of rows inserted."""
     if significance_on not in SIGNIFICANCE_ON:
         raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
+    order = ", ".join(relations.relation(source).keys)
     con.execute(
         "create or replace temp table _welch_in as select row_number() over () as _row,"
-        f" dense_rank() over (order by {', '.join(groups)}) as _group, * from ({source})"
+        f" dense_rank() over (order by {', '.join(groups)}) as _group,"
+        f" * from (select * from {source} order by {order})"
     )
     try:
         columns = [
@@ -124,12 +126,10 @@ def insert_welch_tests(
             "significant": significant,
         }
         con.register("_welch_out", tests)
-        extra = f", {derived}" if derived else ""
         con.execute(
             f"insert into {table} by name select i.* exclude (_row, _group),"
             " o.* exclude (_row), ? as significance_on, ? as alpha"
-            + extra
-            + " from _welch_in as i inner join _welch_out as o using (_row)",
+            " from _welch_in as i inner join _welch_out as o using (_row)",
             [significance_on, alpha],
         )
         con.unregister("_welch_out")
@@ -143,12 +143,11 @@ def class_tstats(con: duckdb.DuckDBPyConnection, alpha: float, significance_on: 
     first, in its transaction); returns the rows written."""
     return insert_welch_tests(
         con,
-        "select * from class_recall_stats order by dataset, experiment, method, sparsity, class_id",
+        "class_recall_stats",
         "class_tstats",
         "mean_normalized",
         "std_recall",
         ["dataset", "experiment", "method", "sparsity"],
         alpha,
         significance_on,
-        "i.variant_mean_normalized - i.baseline_mean_normalized as delta_norm_recall",
     )

@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pie import store
+from pie import provenance, relations, store
 from pie.paths import WorkRoot
 
 ERROR_COLUMNS = ("dataset", "key", "error")
@@ -162,21 +162,22 @@ def load_pair(
                 # q-values are over an experiment's datasets: every row of it is stale
                 con.execute("delete from robustness_tstats where experiment = ?", [info.experiment])
             con.execute("delete from inference_runs where model_id = ? and dataset = ?", pair)
-            n = store.rows(
-                con,
-                "insert into inference_runs (model_id, dataset, n_images, status,"
-                " checkpoint_sha256, dataset_hash, top1, seconds, preprocess)"
-                " select ?, ?, count(*), 'done', ?, ?, avg((pred = label)::double), ?, ?"
-                " from read_parquet(?) returning n_images",
-                [
-                    *pair,
-                    info.fingerprint.checkpoint_sha256,
-                    info.fingerprint.dataset_hash,
-                    max(p.seconds for p in parts),
-                    info.preprocess,
-                    paths,
-                ],
-            )[0][0]
+            run = {
+                "model_id": info.model_id,
+                "dataset": info.dataset,
+                "checkpoint_sha256": info.fingerprint.checkpoint_sha256,
+                "dataset_hash": info.fingerprint.dataset_hash,
+                "preprocess": info.preprocess,
+                "seconds": max(p.seconds for p in parts),
+                "pie_version": provenance.version(),
+                "pie_commit": provenance.commit(),
+                "paths": paths,
+            }
+            n = con.execute(
+                "insert into inference_runs by name"
+                f" {relations.step('pair_run')} returning n_images",
+                run,
+            ).fetchall()[0][0]
             if replace_errors:
                 con.execute("delete from decode_errors where dataset = ?", [info.dataset])
             if errors:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
-from pie import catalog, durable
+from pie import catalog, durable, provenance
 from pie.catalog import CheckpointFile
 from pie.errors import PieError
 from pie.models import create
@@ -80,6 +80,7 @@ class Sidecar:
     deterministic          whether only deterministic algorithms ran: always on CPU, on CUDA
                            with `train.deterministic` (false in sidecars from before this field)
     sha256                 of `model.pt`; `load` refuses weights that do not match
+    pie_version, pie_commit  the pie that saved it (pie.provenance; commit '' outside git)
     path                   the checkpoint directory relative to the work root
                            (`checkpoints/<model_id>`): resolve it with `directory(root)`
     """
@@ -111,6 +112,8 @@ class Sidecar:
     world_size: int = 1
     data: str = ""
     deterministic: bool = False
+    pie_version: str = ""  # filled in by `save`
+    pie_commit: str = ""  # filled in by `save`
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -147,6 +150,8 @@ def save(root: WorkRoot, model: nn.Module, sidecar: Sidecar) -> Sidecar:
         sidecar,
         sha256=sha256_file(partial / WEIGHTS),
         path=directory.relative_to(root.path).as_posix(),
+        pie_version=provenance.version(),
+        pie_commit=provenance.commit() or "",
     )
     (partial / SIDECAR).write_text(sidecar.to_json())
     if not directory.exists():

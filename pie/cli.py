@@ -59,6 +59,26 @@ for stage in (ingest_cli, train_cli, infer_cli, analytics_cli, report_cli):
     app.add_typer(stage.app)
 
 
+def print_version(value: bool) -> None:
+    if value:
+        from pie import provenance
+
+        console.out.print(provenance.describe(), markup=False, soft_wrap=True)
+        raise typer.Exit()
+
+
+@app.callback()
+def options_of_pie(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=print_version, is_eager=True, help="pie's version and commit"
+        ),
+    ] = False,
+) -> None:
+    """What pruning does to an image classifier beyond top-1."""
+
+
 @app.command()
 def sql(
     statement: Annotated[str, typer.Argument(help="One SQL query (select, describe, explain...)")],

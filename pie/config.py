@@ -11,7 +11,7 @@ loads its table with `load`; CLI flags arrive as `overrides`. Unknown keys, wron
 and out-of-range values are user mistakes (`PieError`), reported with the key's name.
 
 Which file: the `--config` flag, else $PIE_CONFIG, else `<root>/config.toml` when the work root
-has one, else the packaged default `pie/configs/fashion-mnist.toml` (`resolve`).
+has one, else the packaged default `configs/fashion-mnist.toml` (`resolve`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,16 @@ from typing import Any, TypeVar
 from pie.errors import PieError
 from pie.paths import check_name, root_path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "fashion-mnist.toml"
+
+def packaged(folder: str) -> Path:
+    """A folder shipped with pie (`sql`, `configs`): at the top of a checkout (editable installs
+    and PYTHONPATH runs included), installed inside the package (pie/<folder>) from a wheel."""
+    here = Path(__file__).resolve().parent
+    installed = here / folder
+    return installed if installed.is_dir() else here.parent / folder
+
+
+DEFAULT_CONFIG = packaged("configs") / "fashion-mnist.toml"
 DEVICES = ("auto", "cpu", "cuda")  # every stage's `device` option
 SECTIONS = ("ingest", "corrupt", "train", "infer", "analyze", "export", "report")
 TOP_LEVEL = ("name", "description")

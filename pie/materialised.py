@@ -1,11 +1,13 @@
 """Materialised analysis: the heavy views computed once by `pie analyze`, read by everyone after.
 
-Each view in RELATIONS keeps its one definition in `pie/sql/views/<name>.sql`. `build` creates the
-table `materialised.<name>` from that view, in dependency order and sorted by the keys its header
-states, and points the connection's name at it (a temporary view, which shadows the stored one),
+The relations whose header says `-- materialised: stored` (RELATIONS, in creation order) keep
+their one definition in their SQL file (pie.relations). `build` creates the table
+`materialised.<name>` from that view, in creation order and sorted by the keys its header states,
+and points the connection's name at it (a temporary view, which shadows the stored one),
 so each relation is computed from the materialised ones before it. The predictions are scanned
-once in all: for population_votes, held in memory for the build only (TRANSIENT);
-model_class_counts is a table counted when the predictions are stored. The public views over
+once in all: for population_votes, held in memory for the build only (TRANSIENT: its header
+says `-- materialised: transient`); model_class_counts is a table counted when the predictions
+are stored. The public views over
 the stored ones (modal_labels, pie, ...) only add names, keys and the CIE ranking. The
 fingerprint of the inputs (view `analysis_inputs`: predictions, inference runs, models,
 datasets, analysis settings) is stored with every table in `materialisations`.
@@ -23,42 +25,29 @@ views resolve, so a stale table is never read under a view's name.
 
 from __future__ import annotations
 
-import re
 import time
 
 import duckdb
 
-from pie import store
+from pie import relations, store
 
 SCHEMA = "materialised"
-# In dependency order (a relation may read the ones before it).
-RELATIONS = (
-    "model_accuracy",
-    "class_recall_stats",
-    "population_modes",
-    "pie_unranked",
-    "pie_accuracy",
-    "pie_classes",
-    "robustness",
-)
 # Tables of the main schema that `pie analyze` writes from the relations (analytics.tstats,
 # analytics.robustness); their fingerprints are recorded beside the relations'.
 TABLES = ("class_tstats", "robustness_tstats")
+
+
+def marked(kind: str) -> tuple[str, ...]:
+    return tuple(r.name for r in relations.relations().values() if r.materialised == kind)
+
+
+# In creation order (a relation may read the ones before it).
+RELATIONS = marked("stored")
 # Computed before RELATIONS, in memory, for the build only: population_votes (a row per population,
 # image and predicted label) is read by modal_labels and pie and then dropped; it is not stored
 # (at 3x the rows of modal_labels, writing it would cost more than anything read from it saves),
 # so label_votes computes from the predictions.
-TRANSIENT = ("population_votes",)
-
-
-def keys(name: str) -> str:
-    """The key columns a view's header states (`-- keys: (a, b)`), the order its table is stored
-    in: sorted, the table is written in whole row groups (unsorted, the parallel writers leave
-    partial ones that the next checkpoint rewrites) and clustered for the joins on its keys."""
-    found = re.search(r"^-- keys: \(([^)]*)\)", store.view_sql(name), re.MULTILINE)
-    if found is None:
-        raise ValueError(f"view {name} states no `-- keys: (...)` line in its header")
-    return found.group(1)
+TRANSIENT = marked("transient")
 
 
 def fingerprint(con: duckdb.DuckDBPyConnection) -> str:
@@ -122,7 +111,9 @@ def build(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     counts = {}
     for name in RELATIONS:
         start = time.perf_counter()
-        order = keys(name)
+        # sorted by its keys, the table is written in whole row groups (unsorted, the parallel
+        # writers leave partial ones that the next checkpoint rewrites), clustered for the joins
+        order = ", ".join(relations.relation(name).keys)
         counts[name] = store.rows(  # a create table ... as returns the rows it wrote
             con, f"create or replace table {SCHEMA}.{name} as select * from {name} order by {order}"
         )[0][0]

@@ -36,6 +36,7 @@ import duckdb
 from rich.table import Table
 
 from pie import console, materialised, store
+from pie import relations as pie_relations
 from pie.errors import PieError
 from pie.paths import WorkRoot
 
@@ -254,22 +255,6 @@ def note_stale(con: duckdb.DuckDBPyConnection, query: str) -> None:
         )
 
 
-def grain(name: str) -> str:
-    """The grain a relation's SQL file states in its header comment ('one row per ...')."""
-    for folder in ("schema", "views"):
-        path = store.SQL_DIR / folder / f"{name}.sql"
-        if path.exists():
-            header = []
-            for line in path.read_text().splitlines():
-                if not line.startswith("--"):
-                    break
-                header.append(line.removeprefix("--").strip())
-            text = " ".join(header)
-            found = re.search(r"(one row[^.:;]*?)(?=[.:;]|$)", text)
-            return found.group(1) if found else ""
-    return ""
-
-
 def tables(root: WorkRoot) -> list[tuple[str, str, int | None, str]]:
     """Every table and view: (name, kind, rows, grain); views are counted only when the
     analysis is materialised and fresh (rows then come from its tables), else rows is None."""
@@ -280,7 +265,8 @@ def tables(root: WorkRoot) -> list[tuple[str, str, int | None, str]]:
         for name, kind in relations(con):
             counted = kind == "table" or (fresh and name != "population_predictions")
             n = store.rows(con, f'select count(*) from "{name}"')[0][0] if counted else None
-            out.append((name, kind, n, grain(name)))
+            known = pie_relations.relations().get(name)
+            out.append((name, kind, n, known.grain if known else ""))
     finally:
         con.close()
     emit(plain_table(["name", "kind", "rows", "grain"], out, len(out)), None)

@@ -3,8 +3,8 @@
 One process writes (DuckDB allows a single writing process), and only in short steps; parallel
 workers stage Parquet parts under `parts/` that the writer loads. Analysis and `pie sql` open the
 file read-only. A writing stage holds `writer_lock` for its whole run, the database only briefly.
-Tables live in `pie/sql/schema/*.sql`, views in `pie/sql/views/<name>.sql` (one relation per file,
-a plain `select`, wrapped here in `create or replace view`).
+Tables and views are the SQL files of `sql/` (pie.relations: one relation per file, created in
+the order derived from what each one reads).
 """
 
 from __future__ import annotations
@@ -24,45 +24,22 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from pie import console
+from pie import console, provenance, relations
 from pie.errors import PieError
 from pie.paths import WorkRoot
 
-if TYPE_CHECKING:  # polars and pyarrow are imported where used: `pie sql` starts without them
-    import polars as pl
+if TYPE_CHECKING:  # pyarrow is imported where used: `pie sql` starts without it
     import pyarrow as pa
 
-SQL_DIR = Path(__file__).resolve().parent / "sql"
-# Bumped whenever a table of pie/sql/schema changes shape; stored in `settings`. A database of
-# another version is refused in one line rather than failing later in the middle of a stage.
+# Bumped whenever a table of sql/schema changes shape in a way its file cannot migrate (a column
+# added `if not exists` needs no bump); stored in `settings`. A database of another version is
+# refused in one line rather than failing later in the middle of a stage.
 SCHEMA_VERSION = "5"
 # How long a reader retries while a writer holds the database file (seconds); a writer waits
 # for readers as long as it must, and says whom it waits for after WAIT_NOTICE seconds.
 READ_WAIT = 30.0
 WAIT_NOTICE = 2.0
 LOCK_FILE = ".lock"  # `writer_lock`: the one writing stage of a work root
-# Views in dependency order (a view may read the ones before it).
-VIEWS = (
-    "model_populations",
-    "population_predictions",
-    "populations",
-    "population_votes",
-    "label_votes",
-    "population_modes",
-    "model_accuracy",
-    "class_recall",
-    "class_recall_stats",
-    "modal_labels",
-    "pie_unranked",
-    "pie",
-    "pie_accuracy",
-    "pie_classes",
-    "robustness",
-    "corruption_error",
-    "mean_corruption_error",
-    "population_summary",
-    "analysis_inputs",
-)
 
 
 def connect(
@@ -188,9 +165,7 @@ def memory() -> duckdb.DuckDBPyConnection:
 @functools.cache
 def schema_digest() -> str:
     """A digest of this pie's tables and views (their SQL, in creation order)."""
-    parts = [SCHEMA_VERSION]
-    parts += [p.read_text() for p in sorted((SQL_DIR / "schema").glob("*.sql"))]
-    parts += [f"{name}\n{view_sql(name)}" for name in VIEWS]
+    parts = [SCHEMA_VERSION, *(r.create() for r in relations.relations().values())]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -204,19 +179,14 @@ def stored_digest(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the tables that are missing and (re)create every view; stamps the schema version
-    and digest, so that a writable connection skips this while the SQL is unchanged. A changed
-    digest also changes analysis_inputs: the materialised analysis is rebuilt on the new views."""
-    for path in sorted((SQL_DIR / "schema").glob("*.sql")):
-        con.execute(path.read_text())
+    """Create the tables that are missing (adding the columns a table's file adds to an older
+    one) and (re)create every view, in creation order; stamps the schema version and digest, so
+    that a writable connection skips this while the SQL is unchanged. A changed digest also
+    changes analysis_inputs: the materialised analysis is rebuilt on the new views."""
+    for relation in relations.relations().values():
+        con.execute(relation.create())
     con.execute("insert or ignore into settings values ('schema_version', ?)", [SCHEMA_VERSION])
-    for name in VIEWS:
-        con.execute(f"create or replace view {name} as\n{view_sql(name)}")
     con.execute("insert or replace into settings values ('schema_digest', ?)", [schema_digest()])
-
-
-def view_sql(name: str) -> str:
-    return (SQL_DIR / "views" / f"{name}.sql").read_text()
 
 
 @contextmanager
@@ -277,18 +247,8 @@ def insert_predictions(
             " from _incoming as i inner join image_keys as k using (key)"
             " inner join model_ords as m using (model_id)"
         )
-        # counts of the new rows, summed with any the same (model, dataset, class) already has
         con.execute(
-            "create or replace temp table _counts as"
-            " select i.model_id, i.dataset, i.class_id,"
-            " i.n_images + coalesce(m.n_images, 0) as n_images,"
-            " i.n_correct + coalesce(m.n_correct, 0) as n_correct,"
-            " i.n_top5 + coalesce(m.n_top5, 0) as n_top5"
-            " from (select model_id, dataset, label as class_id, count(*) as n_images,"
-            " count(*) filter (where pred = label) as n_correct,"
-            " count(*) filter (where list_contains(top5, label)) as n_top5"
-            " from _incoming group by all) as i"
-            " left join model_class_counts as m using (model_id, dataset, class_id)"
+            f"create or replace temp table _counts as {relations.step('incoming_class_counts')}"
         )
         con.execute(
             "delete from model_class_counts as m using _counts as c"
@@ -328,12 +288,6 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -
     return con.execute(sql, list(params)).fetchall()
 
 
-def frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
-    import polars as pl
-
-    return pl.from_arrow(con.sql(sql, params=list(params) or None).to_arrow_table())
-
-
 def root_relative(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
     """`path` relative to the work root (the directory of the connection's database file) when
     it lies under it, so that a copied or moved root still works; else `path` as given."""
@@ -357,9 +311,19 @@ def record_run(
     summary: str,
     started_at: datetime,
 ) -> None:
+    """One row of `runs`, with the pie that ran it (pie.provenance)."""
     con.execute(
-        "insert into runs (stage, experiment, config, summary, started_at) values (?, ?, ?, ?, ?)",
-        [stage, experiment, json.dumps(config, sort_keys=True), summary, started_at],
+        "insert into runs (stage, experiment, config, summary, started_at, pie_version,"
+        " pie_commit) values (?, ?, ?, ?, ?, ?, ?)",
+        [
+            stage,
+            experiment,
+            json.dumps(config, sort_keys=True),
+            summary,
+            started_at,
+            provenance.version(),
+            provenance.commit(),
+        ],
     )
 
 

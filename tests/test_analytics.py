@@ -9,7 +9,7 @@ from conftest import add_dataset, add_model, add_predictions, assert_one_line_er
 
 from analytics import analyze, summary
 from analytics.config import AnalyzeConfig
-from pie import materialised, store
+from pie import materialised, provenance, relations, store
 from pie.errors import PieError
 
 
@@ -57,16 +57,48 @@ def test_analyze_materialises_and_readers_use_the_tables(analysed):
     assert analyze.main(analysed, AnalyzeConfig(experiment="exp", dataset="d")) is False
 
 
+def duplicated(con, table: str, keys: tuple[str, ...]) -> int:
+    """Rows of `table` that share their `keys` with another row."""
+    return store.rows(
+        con,
+        f"select coalesce(sum(n), 0) from (select count(*) as n from {table}"
+        f" group by {', '.join(keys)} having count(*) > 1)",
+    )[0][0]
+
+
+def stored_relations() -> list[tuple[str, tuple[str, ...]]]:
+    """(table, keys) of every table with keys and every materialised relation."""
+    found = [(r.name, r.keys) for r in relations.relations().values() if r.is_table and r.keys]
+    found += [(f"materialised.{n}", relations.relation(n).keys) for n in materialised.RELATIONS]
+    return found
+
+
 def test_every_stored_relation_is_unique_on_the_keys_its_header_states(analysed):
-    """The `-- keys:` line of each materialised view is its grain (and the order it is stored
-    in): no two rows share them."""
+    """The `-- keys:` line of each table and materialised view is its grain (and the order a
+    materialised one is stored in): no two rows share them."""
     con = store.connect(analysed, read_only=True)
-    for name in materialised.RELATIONS:
-        keys = materialised.keys(name)
-        n, distinct = store.rows(
-            con, f"select count(*), count(distinct ({keys})) from materialised.{name}"
-        )[0]
-        assert n == distinct > 0, name
+    for table, keys in stored_relations():
+        assert duplicated(con, table, keys) == 0, table
+        if table.startswith("materialised."):
+            assert store.rows(con, f"select count(*) from {table}")[0][0] > 0, table
+    con.close()
+
+
+def test_the_key_check_catches_a_duplicated_row(analysed):
+    """model_class_counts has no primary key to stop a second row of one (model, dataset,
+    class): the check above finds it."""
+    con = store.connect(analysed)
+    keys = relations.relation("model_class_counts").keys
+    assert duplicated(con, "model_class_counts", keys) == 0
+    con.execute("insert into model_class_counts select * from model_class_counts limit 1")
+    assert duplicated(con, "model_class_counts", keys) == 2
+    con.close()
+
+
+def test_the_analysis_run_records_which_pie_ran_it(analysed):
+    con = store.connect(analysed, read_only=True)
+    found = store.rows(con, "select pie_version, pie_commit from runs where stage = 'analyze'")
+    assert found == [(provenance.version(), provenance.commit())]
     con.close()
 
 

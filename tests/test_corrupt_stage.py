@@ -172,7 +172,7 @@ def test_jpeg_quality_85_is_the_released_look(flat):
 
 # -- the parent's geometry ---------------------------------------------------------------------
 
-CONFIGS = Path(corrupt.__file__).resolve().parents[1] / "pie" / "configs"
+CONFIGS = Path(corrupt.__file__).resolve().parents[1] / "configs"
 
 
 def folder(directory: Path, classes: list[str], images: list[Image.Image], ext: str) -> Path:

@@ -23,7 +23,7 @@ from infer.run import main as infer
 from infer.sink import Fingerprint, closing_meta, part_meta, part_path
 from ingest import pack, sources
 from ingest.config import IngestConfig
-from pie import catalog, checkpoints, store
+from pie import catalog, checkpoints, provenance, store
 from pie.catalog import DatasetSpec
 from pie.images import DecodeError, Preprocess, decode
 from pie.shards import Sample, dataset_hash, read_shards, write_shards
@@ -143,6 +143,21 @@ def test_retrained_checkpoint_is_evaluated_again_and_its_rows_replaced(world, ca
         ("x", "t"),
     ]
     assert infer(root, CFG) == 0
+
+
+def test_sidecars_inference_runs_and_runs_record_which_pie_made_them(world):
+    """pie's version and commit (None outside a git checkout) in every sidecar (saved by `pie
+    train`), every inference_runs row and every runs row (ingest, infer)."""
+    root = world
+    assert infer(root, CFG) == 2
+    made_by = (provenance.version(), provenance.commit())
+    assert made_by[0] != ""
+    for job in JOBS:
+        sidecar = checkpoints.read_sidecar(root.checkpoint(job.model_id))
+        assert (sidecar.pie_version, sidecar.pie_commit or None) == made_by
+    assert query(root, "select distinct pie_version, pie_commit from inference_runs") == [made_by]
+    runs = query(root, "select stage, pie_version, pie_commit from runs")
+    assert {r[0] for r in runs} == {"ingest", "infer"} and {r[1:] for r in runs} == {made_by}
 
 
 def test_repacked_dataset_is_evaluated_again(world, tmp_path):

@@ -1,5 +1,6 @@
-"""`pip install .` (not only `-e`) gives a working `pie`: the wheel carries the SQL, the data
-files and the default config, and the installed copy runs from any directory."""
+"""`pip install .` (not only `-e`) gives a working `pie`: the wheel carries every module, the SQL
+and the configs (top-level `sql/` and `configs/` in the checkout, `pie/sql` and `pie/configs` in
+the wheel), the data files, and the installed copy runs from any directory."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def wheel(tmp_path_factory) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for package in PACKAGES:
+    for package in (*PACKAGES, "sql", "configs"):
         shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-cache-dir"]
     done = subprocess.run(
@@ -38,23 +39,21 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
-def test_wheel_ships_sql_data_and_the_default_config(wheel):
+def test_wheel_ships_modules_sql_data_and_configs(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {
         p.relative_to(REPO).as_posix()
-        for pattern in (
-            "pie/sql/**/*.sql",
-            "pie/data/*",
-            "pie/configs/*.toml",
-            "report/*.html",
-            "report/*.js",
-            "report/*.css",
-        )
+        for pattern in ("pie/data/*", "report/*.html", "report/*.js", "report/*.css")
         for p in REPO.glob(pattern)
     }
-    assert "pie/configs/fashion-mnist.toml" in expected and len(expected) > 20
+    expected |= {f"pie/{p.relative_to(REPO).as_posix()}" for p in REPO.glob("sql/*/*.sql")}
+    expected |= {f"pie/{p.relative_to(REPO).as_posix()}" for p in REPO.glob("configs/*.toml")}
+    # every module, subpackages included (pyproject lists the packages rather than finding them)
+    modules = (p for package in PACKAGES for p in REPO.glob(f"{package}/**/*.py"))
+    expected |= {p.relative_to(REPO).as_posix() for p in modules}
+    assert {"pie/configs/fashion-mnist.toml", "pie/sql/marts/pie.sql"} <= expected
+    assert len([n for n in expected if n.endswith(".sql")]) > 30
     assert expected <= names, sorted(expected - names)
-    assert {f"{p}/cli.py" for p in PACKAGES} <= names
 
 
 def test_installed_copy_runs_from_anywhere(wheel, tmp_path):
@@ -67,6 +66,7 @@ def test_installed_copy_runs_from_anywhere(wheel, tmp_path):
             "con = pie.store.memory()",
             "print(con.sql('select count(*) from duckdb_views() where not internal').fetchall())",
             "print(pie.config.resolve().is_file(), len(pie.catalog.imagenet1k().classes))",
+            "print(pie.config.packaged('sql').relative_to(pie.__path__[0]).as_posix())",
         ]
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
@@ -75,8 +75,8 @@ def test_installed_copy_runs_from_anywhere(wheel, tmp_path):
         [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    n_views = len(list((REPO / "pie" / "sql" / "views").glob("*.sql")))
-    assert done.stdout.splitlines() == [f"[({n_views},)]", "True 1000"]
+    n_views = len([*REPO.glob("sql/staging/*.sql"), *REPO.glob("sql/marts/*.sql")])
+    assert done.stdout.splitlines() == [f"[({n_views},)]", "True 1000", "sql"]
     done = subprocess.run(
         [sys.executable, "-m", "pie", "sql", "--help"], cwd=tmp_path, env=env, capture_output=True
     )

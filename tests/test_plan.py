@@ -15,7 +15,7 @@ from test_infer import world  # noqa: F401  (a fixture: a work root with 2 model
 from test_train_scale import tiny_toml
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = sorted((REPO / "pie" / "configs").glob("*.toml"))
+CONFIGS = sorted((REPO / "configs").glob("*.toml"))
 TRAIN, EVAL = 1_281_167, 50_000
 
 # per recipe, by hand: (training set, evaluation set, global batch, steps per epoch =
@@ -104,7 +104,7 @@ def test_every_recipe_plans_at_imagenet_scale(recipe, tmp_path):
 def test_the_reference_plan_by_hand(tmp_path):
     """imagenet-resnet50 on 8 ranks, 12 loader workers, 129 shards on an object store."""
     out = pie(
-        "plan", "-c", str(REPO / "pie/configs/imagenet-resnet50.toml"),
+        "plan", "-c", str(REPO / "configs/imagenet-resnet50.toml"),
         "--train-images", "1281167", "--eval-images", "50000", "--shard-images", "10000",
         "--world-size", "8", "--loader-workers", "12", "--remote",
     ).output  # fmt: skip

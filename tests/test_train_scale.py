@@ -36,7 +36,7 @@ from train.pruning import keep_mask
 from train.trainer import feed, learning_rate, make_job, preprocess, steps, train_one
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = sorted((REPO / "pie" / "configs").glob("*.toml"))
+CONFIGS = sorted((REPO / "configs").glob("*.toml"))
 
 
 def tiny_toml(tmp_path: Path, **extra) -> Path:
@@ -264,7 +264,7 @@ def test_every_packaged_config_loads_every_section(path):
 
 
 def test_the_reference_recipe_is_the_papers():
-    cfg = config.load(TrainConfig, REPO / "pie/configs/imagenet-resnet50.toml", "train")
+    cfg = config.load(TrainConfig, REPO / "configs/imagenet-resnet50.toml", "train")
     assert (cfg.arch, cfg.image_size, cfg.seeds) == ("resnet50", 224, 30)
     assert cfg.sparsities == (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
     per_epoch, total = steps(cfg, 1_281_167)

@@ -74,7 +74,7 @@ def test_modal_labels_ties_go_to_the_largest_class_id(con):
 
 def test_modal_labels_tie_break_setting_smallest(con):
     dense_and_variant(con)
-    con.execute("update settings set value = 'smallest' where name = 'mode_tie_break'")
+    con.execute("insert or replace into settings values ('mode_tie_break', 'smallest')")
     assert one(con, "select mode from modal_labels where sparsity = 0 and key = 'a'")["mode"] == 1
 
 

@@ -1,8 +1,0 @@
--- ingest_errors: one row per input rejected while packing a dataset.
--- key: none (append-only log); (dataset, source) identifies the input.
-create table if not exists ingest_errors (
-    dataset varchar not null,
-    source varchar not null,
-    error varchar not null,
-    recorded_at timestamp default current_timestamp
-);
