@@ -447,7 +447,7 @@ else:
 # -- 7. bare forward passes and training steps over the same decoded batches ------------------
 
 try:
-    from infer import stream
+    from infer import loader
     from pie import checkpoints
     from pie.images import Preprocess, normalize
     from pie.shards import Reader
@@ -457,9 +457,9 @@ try:
     directories = sorted(p.parent for p in (root / "checkpoints").glob("*/model.json"))
     first = checkpoints.read_sidecar(directories[0])
     pre = Preprocess.from_dict(first.preprocess)
-    chunks = stream.chunks(root / "shards" / "synth-val", size.infer_batch, 0, pre)
+    chunks = loader.chunks(root / "shards" / "synth-val", size.infer_batch, 0, pre)
     reader = Reader()
-    decoded = [stream.read_chunk(c, reader) for c in chunks]  # pie's decoder, as pie infer decodes
+    decoded = [loader.read_chunk(c, reader) for c in chunks]  # pie's decoder, as pie infer decodes
     on = torch.device(device)
     batches = [(b.pixels.to(on), b.labels.to(on)) for b in decoded]
     fmt = torch.channels_last if not args.cpu else torch.contiguous_format

@@ -1,13 +1,15 @@
 """`pie infer` end to end against the bare forward pass, and DuckDB loading against Parquet.
 
-1. K models (ResNet-18, random weights, 3 x SIZE px) over one generated dataset of N JPEGs:
-   images per second of `infer.run.main` (shards read and decoded by DataLoader workers, every
-   model on every batch, Parquet parts, DuckDB loads, all of it) as a ratio to the bare forward
-   pass of the same models over the same batches, decoded beforehand and held in memory.
+1. K models (ResNet-18, random weights, 3 x SIZE px) over one generated dataset of N JPEGs
+   (pie's default shard size): images per second of `infer.run.main` with pie's `[infer]`
+   defaults (loader workers, batch size, device: `InferConfig()`; shards read and decoded by
+   the workers, every model on every batch, Parquet parts, DuckDB loads, all of it) as a ratio
+   to the bare forward pass of the same models over the same batches on the same device,
+   decoded beforehand and held there.
 2. Rows per second of the sink's load of a (model, dataset) pair into DuckDB (read the Parquet
    part, insert in one transaction) as a ratio to writing the same Arrow table to Parquet.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/infer_throughput.py [--models 4 --images 512 --size 64]
+    PYTHONPATH=$PWD .venv/bin/python bench/infer_throughput.py [--models 4 --images 4096 --size 64]
 """
 
 from __future__ import annotations
@@ -23,15 +25,15 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from infer import stream
+from infer import loader
 from infer.config import InferConfig
-from infer.predict import PartWriter, rows
+from infer.parts import PartWriter, rows
 from infer.run import main as infer
 from infer.sink import Fingerprint, closing_meta, load_pair, part_meta, part_path, read_part_info
 from pie import catalog, checkpoints, store
 from pie.catalog import FASHION_MNIST, DatasetSpec
 from pie.images import Preprocess, normalize
-from pie.models import create
+from pie.models import create, resolve_device
 from pie.paths import WorkRoot, open_root
 from pie.shards import Reader, Sample, write_shards
 
@@ -49,7 +51,7 @@ def make_root(root: WorkRoot, models: int, images: int, size: int) -> Preprocess
     rng = np.random.default_rng(0)
     side = round(size / 0.875) + 8  # resized to size / 0.875, then center-cropped
     samples = [Sample(f"img{i:06d}", i % 10, jpeg(rng, side), "jpg") for i in range(images)]
-    written = write_shards(samples, root.shards("bench"), "bench", max_count=256)
+    written = write_shards(samples, root.shards("bench"), "bench")
     pre = Preprocess(size, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     with store.connect(root) as con:
         catalog.ensure_label_space(con, FASHION_MNIST)
@@ -68,18 +70,19 @@ def make_root(root: WorkRoot, models: int, images: int, size: int) -> Preprocess
 
 
 @torch.inference_mode()
-def bare(root: WorkRoot, models: int, pre: Preprocess, batch_size: int) -> float:
+def bare(root: WorkRoot, models: int, pre: Preprocess, cfg: InferConfig) -> float:
     """Images per second (each through every model) of the forward passes alone."""
+    device = resolve_device(cfg.device)
     reader = Reader()
-    chunks = stream.chunks(root.shards("bench"), batch_size, 0, pre)
-    batches = [stream.read_chunk(c, reader) for c in chunks]
-    nets = [checkpoints.load(root.checkpoint(f"bench-{s}"))[0] for s in range(models)]
-    nets[0](normalize(batches[0].pixels, pre))  # warm-up
+    chunks = loader.chunks(root.shards("bench"), cfg.batch_size, 0, pre)
+    batches = [loader.read_chunk(c, reader).pixels.to(device) for c in chunks]
+    nets = [checkpoints.load(root.checkpoint(f"bench-{s}"))[0].to(device) for s in range(models)]
+    nets[0](normalize(batches[0], pre))  # warm-up
     start = time.perf_counter()
-    for batch in batches:
+    for pixels in batches:
         for net in nets:
-            net(normalize(batch.pixels, pre)).float().softmax(1)
-    return sum(len(b.keys) for b in batches) / (time.perf_counter() - start)
+            net(normalize(pixels, pre)).float().softmax(1).cpu()
+    return sum(len(b) for b in batches) / (time.perf_counter() - start)
 
 
 def sink(directory: Path, n: int) -> tuple[float, float]:
@@ -111,24 +114,23 @@ def sink(directory: Path, n: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", type=int, default=4)
-    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = open_root(Path(tmp) / "work")
         pre = make_root(root, args.models, args.images, args.size)
-        base = bare(root, args.models, pre, args.batch_size)
-        cfg = InferConfig(device="cpu", batch_size=args.batch_size, workers=args.workers)
+        cfg = InferConfig()  # pie's defaults: loader workers, batch size, device
+        base = bare(root, args.models, pre, cfg)
         start = time.perf_counter()
         infer(root, cfg)
         end_to_end = args.images / (time.perf_counter() - start)
         parquet, duck = sink(Path(tmp), args.rows)
     print(
         f"{args.models} x resnet18 at {args.size} px, {args.images} JPEGs, batch"
-        f" {args.batch_size}, {args.workers} loader workers, {torch.get_num_threads()} threads"
+        f" {cfg.batch_size}, {cfg.workers} loader workers, {resolve_device(cfg.device)},"
+        f" {torch.get_num_threads()} threads"
     )
     print(f"{'':<44}{'per second':>14}{'ratio':>8}")
     print(f"{'bare forward, batches in memory (images)':<44}{base:>14,.1f}{1.0:>8.2f}")

@@ -3,11 +3,11 @@ loading a checkpoint or decoding an image: (model, dataset) pairs and prediction
 memory per process, /dev/shm for the loader workers, disk for the predictions.
 
 The models resident at once are bounded by `infer.model_memory` as `pie infer` bounds them
-(`infer.run.waves`: consecutive models whose weights fit together form a wave, each wave
+(`infer.pending.waves`: consecutive models whose weights fit together form a wave, each wave
 decodes the dataset once); unset, the budget is half the device's free memory when the run
 starts, which a plan cannot know, so the plan shows every model resident and says so. The
-loader's prefetch is read from the DataLoader `infer.stream.loader` builds (not iterated); model
-sizes and activations come from `pie.footprint`.
+loader's prefetch is read from the DataLoader `infer.loader.data_loader` builds (not
+iterated); model sizes and activations come from `pie.footprint`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 
-from infer import stream
+from infer import loader
 from infer.config import InferConfig
 from pie import catalog, checkpoints, console, store
 from pie.errors import PieError
@@ -57,7 +57,7 @@ def plan(
         budget = "infer.model_memory unset: up to half the device's free memory at the start"
     else:
         waves = []
-        for size in sizes:  # as infer.run.waves cuts a group's models
+        for size in sizes:  # as infer.pending.waves cuts a group's models
             if not waves or sum(waves[-1]) + size > cfg.model_memory * 1024**3:
                 waves.append([])
             waves[-1].append(size)
@@ -69,7 +69,7 @@ def plan(
     pixels = max(m.channels * m.image_size**2 for m in kinds)
     with warnings.catch_warnings():  # more workers than this machine's cores: only a plan
         warnings.simplefilter("ignore")
-        fetch = stream.loader([], cfg.workers, False).prefetch_factor or 0
+        fetch = loader.data_loader([], cfg.workers, False).prefetch_factor or 0
     shm = cfg.workers * fetch * cfg.batch_size * pixels
     names = ", ".join(f"{name} ({n:,})" for name, n in datasets[:3])
     if len(datasets) > 3:

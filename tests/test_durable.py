@@ -21,7 +21,7 @@ from test_train_scale import tiny_toml
 
 from analytics import export
 from infer.config import InferConfig
-from infer.predict import SCHEMA, PartWriter
+from infer.parts import SCHEMA, PartWriter
 from infer.run import main as infer
 from infer.sink import Fingerprint, closing_meta, part_meta, part_path
 from pie import catalog, checkpoints, store

@@ -11,7 +11,7 @@ from test_export import pie_root
 from test_train import sidecar_for
 from torch._utils import ExceptionWrapper
 
-from infer import stream
+from infer import loader
 from pie import catalog, checkpoints, store
 from pie.errors import PieError
 from pie.models import create
@@ -51,7 +51,7 @@ def test_infer_analyze_and_export_on_bad_input_end_in_one_error_line(packed, tmp
     check_fails(root, *infer, expected=cut)  # found before a loader starts
     shard.write_bytes(data)
     with monkeypatch.context() as m:  # an error raised in a loader worker process
-        m.setattr(stream, "read_chunk", in_a_worker(PieError(f"shard {shard}: cut short")))
+        m.setattr(loader, "read_chunk", in_a_worker(PieError(f"shard {shard}: cut short")))
         check_fails(root, *infer, expected=f"shard {shard}: cut short")
     shard.unlink()
     check_fails(root, *infer, expected=f"shard {shard} is missing")

@@ -18,7 +18,7 @@ from PIL import Image
 
 from infer import run as infer_run
 from infer.config import InferConfig
-from infer.predict import PartWriter
+from infer.parts import PartWriter
 from infer.run import main as infer
 from infer.sink import Fingerprint, closing_meta, part_meta, part_path
 from ingest import pack, sources

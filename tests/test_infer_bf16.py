@@ -11,8 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from infer.cache import ModelCache
-from infer.predict import Float32, Precision, Scorer, prepare
+from infer.score import Float32, ModelCache, Precision, Scorer, prepare
 from pie.errors import PieError
 from pie.images import Preprocess
 from pie.models import ARCHS, classifier, create, prunable_weights

@@ -6,7 +6,6 @@ forward pass (torch.cuda.OutOfMemoryError raised by a patched function)."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 import numpy as np
@@ -16,11 +15,12 @@ import torch.nn as nn
 from conftest import TINY_TRAIN as TINY
 from test_infer import expected, images, stored
 
-from infer import predict, stream
-from infer.cache import ModelCache
+from infer import score
 from infer.config import InferConfig
-from infer.predict import Scorer
+from infer.loader import chunks, read_chunk
+from infer.pending import Group, Member
 from infer.run import main as infer
+from infer.score import InWorkers, ModelCache, Scorer
 from pie import catalog, checkpoints, config, store
 from pie.catalog import FASHION_MNIST
 from pie.errors import PieError
@@ -84,7 +84,7 @@ def test_many_models_under_a_tiny_budget_store_the_same_predictions(packed, tmp_
     large = open_root(tmp_path / "large")
 
     resident, loaded = [], []
-    real_get, real_load = ModelCache.get, predict.load_model
+    real_get, real_load = ModelCache.get, score.load_model
 
     def get(self, key):
         model = real_get(self, key)
@@ -96,8 +96,7 @@ def test_many_models_under_a_tiny_budget_store_the_same_predictions(packed, tmp_
         return real_load(directory)
 
     monkeypatch.setattr(ModelCache, "get", get)
-    monkeypatch.setattr(predict, "load_model", load)
-    monkeypatch.setattr("infer.run.load_model", load)
+    monkeypatch.setattr(score, "load_model", load)
     tiny = InferConfig(workers=0, device="cpu", batch_size=10, model_memory=1e-9)  # 1 byte
     assert infer(root, tiny) == N_MODELS
     assert max(resident) == 1  # one model at a time, each loaded once (one wave per model)
@@ -119,17 +118,18 @@ def test_many_models_under_a_tiny_budget_store_the_same_predictions(packed, tmp_
 
 
 def test_a_loader_worker_keeps_one_model_under_a_tiny_budget(packed, monkeypatch):
-    """The workers' cache (infer.stream.score_in_worker, here in this process): same
+    """The workers' cache (infer.score.InWorkers, here in this process): same
     predictions as a plain forward pass, one model resident at a time."""
     root = packed
     ids = add_models(root, 3)
-    monkeypatch.setattr(stream, "WORKER_MODELS", None)
-    models = tuple((m, str(root.checkpoint(m)), PRE) for m in ids)
+    monkeypatch.setattr(score, "WORKER_MODELS", None)
+    members = tuple(Member(m, "t", "", PRE, str(root.checkpoint(m))) for m in ids)
+    group = Group("fmnist-test", root.shards("fmnist-test"), "", None, PRE, members, True)
     want = {m: expected(root, m, *images(root, "fmnist-test")) for m in ids}
-    for chunk in stream.chunks(root.shards("fmnist-test"), 10, 0, PRE):
-        chunk = dataclasses.replace(chunk, models=models, model_memory=1)
-        batch = stream.score_in_worker(stream.read_chunk(chunk, Reader()), chunk)
-        assert len(stream.WORKER_MODELS.resident) == 1
+    in_worker = InWorkers((group,), model_memory=1)
+    for chunk in chunks(root.shards("fmnist-test"), 10, 0, PRE):
+        batch = in_worker(read_chunk(chunk, Reader()))
+        assert len(score.WORKER_MODELS.resident) == 1
         for m in ids:
             out = batch.outputs[m]
             assert out["pred"].tolist() == [want[m][k][0] for k in batch.keys]
@@ -171,8 +171,8 @@ def pixels_and_pre():
 
 def test_oom_while_normalising_halves_the_batch_and_retries(monkeypatch):
     pixels, pre = pixels_and_pre()
-    normalize, failed = failing_once(predict.normalize, when=lambda batch, pre: len(batch) == 8)
-    monkeypatch.setattr(predict, "normalize", normalize)
+    normalize, failed = failing_once(score.normalize, when=lambda batch, pre: len(batch) == 8)
+    monkeypatch.setattr(score, "normalize", normalize)
     scorer = Scorer(ModelCache(1 << 20, lambda key: Doubler()), None, CPU)
     logits = scorer.logits("m", pre, pixels)
     assert failed and scorer.micro_batch == 4  # whole batch failed: halves from then on
@@ -207,7 +207,7 @@ def test_oom_with_nothing_left_to_evict_at_one_image_is_raised(monkeypatch):
     def always(*args):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(predict, "normalize", always)
+    monkeypatch.setattr(score, "normalize", always)
     scorer = Scorer(ModelCache(1 << 20, lambda key: Doubler()), None, CPU)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         scorer.logits("m", pre, pixels)

@@ -18,7 +18,7 @@ import pytest
 from conftest import assert_one_line_error, pie
 from test_infer import JOBS, expected, images, pack_arrays, png, query, stored, train, write_fmnist
 
-from infer import stream
+from infer import loader
 from infer.config import InferConfig
 from infer.run import main as infer
 from ingest import pack, sources
@@ -120,7 +120,7 @@ def test_pie_sql_works_while_infer_runs(world, monkeypatch):
     possibly still in flight) a separate `pie sql` process reads the database."""
     root = world
     seen: list[subprocess.CompletedProcess] = []
-    real = stream.read_chunk
+    real = loader.read_chunk
 
     def read_and_query(chunk, reader):
         if chunk.group == 2 and chunk.start == 0 and not seen:
@@ -130,7 +130,7 @@ def test_pie_sql_works_while_infer_runs(world, monkeypatch):
             seen.append(subprocess.run(cmd, **kw))
         return real(chunk, reader)
 
-    monkeypatch.setattr(stream, "read_chunk", read_and_query)
+    monkeypatch.setattr(loader, "read_chunk", read_and_query)
     infer(root, InferConfig(workers=0, device="cpu", batch_size=5))
     assert len(seen) == 1 and seen[0].returncode == 0, seen[0].stderr
     loaded = int(seen[0].stdout.strip().splitlines()[-1])

@@ -13,7 +13,7 @@ from conftest import TINY_TRAIN
 from test_infer import CFG, JOBS, query, world  # noqa: F401  (world: a fixture)
 from test_ingest_scale import jpeg
 
-from infer import stream
+from infer import loader
 from infer.run import main as infer
 from pie.distributed import World
 from pie.images import Preprocess
@@ -72,8 +72,8 @@ def test_infer_over_pipe_and_file_urls_equals_the_local_run(world, tmp_path, mon
 PRE = Preprocess(8, 3, (0.5,) * 3, (0.5,) * 3)
 
 
-def chunk(url: str, start: int, stop: int, remote: bool, n: int = 9) -> stream.Chunk:
-    return stream.Chunk(Shard(url, None if remote else url, n), start, stop, 0, PRE)
+def chunk(url: str, start: int, stop: int, remote: bool, n: int = 9) -> loader.Chunk:
+    return loader.Chunk(Shard(url, None if remote else url, n), start, stop, 0, PRE)
 
 
 def test_layout_sends_each_remote_shard_to_one_worker():
@@ -83,11 +83,11 @@ def test_layout_sends_each_remote_shard_to_one_worker():
     items = [*remote_a, *local[:2], *remote_b, *local[2:]]
     # ranks deal work items: a remote shard whole, a local chunk alone
     # work items: A, l0, l1, B, l2, l3, l4
-    assert stream.mine(items, 0, 2) == [*remote_a, local[1], local[2], local[4]]
-    assert stream.mine(items, 1, 2) == [local[0], *remote_b, local[3]]
-    assert stream.mine(local, 1, 2) == local[1::2]  # local only: every other chunk, as before
+    assert loader.mine(items, 0, 2) == [*remote_a, local[1], local[2], local[4]]
+    assert loader.mine(items, 1, 2) == [local[0], *remote_b, local[3]]
+    assert loader.mine(local, 1, 2) == local[1::2]  # local only: every other chunk, as before
     for offset in (0, 1, 2):
-        out = stream.layout(items, 3, offset)
+        out = loader.layout(items, 3, offset)
         real = [c for c in out if c.stop > c.start]
         assert sorted(real, key=repr) == sorted(items, key=repr)  # every chunk once
         assert [c for c in out if c.shard.url == "/x.tar"] == local  # local order kept
@@ -95,8 +95,8 @@ def test_layout_sends_each_remote_shard_to_one_worker():
             where = [(offset + p) % 3 for p, c in enumerate(out) if c.shard.url == shard and c.stop]
             assert len(set(where)) == 1  # one worker reads the shard, its chunks in order
             assert [c.start for c in out if c.shard.url == shard and c.stop] == [0, 3, 6]
-    assert stream.layout(local, 3, 1) == local
-    assert stream.layout(items, 1, 0) == items
+    assert loader.layout(local, 3, 1) == local
+    assert loader.layout(items, 1, 0) == items
 
 
 def test_remote_chunks_in_any_order_equal_local_ones(tmp_path, monkeypatch):
@@ -111,10 +111,10 @@ def test_remote_chunks_in_any_order_equal_local_ones(tmp_path, monkeypatch):
     reader = Reader()
 
     def batch(c):
-        b = stream.read_chunk(c, reader)
+        b = loader.read_chunk(c, reader)
         return b.keys, b.labels.tolist(), b.pixels.numpy().tobytes()
 
-    local = {c.start: batch(c) for c in stream.chunks(tmp_path / "ds", 3, 0, PRE)}
+    local = {c.start: batch(c) for c in loader.chunks(tmp_path / "ds", 3, 0, PRE)}
     assert [k for s in (0, 3, 6) for k in local[s][0]] == [f"k{i}" for i in range(9)]
     url = f"pipe:cat {path}"
     for order, opens, left_at in (((0, 3, 6), 1, None), ((3, 6, 0), 2, 3), ((6, 3, 0), 3, 3)):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import TINY_TRAIN as TINY
 
-from infer.cache import ModelCache
-from infer.predict import PartWriter, Scorer, rows
+from infer.parts import PartWriter, rows
+from infer.score import ModelCache, Scorer
 from infer.sink import Fingerprint, closing_meta, load_pair, part_meta, part_path, read_part_info
 from pie import checkpoints, provenance
 from pie.images import Preprocess

@@ -1,62 +1,50 @@
-"""Decoded batches streamed from the shards by DataLoader workers.
+"""Loading: each pending group's shards, cut into chunks, dealt to this rank and to its loader
+workers, read and decoded into uint8 batches (`shares`).
 
-A dataset's shards are cut into chunks of at most `batch_size` consecutive samples of one shard
-(`chunks`); a chunk is one batch. A DataLoader worker reads a chunk's images straight from its
-tar file, at the offsets stored with the shard at ingest (`pie.shards.read_offsets`, with the
-keys and labels; loaded once per shard and worker), decodes and preprocesses them
-(`pie.images.decode`, the dataset's rule) and hands back a `Batch` of uint8 pixels;
-normalisation (per model: mean and std) happens on the device. One DataLoader serves a whole
-run, every dataset in turn, so its workers start once and the next dataset is decoded while the
-last batches of the previous one are evaluated. Memory holds a few batches per worker, whatever
-the size of the dataset; nothing is written to disk.
+A chunk is at most `batch_size` consecutive samples of one shard, decoded for one group's
+preprocessing: one batch. A DataLoader worker reads a chunk's images with a
+`pie.shards.Reader` (a local shard by the offsets stored with it, a remote one sequentially),
+decodes and preprocesses them (`pie.images.decode`, the dataset's rule) and hands back a
+`Batch` of uint8 pixels; normalisation (per model: mean and std) happens where the model runs.
+One DataLoader serves the whole run, every group in turn, so its workers start once and the next
+group is decoded while the last batches of the previous one are scored. Memory holds a few
+batches per worker, whatever the size of the dataset; nothing is written to disk.
 
 A shard whose URL is not a local file (`pipe:aws s3 cp s3://b/x.tar -`, `s3:`, `http:`: no
-random access) is read sequentially by `pie.shards.read_url`: its chunks form one work item,
-dealt whole to one rank (`mine`) and laid out for one loader worker (`layout`), which keeps the
-stream open from one chunk to the next, so a remote shard is read once, from start to end. A
-`file:` URL is a local path and takes the offset path. A local shard whose index names no
-offsets file (packed before pie stored them) is scanned once, by `chunks` in the main process
-(`pie.shards.scan_offsets`), and each of its chunks carries its samples' rows to the worker:
-no worker reads a tar's headers.
-
-Under torchrun the work items (a local chunk, or all the chunks of a remote shard) are dealt
-round-robin to the ranks (`mine`).
+random access) is read from start to end: its chunks form one work item, dealt whole to one
+rank (`mine`) and laid out for one loader worker (`layout`), whose reader keeps the stream open
+from one chunk to the next, so a remote shard is read once. Under torchrun the work items (a
+local chunk, or all the chunks of a remote shard) are dealt round-robin to the ranks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from infer.cache import ModelCache
 from pie.images import DecodeError, Preprocess, decode
 from pie.parallel import die_with_parent
 from pie.shards import IMAGE_EXTS, Reader, Shard, shards
 
-WORKER_MODELS: ModelCache | None = None  # a loader worker's models, if it scores (CPU)
-
 
 @dataclass(frozen=True)
 class Chunk:
-    """Samples [start, stop) of one shard, decoded for one preprocessing: one batch."""
+    """Samples [start, stop) of one shard, decoded for one group's preprocessing: one batch."""
 
     shard: Shard
     start: int
     stop: int
-    group: int  # the index of the (dataset, preprocessing) group in the run's plan
+    group: int  # the index of its group in the run
     pre: Preprocess
-    # set on CPU with loader workers: the worker also runs these models on the batch
-    # ((model_id, checkpoint directory, Preprocess), ...) among `class_subset`
-    models: tuple[tuple[str, str, Preprocess], ...] = ()
-    class_subset: tuple[int, ...] | None = None
-    model_memory: int = 0  # bytes of models the worker keeps loaded (infer.cache.ModelCache)
 
     @property
     def remote(self) -> bool:
@@ -71,14 +59,37 @@ class Batch:
     labels: torch.Tensor  # int64 (n,)
     pixels: torch.Tensor  # uint8 (n, C, H, W)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (key, why) left out
-    outputs: dict[str, dict[str, np.ndarray]] | None = None  # per model, if the worker scored
+    outputs: dict[str, dict[str, np.ndarray]] | None = None  # per model, if a worker scored
 
     def pin_memory(self) -> Batch:
-        pixels, labels = self.pixels.pin_memory(), self.labels.pin_memory()
-        return Batch(self.group, self.keys, labels, pixels, self.errors, self.outputs)
+        return dataclasses.replace(
+            self, labels=self.labels.pin_memory(), pixels=self.pixels.pin_memory()
+        )
 
 
-def chunks(directory, batch_size: int, group: int, pre: Preprocess) -> list[Chunk]:
+def shares(
+    groups: Sequence[tuple[Path, Preprocess]],
+    batch_size: int,
+    workers: int,
+    rank: int,
+    world_size: int,
+    pin_memory: bool,
+    then: Callable[[Batch], Batch] | None = None,
+) -> list[tuple[int, Iterator[Batch]]]:
+    """This rank's share of every group (shard directory, preprocessing): its number of images
+    and its batches, read and decoded by one DataLoader of `workers` processes for all groups;
+    `then` runs on each batch where it was decoded."""
+    dealt, offset = [], 0
+    for i, (directory, pre) in enumerate(groups):
+        dealt.append(
+            layout(mine(chunks(directory, batch_size, i, pre), rank, world_size), workers, offset)
+        )
+        offset += len(dealt[-1])
+    batches = iter(data_loader([c for d in dealt for c in d], workers, pin_memory, then))
+    return [(sum(c.stop - c.start for c in d), itertools.islice(batches, len(d))) for d in dealt]
+
+
+def chunks(directory: Path, batch_size: int, group: int, pre: Preprocess) -> list[Chunk]:
     """Every chunk of a packed dataset, in shard order."""
     return [
         Chunk(shard, start, min(start + batch_size, shard.n), group, pre)
@@ -136,16 +147,6 @@ def layout(share: Sequence[Chunk], workers: int, offset: int) -> list[Chunk]:
     return out
 
 
-def shares(groups: Sequence[Sequence[Chunk]], rank: int, world_size: int, workers: int):
-    """This rank's chunks of every group (`mine`), laid out for the loader workers (`layout`)."""
-    out: list[list[Chunk]] = []
-    offset = 0
-    for items in groups:
-        out.append(layout(mine(items, rank, world_size), workers, offset))
-        offset += len(out[-1])
-    return out
-
-
 def read_chunk(chunk: Chunk, reader: Reader) -> Batch:
     """Decode one chunk; an image that cannot be decoded is left out and listed in `errors`."""
     pre = chunk.pre
@@ -172,46 +173,34 @@ def read_chunk(chunk: Chunk, reader: Reader) -> Batch:
     )
 
 
-class Chunks(Dataset):
-    def __init__(self, items: Sequence[Chunk]) -> None:
+class Batches(Dataset):
+    """The decoded batch of each chunk (then `then`'s, when given)."""
+
+    def __init__(
+        self, items: Sequence[Chunk], then: Callable[[Batch], Batch] | None = None
+    ) -> None:
         self.items = list(items)
         self.reader = Reader(list(dict.fromkeys(c.shard for c in self.items)))
+        self.then = then
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> Batch:
-        chunk = self.items[i]
-        batch = read_chunk(chunk, self.reader)
-        if chunk.models:
-            batch = score_in_worker(batch, chunk)
-        return batch
+        batch = read_chunk(self.items[i], self.reader)
+        return self.then(batch) if self.then else batch
 
 
-@torch.inference_mode()
-def score_in_worker(batch: Batch, chunk: Chunk) -> Batch:
-    """A CPU loader worker runs the models too (one thread each: processes in parallel, as the
-    workers are), so the main process only writes; the pixels are not sent back. The worker
-    keeps its models in a `ModelCache` of `chunk.model_memory` bytes."""
-    from infer.predict import Scorer, load_model
-
-    global WORKER_MODELS
-    if WORKER_MODELS is None:
-        WORKER_MODELS = ModelCache(chunk.model_memory, load_model)
-    scorer = Scorer(WORKER_MODELS, chunk.class_subset, torch.device("cpu"))
-    outputs = {}
-    if batch.keys:
-        for model_id, directory, pre in chunk.models:
-            out = scorer(directory, pre, batch.pixels, batch.labels)
-            outputs[model_id] = {k: v.numpy() for k, v in out.items()}
-    return Batch(batch.group, batch.keys, batch.labels, batch.pixels[:0], batch.errors, outputs)
-
-
-def loader(items: Sequence[Chunk], workers: int, pin_memory: bool) -> DataLoader:
+def data_loader(
+    items: Sequence[Chunk],
+    workers: int,
+    pin_memory: bool,
+    then: Callable[[Batch], Batch] | None = None,
+) -> DataLoader:
     """Batches in chunk order, decoded by `workers` spawned processes (0: in this one), each
     keeping up to 4 batches ready. Workers die with this process, however it ends."""
     return DataLoader(
-        Chunks(items),
+        Batches(items, then),
         batch_size=None,
         shuffle=False,
         num_workers=workers,
