@@ -116,6 +116,7 @@ def test_sink_loads_a_pair_once_from_every_ranks_part(root, con):
 
 def test_sink_failure_leaves_no_partial_pair(root, con, monkeypatch):
     parts = write_parts(root)
+
     def dies_on_the_run_row():  # the run row is made after the predictions went in
         raise KeyboardInterrupt  # inside the transaction
 
