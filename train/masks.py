@@ -52,6 +52,11 @@ Block = tuple[int, int]
 WEIGHT: Block = (1, 1)
 
 
+def per_unit(scores: torch.Tensor, block: Block) -> torch.Tensor:
+    """The scores a rule ranks: per weight, or the mean of each block (`block_means`)."""
+    return scores if block == WEIGHT else block_means(scores, block)
+
+
 def block_means(scores: torch.Tensor, block: Block) -> torch.Tensor:
     """Mean score of each h x w block of `scores` seen as (out channels, rest)."""
     h, w = block
@@ -77,7 +82,7 @@ def keep_mask(
 ) -> torch.Tensor:
     """Drop the lowest-scoring units (weights or blocks) of one tensor down to `sparsity`;
     never_unprune: at least the units already scored negative (masked) stay dropped."""
-    units = scores if block == WEIGHT else block_means(scores, block)
+    units = per_unit(scores, block)
     k = n_pruned(units.numel(), sparsity)
     if never_unprune:
         k = max(k, int((units < 0).sum()))
@@ -110,7 +115,7 @@ def global_magnitude_masks(
     block: Block = WEIGHT,
 ) -> Masks:
     scores = magnitude_scores(weights, masks)
-    units = {n: s if block == WEIGHT else block_means(s, block) for n, s in scores.items()}
+    units = {n: per_unit(s, block) for n, s in scores.items()}
     flat = torch.cat([u.flatten() for u in units.values()])
     keep = smallest(flat, n_pruned(flat.numel(), sparsity))
     return split_global(keep, units, weights, block)
@@ -178,7 +183,7 @@ def reference_magnitude_masks(
     """Per tensor, `at_least_kth_largest` of the raw |w| (of the mean |w| of each block)."""
     out = {}
     for name, w in weights.items():
-        units = w.abs() if block == WEIGHT else block_means(w.abs(), block)
+        units = per_unit(w.abs(), block)
         keep = at_least_kth_largest(units, sparsity)
         out[name] = keep if block == WEIGHT else expand_blocks(keep, w, block)
     return out
@@ -188,9 +193,7 @@ def reference_global_magnitude_masks(
     weights: dict[str, torch.Tensor], sparsity: float, block: Block = WEIGHT
 ) -> Masks:
     """`at_least_kth_largest` over the raw |w| (block means) of all the tensors at once."""
-    units = {
-        n: w.abs() if block == WEIGHT else block_means(w.abs(), block) for n, w in weights.items()
-    }
+    units = {n: per_unit(w.abs(), block) for n, w in weights.items()}
     keep = at_least_kth_largest(torch.cat([u.flatten() for u in units.values()]), sparsity)
     return split_global(keep, units, weights, block)
 
