@@ -295,8 +295,9 @@ def register_model(con: duckdb.DuckDBPyConnection, sidecar: Sidecar) -> None:
         con.execute("delete from models where model_id = ?", [sidecar.model_id])
         con.execute(
             "insert into models (model_id, experiment, arch, label_space, method, target_sparsity,"
-            " achieved_sparsity, seed, train_dataset, test_top1, path, sha256, config)"
-            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " achieved_sparsity, seed, train_dataset, test_top1, path, sha256, config, level,"
+            " parent_id, params, nonzero_params, size_bytes)"
+            " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 sidecar.model_id,
                 sidecar.experiment,
@@ -317,9 +318,15 @@ def register_model(con: duckdb.DuckDBPyConnection, sidecar: Sidecar) -> None:
                         "preprocess": sidecar.preprocess,
                         "torch_seed": sidecar.torch_seed,
                         "steps": sidecar.steps,
+                        "compression": sidecar.compression,
                     },
                     sort_keys=True,
                 ),
+                sidecar.level,
+                sidecar.parent_id or None,
+                sidecar.params,
+                sidecar.nonzero_params,
+                sidecar.size_bytes,
             ],
         )
 

@@ -32,7 +32,7 @@ import os
 import shutil
 import sys
 import warnings
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +62,18 @@ class Sidecar:
     model_id, experiment   the checkpoint's name and the experiment (config `name`) it is from
     arch, num_classes      `pie.models.create(arch, num_classes, channels, size)` rebuilds it
     label_space            the label space of its outputs (class_id = output index)
-    method                 pruning method; 'dense' for target_sparsity 0
+    method                 how it was made: 'dense', a pruning method, or a compression
+                           (`pie compress`) or import method
     target_sparsity        the sparsity asked for
+    level                  the population level within its method: the target sparsity for
+                           dense and pruned models, the bit width for quantised ones (sidecars
+                           from before this field: the target sparsity)
+    parent_id              the model a derived model was made from ('' for a trained or
+                           imported one)
+    compression            how a derived or imported model was made (method parameters,
+                           bits, calibration set, source file): {} for a trained model
+    params, nonzero_params  parameter count and non-zero count of the saved model
+    size_bytes             bytes of `model.pt` on disk
     achieved_sparsity      fraction of exact zeros among the prunable weights
     layer_sparsity         the same per prunable weight, by state_dict name
     seed, torch_seed       the population seed and the torch seed derived from it
@@ -114,6 +124,16 @@ class Sidecar:
     deterministic: bool = False
     pie_version: str = ""  # filled in by `save`
     pie_commit: str = ""  # filled in by `save`
+    level: float | None = None  # None: the target sparsity
+    parent_id: str = ""
+    compression: dict[str, Any] = field(default_factory=dict)
+    params: int = 0  # filled in by `save`
+    nonzero_params: int = 0  # filled in by `save`
+    size_bytes: int = 0  # filled in by `save`
+
+    def __post_init__(self) -> None:
+        if self.level is None:
+            object.__setattr__(self, "level", float(self.target_sparsity))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -127,8 +147,8 @@ class Sidecar:
         if not isinstance(data, dict):
             raise PieError(f"{where} is not a checkpoint sidecar")
         names = {f.name for f in fields(cls)}
-        optional = {f.name for f in fields(cls) if f.default is not MISSING}
-        missing = sorted(names - set(data) - optional)
+        required = {f.name for f in fields(cls) if MISSING is f.default is f.default_factory}
+        missing = sorted(required - set(data))
         if missing:
             raise PieError(f"{where} is not a checkpoint sidecar (missing {', '.join(missing)})")
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -146,9 +166,13 @@ def save(root: WorkRoot, model: nn.Module, sidecar: Sidecar) -> Sidecar:
     partial.mkdir(parents=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, partial / WEIGHTS)
+    params, nonzero = parameter_counts(model)
     sidecar = replace(
         sidecar,
         sha256=sha256_file(partial / WEIGHTS),
+        params=params,
+        nonzero_params=nonzero,
+        size_bytes=(partial / WEIGHTS).stat().st_size,
         path=directory.relative_to(root.path).as_posix(),
         pie_version=provenance.version(),
         pie_commit=provenance.commit() or "",
@@ -165,6 +189,12 @@ def save(root: WorkRoot, model: nn.Module, sidecar: Sidecar) -> Sidecar:
         durable.replace(partial, directory)
         shutil.rmtree(old)
     return sidecar
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(parameters, non-zero parameters) of a model's floating-point parameters."""
+    params = [p.detach() for p in model.parameters()]
+    return sum(p.numel() for p in params), sum(int(torch.count_nonzero(p)) for p in params)
 
 
 def exchange(a: Path, b: Path) -> bool:

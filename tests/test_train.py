@@ -4,6 +4,7 @@ swapped atomically and refused when their settings differ, workers that die with
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -188,6 +189,29 @@ def test_sidecar_path_is_relative_and_a_copied_root_still_loads(root, con, tmp_p
     assert sidecar == saved
     reference = model.state_dict()
     assert all(torch.equal(v, reference[k]) for k, v in loaded.state_dict().items())
+
+
+def test_a_sidecar_records_what_the_saved_model_holds(root, con):
+    model = create("small_cnn", 10, 1, 28)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1)
+        model.fc1.weight[:, ::2] = 0  # half of one layer's weights
+    saved = checkpoints.save(root, model, sidecar_for("m-1"))
+    zeros = model.fc1.weight.numel() // 2
+    assert saved.params == sum(p.numel() for p in model.parameters())
+    assert saved.nonzero_params == saved.params - zeros
+    assert saved.size_bytes == (root.checkpoint("m-1") / "model.pt").stat().st_size
+    assert (saved.level, saved.parent_id, saved.compression) == (0.0, "", {})
+    catalog.register_model(con, saved)
+    stored = "select level, parent_id, params, nonzero_params, size_bytes from models"
+    assert store.rows(con, stored) == [
+        (0.0, None, saved.params, saved.nonzero_params, saved.size_bytes)
+    ]
+    old = json.loads(saved.to_json())
+    for name in ("level", "parent_id", "compression", "params", "nonzero_params", "size_bytes"):
+        del old[name]
+    assert checkpoints.Sidecar.from_json(json.dumps(old)).level == 0.0  # an old sidecar's level
 
 
 def test_replacing_a_checkpoint_never_leaves_none_or_half_of_one(root):
