@@ -110,42 +110,31 @@ def imagefolder(
     )
 
 
-@ingest_app.command("imagenet-a")
-def imagenet_a(
-    directory: Source,
-    name: Name = "imagenet-a",
-    workers: Workers = None,
-    shard_max_count: MaxCount = None,
-    shard_max_size: MaxSize = None,
-    cfg_path: options.Config = options.DEFAULT,
-    root: options.Root = None,
-) -> None:
-    """ImageNet-A (<wnid>/<image>, 200 classes): scored among its 200 classes' logits."""
-    from ingest import pack, sources
+def imagenet_subset(variant: str, what: str) -> None:
+    """`pie ingest imagenet-<variant>`: a <wnid>/<image> tree of 200 ImageNet-1k classes."""
 
-    found = [sources.imagenet_subset(directory, name, "a")]  # checks the name
-    pack.main(
-        open_root(root), load(cfg_path, workers, None, shard_max_count, shard_max_size), found
+    @ingest_app.command(
+        f"imagenet-{variant}",
+        help=f"{what} (<wnid>/<image>, 200 classes): scored among its 200 classes' logits.",
     )
+    def command(
+        directory: Source,
+        name: Name = f"imagenet-{variant}",
+        workers: Workers = None,
+        shard_max_count: MaxCount = None,
+        shard_max_size: MaxSize = None,
+        cfg_path: options.Config = options.DEFAULT,
+        root: options.Root = None,
+    ) -> None:
+        from ingest import pack, sources
+
+        found = [sources.imagenet_subset(directory, name, variant)]  # checks the name
+        cfg = load(cfg_path, workers, None, shard_max_count, shard_max_size)
+        pack.main(open_root(root), cfg, found)
 
 
-@ingest_app.command("imagenet-r")
-def imagenet_r(
-    directory: Source,
-    name: Name = "imagenet-r",
-    workers: Workers = None,
-    shard_max_count: MaxCount = None,
-    shard_max_size: MaxSize = None,
-    cfg_path: options.Config = options.DEFAULT,
-    root: options.Root = None,
-) -> None:
-    """ImageNet-R renditions (<wnid>/<image>, 200 classes): scored among its 200 classes."""
-    from ingest import pack, sources
-
-    found = [sources.imagenet_subset(directory, name, "r")]  # checks the name
-    pack.main(
-        open_root(root), load(cfg_path, workers, None, shard_max_count, shard_max_size), found
-    )
+imagenet_subset("a", "ImageNet-A")
+imagenet_subset("r", "ImageNet-R renditions")
 
 
 @ingest_app.command("imagenet-c")
