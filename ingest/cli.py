@@ -270,7 +270,7 @@ def parquet(
         str | None,
         typer.Option(
             help="imagenet1k, fashion-mnist or a stored one (labels are its class ids, names or "
-            "wnids); another name makes a new label space from the files [default: --name]",
+            "wnids); another name makes a new label space from the files \\[default: --name]",
             show_default=False,
         ),
     ] = None,
@@ -278,7 +278,7 @@ def parquet(
         str | None,
         typer.Option(
             help="Encoded images: binary, or a struct with bytes and path (the `datasets` "
-            "layout) [default: the only such column, else 'image']",
+            "layout) \\[default: the only such column, else 'image']",
             show_default=False,
         ),
     ] = None,
@@ -286,7 +286,7 @@ def parquet(
     key_column: Annotated[
         str | None,
         typer.Option(
-            help="Sample keys [default: the image path's stem when every row has one and they "
+            help="Sample keys \\[default: the image path's stem when every row has one and they "
             "are distinct, else <file stem>-<row>; prefixed <wnid>/ with ImageNet labels]",
             show_default=False,
         ),

@@ -15,8 +15,9 @@ column alone, which reads no image bytes.
 
 Keys. The key column's value when one is given; else the stem of the image struct's `path` when
 every row has one and the stems are distinct (a first pass over the paths alone); else
-`<file stem>-<row in the file>`. With a label space of wnids (ImageNet-1k) the stem is prefixed
-`<wnid>/`, as the TFRecord and folder sources do, so ImageNet-C keys match their parents'.
+`<file stem>-<row in the file, 6 digits>` (`train-00000-of-00002-000042`). With a label space
+of wnids (ImageNet-1k) the stem is prefixed `<wnid>/`, as the TFRecord and folder sources do,
+so ImageNet-C keys match their parents'.
 
 Each row is checked as the other sources check files: a null or empty image, bytes that are no
 image pie stores (the format comes from the bytes, never from a path) or that fail to decode,
@@ -24,6 +25,13 @@ and a null, unknown or out-of-range label are each one `ingest_errors` row; the 
 with its bytes untouched. Memory is bounded by a batch of rows, not by the file: scanning reads
 one row group of a file per unit of work, `ROWS` rows at a time, and writing a shard reads the
 image column of the row groups its samples are in and holds only that shard's images.
+
+Parquet reads whole row groups, not single rows: an evaluation set's shards take consecutive
+rows, so each row group is read about once more when packing; a training set's shards take
+rows in a random order, so a row group is read by every shard holding one of its rows (up to
+min(shards, rows per group) times). Cheap for datasets of a few shards or small row groups
+(`datasets` writes 100 images a group); a training split of many shards in large row groups
+reads its files many times over.
 """
 
 from __future__ import annotations

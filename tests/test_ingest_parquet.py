@@ -243,3 +243,8 @@ def test_no_matching_file_and_a_file_that_is_not_parquet(tmp_path):
     result = pie("ingest", "parquet", str(tmp_path / "fake.parquet"), *args, ok=False)
     assert_one_line_error(result, "fake.parquet is not a Parquet file")
     assert not (tmp_path / "work").exists()
+
+
+def test_help_states_the_key_rule():
+    text = " ".join(pie("ingest", "parquet", "--help").output.replace("│", " ").split())
+    assert "the image path's stem" in text and "else <file stem>-<row>" in text
