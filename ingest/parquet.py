@@ -238,7 +238,7 @@ class ParquetReader(Reader):
             raise ValueError(f"no image bytes in column {self.cols.image!r}")
         if not data:
             raise ValueError(f"empty image bytes in column {self.cols.image!r}")
-        if self.cols.key and given is None:
+        if self.cols.key and (given is None or str(given) == ""):
             raise ValueError(f"no key in column {self.cols.key!r}")
         if raw is None:
             raise ValueError(f"no label in column {self.cols.label!r}")
@@ -316,15 +316,15 @@ def parquet(
     cols = Columns(image_column(opened[0].schema_arrow, image), label, key, False)
     for path, file in zip(files, opened, strict=True):
         check_columns(path, file.schema_arrow, cols, image is not None)
-    image_type = opened[0].schema_arrow.field(cols.image).type
-    has_path = pa.types.is_struct(image_type) and image_type.get_field_index("path") >= 0
+    types = [f.schema_arrow.field(cols.image).type for f in opened]
+    has_path = all(pa.types.is_struct(t) and t.get_field_index("path") >= 0 for t in types)
     cols = Columns(cols.image, label, key, has_path)
     source = os.path.abspath(pattern)
     named = {tuple(n) for f in opened if (n := class_names(f, label)) is not None}
     if len(named) > 1:
         raise PieError(f"{pattern}: the files' metadata name different classes for {label!r}")
     names = list(next(iter(named))) if named else None
-    own = isinstance(label_space, str)
+    own = isinstance(label_space, str)  # a new label space, made from the files
     found = survey(files, cols, labels=own and names is None, paths=has_path and key is None)
     if isinstance(label_space, str):
         space, by_name = new_space(label_space, names, found, source)

@@ -205,6 +205,14 @@ def test_duplicate_path_stems_fall_back_to_row_keys(root, tmp_path):
     assert sorted(packed(root, "dup")) == ["d-000000", "d-000001"]
 
 
+def test_rows_without_a_key_are_rejected(root, tmp_path):
+    table = pa.table({"image": [encoded(0), encoded(1)], "label": [0, 0], "id": ["a", None]})
+    pq.write_table(table, tmp_path / "k.parquet")
+    pack.main(root, CFG, [parquet(str(tmp_path / "k.parquet"), "k", "k", key="id")])
+    assert sorted(packed(root, "k")) == ["a"]
+    assert rows(root, "select error from ingest_errors") == [("no key in column 'id'",)]
+
+
 @pytest.mark.parametrize(
     ("columns", "args", "message"),
     [
