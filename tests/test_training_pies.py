@@ -7,6 +7,7 @@ class id), never against pie's own `pie` view."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tarfile
 
@@ -203,3 +204,36 @@ def test_a_training_set_never_ingested_is_one_line_and_writes_nothing(pipeline, 
     assert_one_line_error(result, "unknown dataset 'cifar10-train'")
     assert hashlib.sha256((copy / "pie.duckdb").read_bytes()).hexdigest() == digest
     assert not list((copy / "parts").rglob("*.parquet"))
+
+
+def test_results_of_the_training_set_match_the_predictions(pipeline, tmp_path):
+    """`pie results` on real predictions: top-1 and top-5 counted with polars from the
+    predictions table, top1_diff against the same seed's dense model."""
+    root, _, _, _ = pipeline
+    rows = query(
+        root,
+        "select model_id, label, pred, list_contains(top5, label) from predictions"
+        " where dataset = ?",
+        [TRAIN],
+    )
+    hand = (
+        pl.DataFrame(rows, schema=["model", "label", "pred", "in_top5"], orient="row")
+        .group_by("model")
+        .agg(
+            (100 * (pl.col("pred") == pl.col("label")).mean()).alias("top1"),
+            (100 * pl.col("in_top5").mean()).alias("top5"),
+        )
+    )
+    hand = {r["model"]: r for r in hand.to_dicts()}
+    pie("results", "-d", TRAIN, "-f", "json", "--out", str(tmp_path), "--root", str(root.path))
+    written = json.loads((tmp_path / f"results-{TRAIN}.json").read_text())
+    assert sorted(r["model"] for r in written) == sorted(hand)
+    for r in written:
+        assert r["top1"] == pytest.approx(hand[r["model"]]["top1"], abs=5e-4)
+        assert r["top5"] == pytest.approx(hand[r["model"]]["top5"], abs=5e-4)
+        assert (r["img_size"], r["crop_pct"], r["interpolation"]) == (28, 1.0, "bilinear")
+        if r["method"] == "dense":
+            assert r["top1_diff"] is None
+        else:
+            dense = hand[f"t-dense-seed{r['seed']}"]["top1"]
+            assert r["top1_diff"] == pytest.approx(hand[r["model"]]["top1"] - dense, abs=1e-3)
