@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -108,3 +109,22 @@ def robustness(
 
     cfg = config.load(AnalyzeConfig, cfg_path, "analyze", dict(dataset=dataset))
     robustness_stage.main(open_root(root, create=False), cfg.experiment, cfg.dataset, sparsity)
+
+
+@app.command()
+def results(
+    datasets: Annotated[
+        list[str] | None,
+        typer.Option("--dataset", "-d", help="[default: every dataset with predictions]"),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or json")] = "csv",
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for the files [default: <root>/results]")
+    ] = None,
+    root: options.Root = None,
+) -> None:
+    """Per dataset, each model's top-1/top-5 in the columns of timm's results CSVs (plus method,
+    sparsity, seed, and top1_diff against the dense parent): results-<dataset>.<format>."""
+    from analytics import results as results_stage
+
+    results_stage.main(open_root(root, create=False), options.split_list(datasets) or (), fmt, out)

@@ -224,7 +224,7 @@ def write(root: WorkRoot, cfg: ExportConfig, force: bool) -> Path:
             name,
             source["label_space"],
             "export",
-            "eval",
+            source["split"],  # a training set's subsets are training sets
             f"pie export of {cfg.experiment}/{cfg.method}@{cfg.sparsity:g} ({what})",
             parent=cfg.dataset,
             corruption=source["corruption"],

@@ -3,11 +3,14 @@
 -- A variant population's row of view robustness beside the dense population's on the same
 -- dataset: the inputs of the Welch t-tests of robustness_tstats (analytics.robustness).
 -- delta_top1: variant minus baseline mean top-1.
+-- Evaluation sets only: a training set's top-1 measures fit, not robustness, and its test would
+-- join the q-value family of the experiment's evaluation sets (changing their q-values).
 with accuracy as (
     select
         dataset, experiment, method, sparsity, kind, origin, parent, corruption, severity,
         n_models, mean_top1, std_top1
     from robustness
+    where dataset not in (select name from datasets where split = 'train')
 ),
 
 final as (
