@@ -237,3 +237,16 @@ def test_results_of_the_training_set_match_the_predictions(pipeline, tmp_path):
         else:
             dense = hand[f"t-dense-seed{r['seed']}"]["top1"]
             assert r["top1_diff"] == pytest.approx(hand[r["model"]]["top1"] - dense, abs=1e-3)
+
+
+def test_a_model_trains_on_the_training_set_without_its_pies(pipeline, tmp_path):
+    root, _, _, _ = pipeline
+    nonpie = f"{TRAIN}-magnitude-0.9-nonpie"
+    cfg = tmp_path / "without.toml"
+    text = CONFIG.format(idx=tmp_path, train=TRAIN).replace('name = "t"', 'name = "without"')
+    text = text.replace('arch = "tiny_cnn"', f'arch = "tiny_cnn"\ndataset = "{nonpie}"')
+    text = text.replace("seeds = 3", "seeds = 1").replace("[0.0, 0.9]", "[0.0]")
+    cfg.write_text(text.replace("batch_size = 16", "batch_size = 2"))
+    pie("train", "--config", str(cfg), "--root", str(root.path))
+    ((dataset,),) = query(root, "select train_dataset from models where experiment = 'without'")
+    assert dataset == nonpie
