@@ -13,8 +13,9 @@ fingerprint of the inputs (view `analysis_inputs`: predictions, inference runs, 
 datasets, analysis settings) is stored with every table in `materialisations`.
 
 The tables `pie analyze` writes in the main schema from these (TABLES: class_tstats,
-robustness_tstats) have their fingerprint in `materialisations` too, so a reader can tell
-(`stale`) whether what it reads there was computed from the inputs as they are now.
+robustness_tstats, annotation_tests) have their fingerprint in `materialisations` too, so a
+reader can tell (`stale`) whether what it reads there was computed from the inputs as they are
+now.
 
 Staleness: `attach` points a reader's connection at the materialised tables only when the stored
 fingerprint equals the current one; otherwise the names keep resolving to the views, which
@@ -33,8 +34,9 @@ from pie import relations, store
 
 SCHEMA = "materialised"
 # Tables of the main schema that `pie analyze` writes from the relations (analytics.tstats,
-# analytics.robustness); their fingerprints are recorded beside the relations'.
-TABLES = ("class_tstats", "robustness_tstats")
+# analytics.robustness, analytics.annotation_tests); their fingerprints are recorded beside the
+# relations'.
+TABLES = ("class_tstats", "robustness_tstats", "annotation_tests")
 
 
 def marked(kind: str) -> tuple[str, ...]:
