@@ -62,7 +62,9 @@ def read(path: Path) -> pa.Table:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return parquet.read_table(path)
-        names = csv.open_csv(path).schema.names
+        reader = csv.open_csv(path)  # the header, for the column names
+        names = reader.schema.names
+        reader.close()
         return csv.read_csv(
             path,
             convert_options=csv.ConvertOptions(
@@ -97,10 +99,11 @@ def match(identifiers: Sequence[str | None], keys: Iterable[str]) -> Matching:
     for identifier in identifiers:
         text = (identifier or "").strip()
         how, found = "key", [text] if text in known else []
-        if not found and text:
-            parts = safe_key(PurePosixPath(text.replace("\\", "/")).with_suffix("").as_posix())
-            parts = parts.split("/")
-            tails = ("/".join(parts[i:]) for i in range(len(parts) - 1))
+        if text and not found:
+            path = PurePosixPath(text.replace("\\", "/"))
+            path = path.with_suffix("") if path.name else path  # `/`, `.`: no name to strip
+            parts = safe_key(path.as_posix()).split("/")
+            tails = ("/".join(parts[i:]) for i in range(len(parts) - 1))  # longest first
             how, found = "path", [t for t in tails if t in known][:1]
             if not found:
                 how, found = "stem", by_stem.get(parts[-1], [])
@@ -286,7 +289,7 @@ def main(
                 + (
                     "the analysis is out of date: `pie analyze` tests them"
                     if n_tests is None
-                    else f"{n_tests} (population, name, value) tests in view pie_annotations"
+                    else f"view pie_annotations tests them ({n_tests} rows in all)"
                 )
             )
             config = {"file": str(path), "dataset": dataset, "source": source,

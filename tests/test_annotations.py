@@ -11,7 +11,8 @@ from scipy.stats import false_discovery_control, fisher_exact
 from analytics import analyze
 from analytics.annotate import match
 from analytics.config import AnalyzeConfig
-from pie import materialised, store
+from pie import catalog, materialised, store
+from pie.catalog import LabelSpace
 
 # 14 images in two class folders; `dup` is a file stem both share.
 LABELS = {f"n01/a0{i}": 0 for i in range(1, 7)} | {f"n02/b{i:02d}": 1 for i in range(7, 13)}
@@ -44,6 +45,7 @@ BINS = ["q1/4 [0.1, 0.3]", "q2/4 [0.4, 0.6]", "q3/4 [0.7, 0.9]", "q4/4 [1, 1.2]"
 def study(root):
     """The work root with the images, three models per population and their predictions."""
     con = store.connect(root)
+    catalog.ensure_label_space(con, LabelSpace("ls", tuple((i, None, f"c{i}") for i in range(3))))
     add_dataset(con, "d")
     for key, label in LABELS.items():
         con.execute("insert into images values ('d', ?, ?, 'd-000000.tar')", [key, label])
@@ -95,22 +97,15 @@ def test_rows_find_their_images_by_key_path_or_unique_stem():
             "dup.JPEG",  # two do: ambiguous
             "nothing.png",
             None,
+            "/",  # no file name at all
         ],
         keys,
     )
-    assert found.keys == [
-        "fmnist-test-00042",
-        "n01/a",
-        "n02/dup",
-        "x/y/z",
-        "n01/a",
-        None,
-        None,
-        None,
-    ]
+    matched = ["fmnist-test-00042", "n01/a", "n02/dup", "x/y/z", "n01/a"]
+    assert found.keys == [*matched, None, None, None, None]
     assert dict(found.how) == {"key": 1, "path": 3, "stem": 1}
     assert found.ambiguous == [("dup.JPEG", ["n01/dup", "n02/dup"])]
-    assert found.unmatched == ["nothing.png", ""]
+    assert found.unmatched == ["nothing.png", "", "/"]
 
 
 def test_counts_and_tests_match_hand_counts_and_scipy(study, tmp_path):
@@ -232,3 +227,47 @@ def test_bad_files_are_refused_in_one_line_and_write_nothing(study, tmp_path):
         annotate(study, tmp_path / "missing.csv", "--source", "s", ok=False), "not found"
     )
     assert annotations(study) == before
+
+
+def test_report_shows_the_tests_and_each_gallery_image_s_annotations(study, tmp_path):
+    import json
+    import re
+
+    from report import build
+    from report.config import ReportConfig
+
+    analyse(study)
+    path = tmp_path / "labels.csv"
+    path.write_text(CSV)
+    annotate(study, path, "--source", "s", "--bins", "quality=4")
+    html = build.main(study, ReportConfig(experiment="exp", dataset="d")).read_text()
+    section = re.search(r'<section id="annotations">(.*?)</section>', html, re.S).group(1)
+    # 0.5's error = yes: 4 of 5 PIEs, 1 of 6 non-PIEs; odds ratio 20
+    assert "<td>magnitude 0.5</td><td>s: error = yes</td><td>4 / 5 (80.00%)</td>" in section
+    assert "<td>1 / 6 (16.67%)</td><td>20</td>" in section
+    blob = re.search(r'<script type="application/json" id="gallery-data">(.*?)</script>', html)
+    gallery = json.loads(blob.group(1))
+    labels = {
+        key: [gallery["annotations"][i] for i in found]
+        for key, found in zip(gallery["keys"], gallery["keyAnnotations"], strict=True)
+    }
+    assert labels["n01/a01"] == ["s: error = yes", f"s: quality = {BINS[0]}"]
+    assert labels["n02/b07"] == ["s: error = yes", f"s: quality = {BINS[1]}"]
+    assert labels["n01/a05"] == ["s: error = no", f"s: quality = {BINS[1]}"]  # a PIE at 0.9
+    # its row, not the ambiguous `dup.JPEG` one (whose 5 is in no bin)
+    assert labels["n01/dup"] == ["s: error = yes", f"s: quality = {BINS[3]}"]
+    # the gallery's annotation filter in headless Chromium: `error = no` are a03 (a PIE in both
+    # populations) and a04, a05, a06 (at 0.9): 5 of the 12 entries
+    from report import browser
+
+    if browser.chromium() is None:
+        pytest.skip("no `chromium` on PATH: Debian's chromium is needed (`make browser`)")
+    with browser.opened(study.report / "index.html") as (page, problems):
+        cards = page.locator("#gallery-grid .card").count()
+        option = str(gallery["annotations"].index("s: error = no"))
+        page.select_option("#filter-annotation", option)
+        filtered = page.locator("#gallery-grid .card").count()
+        shown = page.locator("#gallery-grid .card .note").all_inner_texts()
+    assert problems == []
+    assert (cards, filtered) == (12, 5)
+    assert shown.count("s: error = no") == 5
