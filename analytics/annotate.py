@@ -103,7 +103,7 @@ def match(identifiers: Sequence[str | None], keys: Iterable[str]) -> Matching:
             path = PurePosixPath(text.replace("\\", "/"))
             path = path.with_suffix("") if path.name else path  # `/`, `.`: no name to strip
             parts = safe_key(path.as_posix()).split("/")
-            tails = ("/".join(parts[i:]) for i in range(len(parts) - 1))  # longest first
+            tails = ("/".join(parts[i:]) for i in range(len(parts)))  # longest first
             how, found = "path", [t for t in tails if t in known][:1]
             if not found:
                 how, found = "stem", by_stem.get(parts[-1], [])
