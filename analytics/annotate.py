@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +48,9 @@ from pie import materialised as materialise
 from pie.errors import PieError
 from pie.paths import WorkRoot, check_name
 from pie.shards import safe_key
+
+if TYPE_CHECKING:
+    import duckdb
 
 LISTED = "listed"  # the one annotation of a file of keys only
 EXAMPLES = 5  # unmatched and ambiguous rows named in the report
@@ -225,7 +229,7 @@ def report(matching: Matching, path: Path, dataset: str) -> str:
     return line
 
 
-def refresh_tests(con, dataset: str, source: str) -> int | None:
+def refresh_tests(con: duckdb.DuckDBPyConnection, dataset: str, source: str) -> int | None:
     """Recompute annotation_tests when the analysis is up to date (returns its rows); otherwise
     drop the source's old tests and return None: `pie analyze` computes them."""
     if not materialise.attach(con):  # `pie` then reads the stored analysis
@@ -257,7 +261,10 @@ def main(
     if key_column not in table.column_names:
         raise PieError(f"{path.name} has no column {key_column!r} (--key-column)")
     binned = parse_bins(bins, [c for c in table.column_names if c != key_column])
-    identifiers = table.column(key_column).cast(pa.string()).to_pylist()
+    try:
+        identifiers = table.column(key_column).cast(pa.string()).to_pylist()
+    except pa.ArrowException:
+        raise PieError(f"column {key_column!r} of {path.name} cannot name images") from None
     with store.writer_lock(root, "pie annotate"), store.connect(root) as con:
         catalog.dataset(con, dataset)
         keys = [
