@@ -1,4 +1,4 @@
-"""`pie analyze`, `pie export`, `pie summary`, `pie robustness`."""
+"""`pie analyze`, `pie export`, `pie summary`, `pie robustness`, `pie annotate`."""
 
 from __future__ import annotations
 
@@ -128,3 +128,31 @@ def results(
     from analytics import results as results_stage
 
     results_stage.main(open_root(root, create=False), options.split_list(datasets) or (), fmt, out)
+
+
+@app.command()
+def annotate(
+    file: Annotated[
+        Path, typer.Argument(help="CSV or Parquet: an image key or file name, then annotations")
+    ],
+    source: Annotated[
+        str, typer.Option(help="Name of this set of annotations (replaces one of the same name)")
+    ],
+    dataset: Dataset = None,
+    key_column: Annotated[
+        str | None,
+        typer.Option(help="The column naming the image \\[default: the first]", show_default=False),
+    ] = None,
+    bins: Annotated[
+        list[str] | None,
+        typer.Option("--bins", help="COLUMN=N: N quantile bins of a numeric column (repeatable)"),
+    ] = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """Per-image annotations (known label errors, human study labels, a quality score) from a
+    CSV or Parquet file; view pie_annotations tests whether the PIEs are richer in each value."""
+    from analytics import annotate as annotate_stage
+
+    cfg = config.load(AnalyzeConfig, cfg_path, "analyze", dict(dataset=dataset))
+    annotate_stage.main(open_root(root), file, cfg.dataset, source, key_column, bins or ())

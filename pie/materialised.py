@@ -7,7 +7,8 @@ connection's name at it (a temporary view shadowing the stored one), so each rel
 computed from the materialised ones before it. The predictions are scanned once in all: for
 population_votes (`-- materialised: transient`), held in memory for the build only. The
 fingerprint of the inputs (view `analysis_inputs`) is stored with every table in
-`materialisations`, and with the tables `pie analyze` writes from these (TABLES).
+`materialisations`, and with the tables `pie analyze` writes from these (TABLES: class_tstats,
+robustness_tstats, annotation_tests).
 
 Staleness: `attach` points a reader's connection at the materialised tables only when the stored
 fingerprint equals the current one; otherwise the names keep resolving to the views (correct,
@@ -24,8 +25,9 @@ from pie import relations, store
 
 SCHEMA = "materialised"
 # Tables of the main schema that `pie analyze` writes from the relations (analytics.tstats,
-# analytics.robustness); their fingerprints are recorded beside the relations'.
-TABLES = ("class_tstats", "robustness_tstats")
+# analytics.robustness, analytics.annotation_tests); their fingerprints are recorded beside the
+# relations'.
+TABLES = ("class_tstats", "robustness_tstats", "annotation_tests")
 
 
 def marked(kind: str) -> tuple[str, ...]:
