@@ -37,12 +37,12 @@ def read(path: Path, what: str) -> dict[str, torch.Tensor]:
 
 
 def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         return load_file(path, device="cpu")
-    except (SafetensorsError, OSError) as e:
+    except (SafetensorError, OSError) as e:
         reason = " ".join(str(e).split())[:160]
         raise PieError(f"{what} {path} cannot be read as safetensors ({reason})") from None
 
