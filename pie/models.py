@@ -234,7 +234,7 @@ def prunable_weights(
     """
     if layers not in ("reference", "convs", "all"):
         raise PieError(f"unknown layer set {layers!r} (known: reference, convs, all)")
-    head = classifier(model)
+    head = final_layer(model)
     out = {}
     for name, module in model.named_modules():
         if layers == "reference" and head is not None and module is head[1]:
@@ -257,22 +257,24 @@ def layer_weights(module: nn.Module, convs_only: bool) -> list[tuple[str, nn.Par
 
 
 def classifier(model: nn.Module) -> tuple[str, nn.Module] | None:
-    """The final classifier (the layer producing the logits), by its module name: timm's own
-    (`get_classifier()`, its pretrained config's `classifier`); otherwise the last `nn.Linear`
-    in module order (pie's archs: `fc`; torchvision's: `fc`, `classifier.3`, `heads.head`...),
-    or, in a model without one, the last convolution (squeezenet's `classifier.1`); None for
-    a model with neither."""
+    """The final classifier (the layer producing the logits) as a dense layer, by its module
+    name: timm's own (`get_classifier()`, its pretrained config's `classifier`), else the last
+    `nn.Linear` in module order (pie's archs: `fc`; torchvision's: `fc`, `classifier.3`,
+    `heads.head`...); None for a model without one."""
     if hasattr(model, "get_classifier") and hasattr(model, "pretrained_cfg"):
         head = model.get_classifier()
         found = next((n for n, m in model.named_modules() if m is head), None)
-        if found is not None and isinstance(head, (nn.Linear, *CONVS)):
+        if found is not None and isinstance(head, nn.Linear):
             return found, head
-    modules = list(model.named_modules())
-    for kinds in (nn.Linear, CONVS):
-        found = next(((n, m) for n, m in reversed(modules) if isinstance(m, kinds)), None)
-        if found is not None:
-            return found
-    return None
+    modules = reversed(list(model.named_modules()))
+    return next(((n, m) for n, m in modules if isinstance(m, nn.Linear)), None)
+
+
+def final_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The layer the reference layer set leaves dense: the classifier, or in a model without a
+    dense layer its last convolution (squeezenet's `classifier.1` makes its logits)."""
+    modules = reversed(list(model.named_modules()))
+    return classifier(model) or next(((n, m) for n, m in modules if isinstance(m, CONVS)), None)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -19,7 +19,7 @@ from PIL import Image
 from pie import checkpoints, models
 from pie.errors import PieError
 from pie.images import Preprocess, decode
-from pie.models import classifier, create, model_preprocess, prunable_weights
+from pie.models import classifier, create, final_layer, model_preprocess, prunable_weights
 from train.pruning import Pruner, ReferencePruner, Schedule
 
 # arch -> (image size, its final classifier's module name); timm's test_vit: a 0.3 M ViT
@@ -176,7 +176,7 @@ def test_timm_classifier_is_its_own_and_its_attention_is_pruned():
 def test_squeezenets_classifier_is_its_last_conv():
     """A model without a Linear: its last convolution makes the logits and is not pruned."""
     model = create("squeezenet1_1", 5, 3, 64)
-    assert classifier(model)[0] == "classifier.1"
+    assert classifier(model) is None and final_layer(model)[0] == "classifier.1"
     assert "classifier.1.weight" not in prunable_weights(model)
 
 
