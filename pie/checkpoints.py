@@ -79,8 +79,9 @@ class Sidecar:
     layer_sparsity         the same per prunable weight, by state_dict name
     seed, torch_seed       the population seed and the torch seed derived from it
     train_dataset          what it was trained on
-    eval_dataset, test_top1  the evaluation set and the top-1 on it after training
-    train_loss             mean training loss over the last 100 steps
+    eval_dataset, test_top1  the evaluation set and the top-1 on it after training (None for
+                           an imported model: `pie infer` evaluates it)
+    train_loss             mean training loss over the last 100 steps (None: imported)
     steps                  optimizer steps run
     schedule               pruning schedule in steps: begin_step, end_step, frequency
     preprocess             `pie.images.Preprocess.to_dict()`: what inference must repeat
@@ -109,8 +110,8 @@ class Sidecar:
     torch_seed: int
     train_dataset: str
     eval_dataset: str
-    test_top1: float
-    train_loss: float
+    test_top1: float | None
+    train_loss: float | None
     steps: int
     schedule: dict[str, int]
     preprocess: dict[str, Any]
