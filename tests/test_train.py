@@ -415,7 +415,9 @@ def test_reference_checkpoint_is_the_training_forward_in_a_stock_state_dict(pack
     def recording(self):
         seen["raw"] = {n: w.detach().clone() for n, w in self.weights.items()}
         seen["factor"] = {n: f.clone() for n, f in self.factors.items()}
-        seen["effective"] = {n: m.weight.detach().clone() for n, m in self.modules.items()}
+        seen["effective"] = {
+            n: getattr(module, attr).detach().clone() for n, (module, attr) in self.owners.items()
+        }
         seen["last_update"], seen["masks"] = self.last_update, dict(self.masks)
         real(self)
 
