@@ -16,13 +16,14 @@ PIE := $(VENV)/bin/pie
 ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(ROOT),--root $(ROOT))
 STAMP := $(VENV)/.installed
 
-.PHONY: help env data browser demo ingest corrupt train infer analytics export summary report \
+.PHONY: help env data browser demo ingest corrupt train compress infer analytics export summary report \
         test test-slow lint format bench gpu-wheels gpu-check clean
 
 help:
 	@echo "make demo    set up, run every stage on Fashion-MNIST, print the summary"
 	@echo "make test    fast tests (make test-slow: the slow ones too)"
-	@echo "stages:      make ingest | corrupt | train | infer | analytics | export | summary | report"
+	@echo "stages:      make ingest | corrupt | train | compress | infer | analytics | export | summary |"
+	@echo "             report"
 	@echo "options:     CONFIG=FILE (else \$$PIE_CONFIG, else <root>/config.toml if present,"
 	@echo "               else the packaged configs/fashion-mnist.toml)"
 	@echo "             ROOT=DIR    (else \$$PIE_ROOT, else ./work)"
@@ -62,6 +63,9 @@ corrupt: env
 train: env
 	$(PIE) train $(ARGS)
 
+compress: env
+	$(PIE) compress $(ARGS)
+
 infer: env
 	$(PIE) infer $(ARGS)
 
@@ -80,7 +84,7 @@ report: env
 
 demo: env data
 	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory ingest corrupt train infer analytics export summary report && \
+	$(MAKE) --no-print-directory ingest corrupt train compress infer analytics export summary report && \
 	echo "demo: all stages done in $$(( $$(date +%s) - start )) s"
 
 # -- quality -------------------------------------------------------------------------------

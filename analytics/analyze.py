@@ -4,8 +4,9 @@
    views read them (through view `analysis_settings`).
 2. When the inputs (view `analysis_inputs`) changed since the last run, or `force`: the heavy
    relations are materialised (pie.materialised), `class_tstats` is rewritten from view
-   `class_recall_stats` and `robustness_tstats` from view `robustness_stats` (scipy gives the
-   p-values) and the run is recorded in `runs`, with the pie that ran it (pie.provenance).
+   `class_recall_stats`, `robustness_tstats` from view `robustness_stats` and
+   `annotation_tests` from view `annotation_counts` (scipy gives the p-values), and the run
+   is recorded in `runs`, with the pie that ran it (pie.provenance).
    Otherwise nothing is recomputed. All of it is one transaction: a reader sees the analysis
    before or after, never half of it.
 
@@ -54,10 +55,15 @@ def rebuild(con: duckdb.DuckDBPyConnection, cfg: AnalyzeConfig, started: datetim
     scipy.start()
     counts = materialise.build(con)
     scipy.join()
+    from analytics.annotation_tests import annotation_tests
     from analytics.robustness import robustness_tstats
     from analytics.tstats import class_tstats
 
-    for name, write in (("class_tstats", class_tstats), ("robustness_tstats", robustness_tstats)):
+    for name, write in (
+        ("class_tstats", class_tstats),
+        ("robustness_tstats", robustness_tstats),
+        ("annotation_tests", annotation_tests),
+    ):
         start = time.perf_counter()
         con.execute(f"delete from {name}")
         counts[name] = write(con, cfg.alpha, cfg.significance_on)

@@ -1,7 +1,8 @@
-"""`pie analyze`, `pie export`, `pie summary`, `pie robustness`."""
+"""`pie analyze`, `pie export`, `pie summary`, `pie robustness`, `pie annotate`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -131,3 +132,50 @@ def robustness(
     robustness_stage.main(
         open_root(root, create=False), cfg.experiment, cfg.dataset, sparsity, method, level
     )
+
+
+@app.command()
+def results(
+    datasets: Annotated[
+        list[str] | None,
+        typer.Option("--dataset", "-d", help="[default: every dataset with predictions]"),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or json")] = "csv",
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for the files [default: <root>/results]")
+    ] = None,
+    root: options.Root = None,
+) -> None:
+    """Per dataset, each model's top-1/top-5 in the columns of timm's results CSVs (plus method,
+    sparsity, seed, and top1_diff against the dense parent): results-<dataset>.<format>."""
+    from analytics import results as results_stage
+
+    results_stage.main(open_root(root, create=False), options.split_list(datasets) or (), fmt, out)
+
+
+@app.command()
+def annotate(
+    file: Annotated[
+        Path, typer.Argument(help="CSV or Parquet: an image key or file name, then annotations")
+    ],
+    source: Annotated[
+        str, typer.Option(help="Name of this set of annotations (replaces one of the same name)")
+    ],
+    dataset: Dataset = None,
+    key_column: Annotated[
+        str | None,
+        typer.Option(help="The column naming the image \\[default: the first]", show_default=False),
+    ] = None,
+    bins: Annotated[
+        list[str] | None,
+        typer.Option("--bins", help="COLUMN=N: N quantile bins of a numeric column (repeatable)"),
+    ] = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """Per-image annotations (known label errors, human study labels, a quality score) from a
+    CSV or Parquet file; view pie_annotations tests whether the PIEs are richer in each value."""
+    from analytics import annotate as annotate_stage
+
+    cfg = config.load(AnalyzeConfig, cfg_path, "analyze", dict(dataset=dataset))
+    annotate_stage.main(open_root(root), file, cfg.dataset, source, key_column, bins or ())

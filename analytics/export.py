@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -233,7 +234,7 @@ def write(root: WorkRoot, cfg: ExportConfig, force: bool) -> Path:
             name,
             source["label_space"],
             "export",
-            "eval",
+            source["split"],  # a training set's subsets are training sets
             f"pie export of {cfg.experiment}/{cfg.method}@{cfg.population_level:g} ({what})",
             parent=cfg.dataset,
             corruption=source["corruption"],
@@ -243,6 +244,10 @@ def write(root: WorkRoot, cfg: ExportConfig, force: bool) -> Path:
             settings=settings,
         )
         record_dataset(con, spec, directory, written)
+        link = root.shards(name)  # so that stages that take a dataset by name (train) find it
+        if not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(directory, link.parent), target_is_directory=True)
         summary = (
             f"export: {len(written.keys)} {what} images of {cfg.dataset} (PIE sets of"
             f" {pie_dataset}: {decided} images decided) -> {directory}, manifest.{cfg.manifest}"

@@ -4,47 +4,13 @@
     make gpu-check                     # there: python3 bench/gpu_check.py
     python3 bench/gpu_check.py --cpu   # tiny sizes on CPU: gloo, 2 ranks, fp32 (a test runs it)
 
-It needs only the GPU machine's own `python3` (torch, torchvision, numpy, pandas, pyarrow,
-typer, rich, pillow, scipy) and the wheels in `.whl/`, which it installs into a temporary
-directory; pie runs from this checkout through PYTHONPATH, not installed. In order:
-
-1. wheels: `.whl/*.whl` installed with `pip install --no-index --target` (GPU mode only; the CPU
-   mode uses the running interpreter's packages and hides polars and plotly, which the GPU
-   machine lacks, so that a path needing them fails here first).
-2. images: N_TRAIN + N_VAL synthetic JPEGs of varied ImageNet-like sizes (width 400-600,
-   height 300-450, portrait or landscape) in class directories named by ImageNet wnids, each
-   class its own colours and stripes so that training has something to learn.
-3. ingest: `pie ingest imagefolder` packs them into shards (synth-train in a seeded order,
-   synth-val sorted), each shard with its offsets file.
-4. train: `torchrun -m pie train` trains a dense and a 90 % pruned model (ResNet-50 at 224 px,
-   bf16, channels_last, torch.compile, streamed by loader workers, the final evaluation
-   included) on one rank per GPU (nccl), or 2 CPU ranks (gloo) in CPU mode. Under torchrun
-   even one process joins a process group, so one GPU runs DDP and the nccl collectives (the
-   final evaluation's all-reduce among them) as eight would.
-5. train more: 6 more models (dense, 50 % and 90 %, 2 seeds; a few eager steps each) with
-   `pie train` in one process, so that inference has 8 (CPU mode: 1 more, 3 in all).
-6. infer: `pie infer` evaluates the 8 models on synth-val in fp32, then on a copy of the work
-   root in bf16 (fp32 again on CPU, which has no bf16 autocast); end-to-end images x models
-   per second, and how often bf16's top-1 agrees with fp32's.
-7. bare: the same models' forward passes over synth-val decoded beforehand (pie's own decoder)
-   and held on the device, in fp32 and bf16; and eager training steps of the first model
-   (bf16, channels_last on a GPU) over the same decoded batches: the ceiling for 4 and 6.
-
-Each step prints one line, `ran (...)` or `failed: <why>`; a failed step does not stop the
-ones that do not need it. Peak GPU memory: sampled by nvidia-smi during the subprocesses,
-`torch.cuda.max_memory_allocated` for the bare passes. The log goes to stdout and, when $OUT
-is set (the device tool), to $OUT/gpu_check.log; each subprocess's output to
-$OUT/gpu_check_<step>.log.
-
-Sizes (GPU mode), planned to fit 10 minutes with room to spare: 4,096 + 2,048 JPEGs (about 3 s
-with 16 processes); ingest about 10 s (every image decoded once to check it); training
-2 x 200 steps of 256 at about 2,500-3,000 img/s (12 loader workers decoding about 250 img/s
-each, the H200 faster than that), about 20 s each, plus torch.compile of ResNet-50 forward and
-backward, 1-2 minutes for the first model and less for the second (inductor's cache); 6 x 12
-eager steps about 40 s; inference 2 x (8 models x 2,048 images) about 30 s with process starts
-and model loads; the bare passes about 20 s. About 4-5 minutes in all. Every subprocess stops
-at its step's limit or when `--budget` (540 s) is spent, so a hung step fails alone and the
-summary prints inside a 10-minute run.
+It needs only the GPU machine's own `python3` and the wheels in `.whl/` (installed into a
+temporary directory; pie runs from this checkout through PYTHONPATH). The steps (wheels,
+images, ingest, train under torchrun, train more, infer fp32 and bf16, bare passes), what each
+measures and the sizes planned to fit 10 minutes are in docs/gpu-check.md. Each step prints
+one line, `ran (...)` or `failed: <why>`; a failed step does not stop the ones that do not need
+it; every subprocess stops at its step's limit or when `--budget` (540 s) is spent. The log goes
+to stdout and, when $OUT is set (the device tool), to $OUT/gpu_check.log.
 """
 
 from __future__ import annotations

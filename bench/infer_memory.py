@@ -23,18 +23,17 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
+import synthetic
 from PIL import Image
 
-from pie import catalog, checkpoints, store
-from pie.catalog import FASHION_MNIST, DatasetSpec
+from pie import store
 from pie.images import Preprocess
-from pie.models import create
 from pie.paths import WorkRoot, open_root
-from pie.shards import Sample, write_shards
+from pie.shards import Sample
 
 COUNTS = (8, 16, 32, 64)
 SIZE = 64  # px: small_cnn's dense layer holds 2 M weights (8 MiB)
+PRE = Preprocess(SIZE, 1, (0.286,), (0.353,))
 CHILD = """
 import json, resource, sys, torch
 from infer.config import InferConfig
@@ -49,32 +48,14 @@ print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
 """
 
 
-def add_images(root: WorkRoot, name: str, n: int) -> None:
-    rng = np.random.default_rng(0)
-    samples = []
+def grays(n: int) -> list[Sample]:
+    """n grayscale PNGs of random pixels, SIZE px."""
+    rng, samples = np.random.default_rng(0), []
     for i in range(n):
         buf = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)).save(buf, format="PNG")
         samples.append(Sample(f"img{i:07d}", i % 10, buf.getvalue(), "png"))
-    written = write_shards(samples, root.shards(name), name)
-    with store.connect(root) as con:
-        catalog.ensure_label_space(con, FASHION_MNIST)
-        spec = DatasetSpec(name, FASHION_MNIST.name, "clean", "eval", "bench")
-        catalog.record_dataset(con, spec, root.shards(name), written)
-
-
-def add_models(root: WorkRoot, start: int, stop: int) -> None:
-    pre = Preprocess(SIZE, 1, (0.286,), (0.353,))
-    with store.connect(root) as con:
-        for seed in range(start, stop):
-            torch.manual_seed(seed)
-            sidecar = checkpoints.Sidecar(
-                f"bench-{seed}", "bench", "small_cnn", 10, FASHION_MNIST.name, "dense", 0.0, 0.0,
-                {}, seed, seed, "none", "bench", 0.0, 0.0, 0, {}, pre.to_dict(), {},
-                torch.__version__, "cpu", 0.0,
-            )  # fmt: skip
-            model = create("small_cnn", 10, 1, SIZE).eval()
-            catalog.register_model(con, checkpoints.save(root, model, sidecar))
+    return samples
 
 
 def peak(root: WorkRoot, budget_gib: float) -> tuple[int, int, int | None]:
@@ -105,15 +86,15 @@ def main() -> None:
     budget = args.budget / 1024
     with tempfile.TemporaryDirectory() as tmp:
         root = open_root(Path(tmp) / "work")
-        add_images(root, "bench", args.images)
+        synthetic.pack(root, "bench", grays(args.images))
         rows, made = [], 0
         for n in COUNTS:
-            add_models(root, made, n)
+            synthetic.models(root, "small_cnn", range(made, n), PRE)
             made = n
             rows.append((n, peak(root, budget), peak(root, 1024.0)))
         big = open_root(Path(tmp) / "big")
-        add_images(big, "bench", 4 * args.images)
-        add_models(big, 0, COUNTS[0])
+        synthetic.pack(big, "bench", grays(4 * args.images))
+        synthetic.models(big, "small_cnn", range(COUNTS[0]), PRE)
         more_images = peak(big, budget)
     kind = "peak CUDA memory" if rows[0][1][2] is not None else "peak RSS, largest loader worker"
     print(f"{kind} (MiB) of `pie infer`, {args.images} images of {SIZE} px, small CNNs of 8 MiB")

@@ -15,57 +15,37 @@
 from __future__ import annotations
 
 import argparse
-import io
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import synthetic
 import torch
-from PIL import Image
 
 from infer import loader
 from infer.config import InferConfig
 from infer.parts import PartWriter, rows
 from infer.run import main as infer
 from infer.sink import Fingerprint, closing_meta, load_pair, part_meta, part_path, read_part_info
-from pie import catalog, checkpoints, store
-from pie.catalog import FASHION_MNIST, DatasetSpec
+from pie import checkpoints, store
 from pie.images import Preprocess, normalize
-from pie.models import create, resolve_device
+from pie.models import resolve_device
 from pie.paths import WorkRoot, open_root
-from pie.shards import Reader, Sample, write_shards
-
-
-def jpeg(rng: np.random.Generator, side: int) -> bytes:
-    """A smooth random image (noise does not compress: unlike photos) as JPEG bytes."""
-    small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    image = Image.fromarray(small).resize((side, side), Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+from pie.shards import Reader, Sample
 
 
 def make_root(root: WorkRoot, models: int, images: int, size: int) -> Preprocess:
     rng = np.random.default_rng(0)
     side = round(size / 0.875) + 8  # resized to size / 0.875, then center-cropped
-    samples = [Sample(f"img{i:06d}", i % 10, jpeg(rng, side), "jpg") for i in range(images)]
-    written = write_shards(samples, root.shards("bench"), "bench")
+    synthetic.pack(
+        root,
+        "bench",
+        (Sample(f"img{i:06d}", i % 10, synthetic.image(rng, side), "jpg") for i in range(images)),
+    )
     pre = Preprocess(size, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    with store.connect(root) as con:
-        catalog.ensure_label_space(con, FASHION_MNIST)
-        spec = DatasetSpec("bench", FASHION_MNIST.name, "clean", "eval", "bench")
-        catalog.record_dataset(con, spec, root.shards("bench"), written)
-        for seed in range(models):
-            torch.manual_seed(seed)
-            sidecar = checkpoints.Sidecar(
-                f"bench-{seed}", "bench", "resnet18", 10, FASHION_MNIST.name, "dense", 0.0, 0.0,
-                {}, seed, seed, "none", "bench", 0.0, 0.0, 0, {}, pre.to_dict(), {},
-                torch.__version__, "cpu", 0.0,
-            )  # fmt: skip
-            model = create("resnet18", 10, 3, size).eval()
-            catalog.register_model(con, checkpoints.save(root, model, sidecar))
+    synthetic.models(root, "resnet18", range(models), pre)
     return pre
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import shutil
 import sys
 import tempfile
@@ -22,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+import synthetic  # noqa: E402
 
 from pie import store  # noqa: E402
 from pie.paths import open_root  # noqa: E402
@@ -34,14 +34,6 @@ from pie.shards import Sample, write_shards  # noqa: E402
 spec = importlib.util.spec_from_file_location("bench_analytics", REPO / "bench" / "analytics.py")
 bench_analytics = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench_analytics)
-
-
-def jpeg(rng: np.random.Generator) -> bytes:
-    """A 64 px colour JPEG of smooth random blobs (about 1-2 kB)."""
-    small = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8))
-    out = io.BytesIO()
-    small.resize((64, 64), Image.BILINEAR).save(out, "JPEG", quality=85)
-    return out.getvalue()
 
 
 def add_shards(path: Path) -> int:
@@ -55,7 +47,7 @@ def add_shards(path: Path) -> int:
     )
     rng = np.random.default_rng(0)
     written = write_shards(
-        (Sample(key, label, jpeg(rng), "jpg") for key, label in labels),
+        (Sample(key, label, synthetic.image(rng, 64, grain=6), "jpg") for key, label in labels),
         root.shards("bench"),
         "bench",
     )

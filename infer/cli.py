@@ -17,7 +17,11 @@ app = typer.Typer()
 def infer(
     datasets: Annotated[
         list[str] | None,
-        typer.Option("--dataset", "-d", help="Datasets to evaluate [default: every eval set]"),
+        typer.Option(
+            "--dataset",
+            "-d",
+            help="Datasets to evaluate, training sets too [default: every eval set]",
+        ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader processes decoding")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,

@@ -98,9 +98,17 @@ def model_budget(cfg: InferConfig, device: torch.device) -> int:
 
 def pending(root: WorkRoot, cfg: InferConfig, budget: int) -> Work:
     """Clean up after an interrupted run and list what is pending (one short write step):
-    pairs never evaluated, or stored from another checkpoint, dataset or `DECODE_VERSION`,
+    on `cfg.datasets` (any ingested dataset, training sets included) or else on every evaluation
+    dataset, pairs never evaluated, or stored from another checkpoint, dataset or `DECODE_VERSION`,
     grouped by dataset and geometry, each group's models split into waves within `budget`."""
     with store.connect(root) as con:
+        # the datasets first: a name that is not an ingested dataset stops the run before
+        # anything is cleaned up or written; a training set is evaluated only when named
+        datasets = (
+            [catalog.dataset(con, name) for name in cfg.datasets]
+            if cfg.datasets
+            else catalog.eval_datasets(con)
+        )
         staging = root.parts("predictions")
         for tmp in staging.glob("*.tmp"):  # a run killed mid-write: never complete
             tmp.unlink()
@@ -138,11 +146,6 @@ def pending(root: WorkRoot, cfg: InferConfig, budget: int) -> Work:
 
         if not models:
             raise PieError("no models yet: run `pie train` first")
-        datasets = (
-            [catalog.dataset(con, name) for name in cfg.datasets]
-            if cfg.datasets
-            else catalog.eval_datasets(con)
-        )
         stored = {
             (m, d): (Fingerprint(sha, h), decoded_now(pre))
             for m, d, sha, h, pre in store.rows(

@@ -1,5 +1,6 @@
-"""`pie infer`: evaluate every model on every evaluation dataset whose predictions are missing
-or stale, decoding each dataset once for all of them (once per wave of models).
+"""`pie infer`: evaluate every model on every evaluation dataset (or on the datasets named with
+`--dataset`: a training set is evaluated only when named) whose predictions are missing or stale,
+decoding each dataset once for all of them (once per wave of models).
 
 The stage, top to bottom: list the pending (model, dataset) pairs in groups (infer.pending);
 for each group, for each batch of its images (infer.loader: read and decoded by DataLoader

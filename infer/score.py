@@ -11,7 +11,10 @@ budget to the bytes still resident with `keep`, so the cache does not grow back.
 `prepare` makes a loaded model ready to score: on the device, channels_last when asked, and under
 bf16 its classifier (`pie.models.classifier`, the last dense layer) wrapped in `Float32`, which
 runs it with autocast off on its input cast to float32, so the logits are those of fp32
-arithmetic on the features and near-tied classes keep fp32's order.
+arithmetic on the features and near-tied classes keep fp32's order. A compressed program
+(`pie compress`: float16/bfloat16 weights, int8) is left as `checkpoints.load` made it: it runs
+in its own dtype, and an int8 one on the CPU, the device its kernels target, even when the run
+scores on a GPU (its inputs go to the CPU and its logits come back).
 
 `Scorer` takes a group's models from a `ModelCache` and, per micro-batch, normalises the uint8
 batch with the model's own mean and std and runs the forward pass (bf16 autocast on the device's
@@ -46,7 +49,7 @@ import torch
 
 from infer.loader import Batch
 from infer.pending import Group
-from pie import checkpoints
+from pie import checkpoints, compressed
 from pie.errors import PieError
 from pie.images import Preprocess, normalize
 from pie.models import classifier
@@ -55,8 +58,13 @@ Outputs = dict[str, np.ndarray]  # pred, top5, p_label, p_pred of each image of 
 
 
 def nbytes(model: torch.nn.Module) -> int:
-    """Bytes of a model's parameters and buffers."""
+    """Bytes of a model's parameters and buffers (a compressed program's: every tensor of its
+    state_dict, quantized modules holding their weights outside both)."""
     tensors = [*model.parameters(), *model.buffers()]
+    if isinstance(model, compressed.Program):
+        values = model.state_dict().values()
+        tensors = [t for v in values for t in (v if isinstance(v, tuple) else (v,))]
+        tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -137,8 +145,12 @@ def load_model(directory: str) -> torch.nn.Module:
 
 def prepare(model: torch.nn.Module, device: torch.device, precision: Precision) -> torch.nn.Module:
     """The loaded model on `device` in eval mode, channels_last if asked; under bf16 its
-    classifier wrapped in `Float32` (a model without an `nn.Linear` is refused)."""
+    classifier wrapped in `Float32` (a model without an `nn.Linear` is refused). A compressed
+    program (`pie.compressed`) runs in its own dtype, an int8 one on the CPU, whatever is asked:
+    neither channels_last nor bf16 applies to it."""
     model = model.to(device).eval()
+    if isinstance(model, compressed.Program):
+        return model
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if precision.bf16:

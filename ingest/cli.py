@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -110,42 +111,31 @@ def imagefolder(
     )
 
 
-@ingest_app.command("imagenet-a")
-def imagenet_a(
-    directory: Source,
-    name: Name = "imagenet-a",
-    workers: Workers = None,
-    shard_max_count: MaxCount = None,
-    shard_max_size: MaxSize = None,
-    cfg_path: options.Config = options.DEFAULT,
-    root: options.Root = None,
-) -> None:
-    """ImageNet-A (<wnid>/<image>, 200 classes): scored among its 200 classes' logits."""
-    from ingest import pack, sources
+def imagenet_subset(variant: str, what: str) -> None:
+    """`pie ingest imagenet-<variant>`: a <wnid>/<image> tree of 200 ImageNet-1k classes."""
 
-    found = [sources.imagenet_subset(directory, name, "a")]  # checks the name
-    pack.main(
-        open_root(root), load(cfg_path, workers, None, shard_max_count, shard_max_size), found
+    @ingest_app.command(
+        f"imagenet-{variant}",
+        help=f"{what} (<wnid>/<image>, 200 classes): scored among its 200 classes' logits.",
     )
+    def command(
+        directory: Source,
+        name: Name = f"imagenet-{variant}",
+        workers: Workers = None,
+        shard_max_count: MaxCount = None,
+        shard_max_size: MaxSize = None,
+        cfg_path: options.Config = options.DEFAULT,
+        root: options.Root = None,
+    ) -> None:
+        from ingest import pack, sources
+
+        found = [sources.imagenet_subset(directory, name, variant)]  # checks the name
+        cfg = load(cfg_path, workers, None, shard_max_count, shard_max_size)
+        pack.main(open_root(root), cfg, found)
 
 
-@ingest_app.command("imagenet-r")
-def imagenet_r(
-    directory: Source,
-    name: Name = "imagenet-r",
-    workers: Workers = None,
-    shard_max_count: MaxCount = None,
-    shard_max_size: MaxSize = None,
-    cfg_path: options.Config = options.DEFAULT,
-    root: options.Root = None,
-) -> None:
-    """ImageNet-R renditions (<wnid>/<image>, 200 classes): scored among its 200 classes."""
-    from ingest import pack, sources
-
-    found = [sources.imagenet_subset(directory, name, "r")]  # checks the name
-    pack.main(
-        open_root(root), load(cfg_path, workers, None, shard_max_count, shard_max_size), found
-    )
+imagenet_subset("a", "ImageNet-A")
+imagenet_subset("r", "ImageNet-R renditions")
 
 
 @ingest_app.command("imagenet-c")
@@ -257,6 +247,68 @@ def tfrecord(
 
     check_split(split, seed)
     found = [tfr.tfrecord(pattern, name, split, label_offset)]  # checks the name
+    cfg = load(cfg_path, workers, seed, shard_max_count, shard_max_size)
+    pack.main(open_root(root), cfg, found)
+
+
+@ingest_app.command("parquet")
+def parquet(
+    pattern: Annotated[str, typer.Argument(help="Glob of Parquet files, quoted: 'data/train-*'")],
+    name: Name,
+    label_space: Annotated[
+        str | None,
+        typer.Option(
+            help="imagenet1k, fashion-mnist or a stored one (labels are its class ids, names or "
+            "wnids); another name makes a new label space from the files \\[default: --name]",
+            show_default=False,
+        ),
+    ] = None,
+    image_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Encoded images: binary, or a struct with bytes and path (the `datasets` "
+            "layout) \\[default: the only such column, else 'image']",
+            show_default=False,
+        ),
+    ] = None,
+    label_column: Annotated[str, typer.Option(help="Integer or string labels")] = "label",
+    key_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Sample keys \\[default: the image path's stem when every row has one and they "
+            "are distinct, else <file stem>-<row>; prefixed <wnid>/ with ImageNet labels]",
+            show_default=False,
+        ),
+    ] = None,
+    split: Split = "eval",
+    workers: Workers = None,
+    seed: Seed = None,
+    shard_max_count: MaxCount = None,
+    shard_max_size: MaxSize = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """Image datasets stored as Parquet (Hugging Face `datasets` or any table of encoded images),
+    read a row group at a time; class names from the `datasets` metadata when there is some.
+    Bad rows go to ingest_errors; the bytes pass through untouched."""
+    from ingest import pack
+    from ingest import parquet as pq_source
+    from pie import catalog, store
+    from pie.paths import WorkRoot, check_name, root_path
+
+    check_name(name, "dataset name")
+    check_split(split, seed)
+    space: catalog.LabelSpace | str = label_space or name  # a name: a new label space
+    work = WorkRoot(root_path(root))  # nothing is created before the files are checked
+    if space in catalog.BUILTIN_SPACES:
+        space = catalog.BUILTIN_SPACES[space]()
+    elif work.db.exists():
+        # not stored: the files make it
+        with store.connect(work, read_only=True) as con, contextlib.suppress(PieError):
+            space = catalog.label_space(con, space)
+    found = [
+        pq_source.parquet(pattern, name, space, split, image_column, label_column, key_column)
+    ]  # checks every file's columns
     cfg = load(cfg_path, workers, seed, shard_max_count, shard_max_size)
     pack.main(open_root(root), cfg, found)
 

@@ -1,38 +1,15 @@
 """`pie corrupt`: ImageNet-C style variants of a clean dataset, one dataset per
 (corruption, severity), named `<parent>-<corruption>-<severity>`, keeping the parent's keys.
 
-Variants are made at the parent's geometry (`parent_geometry`), decided by what the parent is:
-- a parent whose first images (up to GEOMETRY_SAMPLE of its first shard) are all one square
-  size s x s is stored at the resolution its models take (Fashion-MNIST 28, CIFAR 32, any
-  pre-cropped set): variants are made of those images as they are, s px;
-- otherwise, in the ImageNet-1k label space (photos of many sizes): ImageNet-C's 224 px centre
-  crops of the shorter side resized to 256;
-- otherwise the size cannot be told from the parent: `corrupt.image_size` must give it.
-Channels: 1 when all those images are grayscale, else 3 (a few grayscale photos among colour
-ones do not make an RGB set grayscale). `corrupt.image_size` / `corrupt.channels` that differ
-from the parent's are refused in one line (1 channel for a colour parent: it would drop the
-colour), so a corruption is never made at a geometry its parent's models do not see.
-`corruption_geometry` applies this with the config's explicit values; the size, channels and
-crop fraction used are recorded in each variant's settings.
-
-Work is one task per (parent shard, group of variants), run by `cfg.workers` worker processes: a
-task streams its parent shard by URL, decodes each image once at that geometry
-(`pie.images.decode`: the shorter side resized and the centre cropped), corrupts it for each
-variant of its group with a generator seeded by 64 bits of
-sha256("<seed>/<corruption>/<severity>/<key>") (`noise_seed`) and writes each variant's shard of
-the same number, with the same samples in the same order (its rows are the parent's, shard for
-shard). So no decoded copy of the parent is ever made, memory stays flat, and the bytes depend
-on neither the grouping, the order of the work nor the number of workers. Each image is stored
-as PNG (lossless: the corruption is the only change) or, with `format = "jpeg"`, as JPEG of
-`jpeg_quality` (85: how the released ImageNet-C was stored). This process alone writes the
-database, each variant as its last shard arrives (tasks run in any order, so that slow
-corruptions do not leave workers idle).
-
-A variant already stored is skipped when it was made from the parent as it is now (its
-settings record the parent's content hash, pie.shards.dataset_hash, as `parent_hash`) with the
-same settings (seed, image_size, channels, crop_fraction, format, jpeg_quality); made with other
-settings it is refused with one line naming the difference; made from an earlier packing of the
-parent (another or no `parent_hash`) it is made again, and `pie infer` then evaluates it again.
+Variants are made at the parent's geometry (`parent_geometry`; the rule, and when a stored
+variant is reused, made again or refused: docs/corruptions.md). Work is one task per (parent
+shard, group of variants), run by `cfg.workers` worker processes: a task streams its parent
+shard, decodes each image once, corrupts it for each variant of its group with a generator
+seeded by sha256("<seed>/<corruption>/<severity>/<key>") (`noise_seed`) and writes each
+variant's shard of the same number with the same samples in the same order. So no decoded copy
+of the parent is made, memory stays flat, and the bytes depend on neither the grouping, the
+order of the work nor the number of workers. This process alone writes the database, each
+variant as its last shard arrives.
 """
 
 from __future__ import annotations

@@ -1,34 +1,10 @@
 """ImageNet-C style corruptions (Hendrycks & Dietterich, ICLR 2019), numpy/scipy/PIL only.
 
-Provenance: the 15 benchmark and 4 extra corruptions of `hendrycks/robustness`
-(`ImageNet-C/create_c/make_imagenet_c.py` for 224 px, `make_cifar_c.py` for 32 px CIFAR-10-C),
-written afresh; the severity constants are the originals'. Images with min(H, W) <= 64 use the
-CIFAR-10-C table (reference size 32 px), larger ones the ImageNet-C table (224 px). Lengths in
-pixels (blur sigmas and radii, glass-blur shifts, elastic displacement, snow flakes, spatter) are
-scaled by s = min(H, W) / reference size, as bethgelab's `imagecorruptions` generalises to any
-size, so a corruption covers the same fraction of the image; zoom factors, pixelate fractions and
-the fog fractal are relative to the image already and are used as they are.
-
-Deviations from the originals:
-- motion blur (ImageMagick there): a Gaussian-weighted one-sided line of 2*ceil(radius)+1 taps
-  at the random angle, ImageMagick's radius/sigma semantics, edge pixels repeated;
-- frost: the original blends photographs of frost; here a texture is synthesised from `rng`
-  (haze plus ice-needle streaks, bluish white) with the original blend weights per severity;
-- spatter: Canny edges of the liquid layer are replaced by the boundary of its thresholded mask
-  (where Canny fires on that layer) and cv2's distance transform by the exact Euclidean one;
-- defocus blur: the original disk kernel is built at the reference size, then resampled by s;
-- zoom blur zooms about the centre with one bilinear resampling per factor (not crop + zoom);
-- glass blur: the original's pixel loop, vectorised, without its uint8 rounding between steps;
-  its "swap" is in fact a copy from the neighbour on RGB arrays (see _glass_blur), which is
-  what made the published datasets, and grayscale gets the same;
-- brightness and saturate are the exact HSV arithmetic without a colour-space round trip;
-- results are rounded to uint8, not truncated.
-
-Grayscale (H, W) images run as one channel. frost, spatter and saturate need colour: they run on
-three copies of the channel and return the ITU-R 601 luminance of the result (so saturate leaves
-a grey image alone at severities 1-3 and darkens it slightly at 4-5, where the original paints
-achromatic pixels red). Every other corruption treats the single channel like any RGB channel
-(for snow, the luminance it brightens towards is then the channel itself).
+The 15 benchmark and 4 extra corruptions of `hendrycks/robustness`, written afresh with the
+originals' severity constants: the CIFAR-10-C table for images with min(H, W) <= 64, the
+ImageNet-C table above, lengths in pixels scaled by min(H, W) / reference size. Where and why
+they deviate from the originals, and how grayscale images are corrupted:
+docs/corruptions.md.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def scan_unit(reader: Reader, unit: Any, measure: bool) -> list[Entry | Rejected
 
 def write_shard(reader: Reader, entries: list[Entry], path: Path) -> ShardFile:
     """Worker: read back and write one whole shard."""
-    return write_tar((reader.sample(e) for e in entries), path)
+    return write_tar(reader.samples(entries), path)
 
 
 def is_packed(con: duckdb.DuckDBPyConnection, root: WorkRoot, name: str) -> bool:

@@ -72,6 +72,11 @@ class Reader(Protocol):
         """The entry's sample: its bytes as stored, label and metadata."""
         ...
 
+    def samples(self, entries: list[Entry]) -> Iterator[Sample]:
+        """One shard's samples, in order: `sample` of each entry, unless the source reads its
+        inputs cheaper together (a Parquet row group holds many images)."""
+        return map(self.sample, entries)
+
 
 @dataclass(frozen=True)
 class Source:

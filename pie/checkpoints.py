@@ -32,6 +32,7 @@ import os
 import shutil
 import sys
 import warnings
+from collections import OrderedDict
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
-from pie import catalog, durable, provenance
+from pie import catalog, compressed, durable, provenance
 from pie.catalog import CheckpointFile
 from pie.errors import PieError
 from pie.models import create
@@ -78,8 +79,9 @@ class Sidecar:
     layer_sparsity         the same per prunable weight, by state_dict name
     seed, torch_seed       the population seed and the torch seed derived from it
     train_dataset          what it was trained on
-    eval_dataset, test_top1  the evaluation set and the top-1 on it after training
-    train_loss             mean training loss over the last 100 steps
+    eval_dataset, test_top1  the evaluation set and the top-1 on it after training (None for
+                           an imported model: `pie infer` evaluates it)
+    train_loss             mean training loss over the last 100 steps (None: imported)
     steps                  optimizer steps run
     schedule               pruning schedule in steps: begin_step, end_step, frequency
     preprocess             `pie.images.Preprocess.to_dict()`: what inference must repeat
@@ -108,8 +110,8 @@ class Sidecar:
     torch_seed: int
     train_dataset: str
     eval_dataset: str
-    test_top1: float
-    train_loss: float
+    test_top1: float | None
+    train_loss: float | None
     steps: int
     schedule: dict[str, int]
     preprocess: dict[str, Any]
@@ -164,7 +166,7 @@ def save(root: WorkRoot, model: nn.Module, sidecar: Sidecar) -> Sidecar:
     partial = directory.with_name(directory.name + PARTIAL)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: tidy(v) for k, v in model.state_dict().items()}
     torch.save(state, partial / WEIGHTS)
     params, nonzero = parameter_counts(model)
     sidecar = replace(
@@ -191,10 +193,26 @@ def save(root: WorkRoot, model: nn.Module, sidecar: Sidecar) -> Sidecar:
     return sidecar
 
 
+def tidy(value: Any) -> Any:
+    """A state_dict value as saved: a tensor detached, on the CPU, contiguous; what else a
+    quantized module's state_dict holds (a dtype, a tuple of packed tensors) as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().contiguous()
+    return value
+
+
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
-    """(parameters, non-zero parameters) of a model's floating-point parameters."""
-    params = [p.detach() for p in model.parameters()]
-    return sum(p.numel() for p in params), sum(int(torch.count_nonzero(p)) for p in params)
+    """(parameters, non-zero parameters) of a model: its `nn.Parameter`s, and the weights and
+    biases a quantized module packs outside them (a module whose `weight` is a method: torch's
+    quantized convolutions and linear layers, `pie.compressed.Int8WeightConv2d`), counted as
+    their values (a quantised weight is zero where its integer is the zero point)."""
+    tensors = [p.detach() for p in model.parameters()]
+    for module in model.modules():
+        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+        if callable(weight) and not isinstance(weight, torch.Tensor):
+            tensors += [t for t in (weight(), bias() if callable(bias) else None) if t is not None]
+    values = [t.dequantize() if t.is_quantized else t for t in tensors]
+    return sum(t.numel() for t in values), sum(int(torch.count_nonzero(t)) for t in values)
 
 
 def exchange(a: Path, b: Path) -> bool:
@@ -331,13 +349,28 @@ def load(
     mmap: the model is built on the meta device and takes the weights memory-mapped from the
     file (`torch.load(mmap=True)`, `assign=True`): nothing is allocated on the heap, so a model
     dropped later gives its pages back (inference's model cache; freed heap blocks of this size
-    would stay with the process)."""
+    would stay with the process).
+
+    A compressed checkpoint (its sidecar's `compression["format"]`, written by `pie compress`)
+    is rebuilt by `pie.compressed` and returned ready to run, a `compressed.Program` (int8
+    programs stay on the CPU whatever `device`); mmap does not apply to it."""
     sidecar = read_sidecar(directory)
     weights = directory / WEIGHTS
     if sha256_file(weights) != sidecar.sha256:
         raise PieError(f"checkpoint {weights} does not match the sha256 in its sidecar")
-    shape = (sidecar.arch, sidecar.num_classes, sidecar.preprocess["channels"])
+    channels, size = sidecar.preprocess["channels"], sidecar.preprocess["size"]
+    fmt = sidecar.compression.get("format")
+    if fmt is not None:  # a compressed program (`pie.compressed`): rebuilt, not memory-mapped
+        stock = create(sidecar.arch, sidecar.num_classes, channels, size)
+        program = compressed.structure(stock, fmt, channels, size)
+        state = OrderedDict(read_torch(weights, "checkpoint"))
+        # the modules' state_dict versions, which a plain dict does not carry: a quantized
+        # module reads a state_dict without them as its old layout
+        state._metadata = program.state_dict()._metadata
+        with compressed.quiet():
+            program.load_state_dict(state)
+        return compressed.runnable(program, fmt).to(device), sidecar
     with torch.device("meta" if mmap else "cpu"):
-        model = create(*shape, sidecar.preprocess["size"])
+        model = create(sidecar.arch, sidecar.num_classes, channels, size)
     model.load_state_dict(read_torch(weights, "checkpoint", mmap=mmap), assign=mmap)
     return model.to(device).eval(), sidecar

@@ -21,6 +21,7 @@ from pie.errors import PieError
 from pie.paths import open_root
 from report import cli as report_cli
 from train import cli as train_cli
+from train import compress_cli
 
 
 class PieGroup(TyperGroup):
@@ -55,7 +56,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for stage in (ingest_cli, train_cli, infer_cli, analytics_cli, report_cli):
+for stage in (ingest_cli, train_cli, compress_cli, infer_cli, analytics_cli, report_cli):
     app.add_typer(stage.app)
 
 

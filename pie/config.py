@@ -40,7 +40,7 @@ def packaged(folder: str) -> Path:
 
 DEFAULT_CONFIG = packaged("configs") / "fashion-mnist.toml"
 DEVICES = ("auto", "cpu", "cuda")  # every stage's `device` option
-SECTIONS = ("ingest", "corrupt", "train", "infer", "analyze", "export", "report")
+SECTIONS = ("ingest", "corrupt", "train", "compress", "infer", "analyze", "export", "report")
 TOP_LEVEL = ("name", "description")
 
 T = TypeVar("T")

@@ -1,25 +1,13 @@
 """Several processes, torch's way: `torchrun` starts them and sets RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `init` joins the process group and says who this
-process is. Without torchrun it is a world of one and nothing is initialised, so every stage
-runs the same code in one process or in many. Under torchrun a single process joins a group of
-one too (`torchrun --nproc_per_node=1`): its collectives, DistributedDataParallel and the nccl
-backend run as they would across eight GPUs, so one GPU is enough to check that path.
+process is. Without torchrun it is a world of one and nothing is initialised; under torchrun
+even one process joins a group (of one), so one GPU runs the DDP and nccl path as eight would.
 
-    torchrun --nproc_per_node=4 -m pie train ...
-    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\
-        --rdzv_endpoint=HOST:29500 -m pie infer ...
-
-Backends (`backend`): gloo on CPU; on CUDA "cpu:gloo,cuda:nccl", so a CUDA tensor goes
-through nccl and a CPU tensor through gloo. nccl alone has no CPU path (an all_reduce of a CPU
-tensor fails under it), so with this mapping every collective works whatever device its
-tensor is on. Object collectives (`broadcast_object`) and barriers go through gloo too (torch
-takes the cpu backend for them when one is mapped). Each process still takes the GPU of its
-LOCAL_RANK (`torch.cuda.set_device`) before the group starts, so that nccl's communicators and
-the process's CUDA work land on that GPU rather than all on GPU 0.
-
-Every collective pie makes goes through the helpers here: `broadcast_object`, `broadcast`,
-`all_reduce_sum`, `barrier`. Only rank 0 writes the database and the checkpoints; the others
-compute.
+Backends (`backend`): gloo on CPU; on CUDA "cpu:gloo,cuda:nccl", so a CUDA tensor goes through
+nccl and a CPU tensor (which nccl refuses) through gloo, as do object collectives and barriers.
+Each process takes the GPU of its LOCAL_RANK before the group starts, so that nccl's
+communicators and its CUDA work land on that GPU rather than all on GPU 0. Every collective pie
+makes goes through the helpers here; only rank 0 writes the database and the checkpoints.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ The rule depends on what the dataset is, never on the size of its images:
   `Resize(round(size / crop_fraction))` then `CenterCrop(size)` (ImageNet's 256 -> 224), pixel
   for pixel, as torchvision's own functionals compute them on the PIL image: the shorter side
   becomes `round(size / crop_fraction)` and the longer one `int(that * long / short)`
-  (truncated), bilinear and antialiased (PIL's resize), and the crop's top-left corner is
-  `round((side - size) / 2)` on each axis (Python's rounding, halves to even);
+  (truncated), by the spec's interpolation (bilinear unless a model's metadata says otherwise,
+  e.g. bicubic for many timm models) and antialiased (PIL's resize), and the crop's top-left
+  corner is `round((side - size) / 2)` on each axis (Python's rounding, halves to even);
 - center crop only (`center_crop_only(dataset_row)`: ImageNet-C style corruptions, released or
   made by `pie corrupt`, which are stored already as the model-size center crops of their parent):
   the same `CenterCrop(size)` without the resize; an image smaller than `size` is an error for
@@ -41,6 +42,7 @@ DECODE_VERSION = (
     2  # 1: own arithmetic (long side and crop offsets rounded otherwise); 2: torchvision
 )
 RULES = ("resize_then_crop", "center_crop_only")  # how an image becomes a model input
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")  # PIL's filters
 SMALL_INPUT = 32  # model inputs up to this size (28-32 px: MNIST, CIFAR) are the whole image
 
 
@@ -57,6 +59,9 @@ class Preprocess:
     28 px Fashion-MNIST at size 28) and 0.875 otherwise (ImageNet's 256 -> 224); the resolved
     value is what `to_dict` saves.
 
+    `interpolation` is the resize filter (`INTERPOLATIONS`, torchvision's InterpolationMode
+    names); bilinear unless the model's own preprocessing says otherwise.
+
     `rule` is "resize_then_crop" (a model's own rule, what its sidecar saves) or
     "center_crop_only" (no resize): a dataset decides which its images take
     (`for_dataset`), once, where a model meets a dataset.
@@ -68,6 +73,7 @@ class Preprocess:
     std: tuple[float, ...]
     crop_fraction: float | None = None
     rule: str = "resize_then_crop"
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -81,6 +87,9 @@ class Preprocess:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
         if self.rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            known = ", ".join(INTERPOLATIONS)
+            raise ValueError(f"interpolation must be one of {known}, got {self.interpolation!r}")
 
     @classmethod
     def pixels_only(cls, size: int, channels: int) -> Preprocess:
@@ -97,7 +106,8 @@ class Preprocess:
     @property
     def spec(self) -> str:
         crop = "-croponly" if self.rule == "center_crop_only" else ""
-        return f"{self.size}px-{self.channels}ch-crop{self.crop_fraction:g}{crop}"
+        resize = "" if self.interpolation == "bilinear" else f"-{self.interpolation}"
+        return f"{self.size}px-{self.channels}ch-crop{self.crop_fraction:g}{crop}{resize}"
 
     def for_dataset(self, dataset: Mapping[str, Any]) -> Preprocess:
         """This preprocessing for the images of a `datasets` row: center crop only for ImageNet-C
@@ -113,7 +123,7 @@ def decode(data: bytes, pre: Preprocess) -> np.ndarray:
     """Encoded bytes -> uint8 array (C, size, size); `DecodeError` for an unusable image.
 
     The pixels are those of torchvision.transforms.v2 `Resize(round(size / crop_fraction))`
-    (bilinear, antialiased; an image already at that size is left as it is) then
+    (the spec's interpolation, antialiased; an image already at that size is left as it is) then
     `CenterCrop(size)` on the PIL image, computed by torchvision's own functionals; the
     center_crop_only rule skips the resize."""
     try:
@@ -126,7 +136,8 @@ def decode(data: bytes, pre: Preprocess) -> np.ndarray:
         w, h = im.size
         raise DecodeError(f"image is {w}x{h}, smaller than the {pre.size} px center crop")
     if not crop_only:
-        im = TF.resize(im, [round(pre.size / pre.crop_fraction)], InterpolationMode.BILINEAR)
+        mode = InterpolationMode(pre.interpolation)
+        im = TF.resize(im, [round(pre.size / pre.crop_fraction)], mode)
     pixels = np.asarray(TF.center_crop(im, [pre.size, pre.size]), dtype=np.uint8)
     return pixels[None] if pre.channels == 1 else pixels.transpose(2, 0, 1)
 

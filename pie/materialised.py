@@ -2,25 +2,17 @@
 
 The relations whose header says `-- materialised: stored` (RELATIONS, in creation order) keep
 their one definition in their SQL file (pie.relations). `build` creates the table
-`materialised.<name>` from that view, in creation order and sorted by the keys its header states,
-and points the connection's name at it (a temporary view, which shadows the stored one),
-so each relation is computed from the materialised ones before it. The predictions are scanned
-once in all: for population_votes, held in memory for the build only (TRANSIENT: its header
-says `-- materialised: transient`); model_class_counts is a table counted when the predictions
-are stored. The public views over
-the stored ones (modal_labels, pie, ...) only add names, keys and the CIE ranking. The
-fingerprint of the inputs (view `analysis_inputs`: predictions, inference runs, models,
-datasets, analysis settings) is stored with every table in `materialisations`.
-
-The tables `pie analyze` writes in the main schema from these (TABLES: class_tstats,
-robustness_tstats) have their fingerprint in `materialisations` too, so a reader can tell
-(`stale`) whether what it reads there was computed from the inputs as they are now.
+`materialised.<name>` from that view, sorted by the keys its header states, and points the
+connection's name at it (a temporary view shadowing the stored one), so each relation is
+computed from the materialised ones before it. The predictions are scanned once in all: for
+population_votes (`-- materialised: transient`), held in memory for the build only. The
+fingerprint of the inputs (view `analysis_inputs`) is stored with every table in
+`materialisations`, and with the tables `pie analyze` writes from these (TABLES: class_tstats,
+robustness_tstats, annotation_tests).
 
 Staleness: `attach` points a reader's connection at the materialised tables only when the stored
-fingerprint equals the current one; otherwise the names keep resolving to the views, which
-compute from the predictions (correct, slower), and `is_fresh` tells readers such as
-`pie summary` to ask for `pie analyze`. Nothing written to the database file changes how its
-views resolve, so a stale table is never read under a view's name.
+fingerprint equals the current one; otherwise the names keep resolving to the views (correct,
+slower), and `is_fresh` tells readers such as `pie summary` to ask for `pie analyze`.
 """
 
 from __future__ import annotations
@@ -33,8 +25,9 @@ from pie import relations, store
 
 SCHEMA = "materialised"
 # Tables of the main schema that `pie analyze` writes from the relations (analytics.tstats,
-# analytics.robustness); their fingerprints are recorded beside the relations'.
-TABLES = ("class_tstats", "robustness_tstats")
+# analytics.robustness, analytics.annotation_tests); their fingerprints are recorded beside the
+# relations'.
+TABLES = ("class_tstats", "robustness_tstats", "annotation_tests")
 
 
 def marked(kind: str) -> tuple[str, ...]:

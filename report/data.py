@@ -20,6 +20,7 @@ from pie import catalog, store
 from pie import materialised as materialise
 from pie.errors import PieError
 from pie.paths import WorkRoot
+from report import annotations
 from report.config import ReportConfig
 
 ADVERSARIAL_KINDS = ("natural_adversarial", "rendition")  # ImageNet-A, ImageNet-R
@@ -45,6 +46,8 @@ class Study:
     n_pie_entries: int  # all (population, image) PIE rows; the gallery holds the first ones
     shard_dir: Path  # the dataset's shards
     shards: dict[str, str]  # gallery key -> its shard file (a name inside shard_dir)
+    annotations: list[dict[str, Any]]  # pie_annotations: the most significant rows
+    annotation_labels: dict[str, list[str]]  # gallery key -> its `source: name = value`s
 
     def name(self, row: dict[str, Any]) -> str:
         """The label of the population of a row with method and level: 'magnitude 0.9',
@@ -149,5 +152,7 @@ def load(root: WorkRoot, cfg: ReportConfig) -> Study:
             )[0][0],
             shard_dir=root.path / row["path"],
             shards=catalog.image_shards(con, cfg.dataset, sorted({g["key"] for g in gallery})),
+            annotations=annotations.tests(con, *key),
+            annotation_labels=annotations.labels(con, cfg.dataset, [g["key"] for g in gallery]),
         )
     return study

@@ -23,7 +23,7 @@ from plotly.offline import get_plotlyjs
 
 from analytics.population import exemplars, is_dense, level_text, sort_key
 from analytics.summary import bytes_text, corruption_cell, count, relative
-from report import figures
+from report import annotations, figures
 from report.config import ReportConfig
 from report.data import TOP_PIE_CLASSES, Study
 
@@ -222,6 +222,42 @@ def pies_section(study: Study, figs: Figures) -> str:
     )
 
 
+def annotations_section(study: Study) -> str:
+    """The rows of pie_annotations most worth reading: are a population's PIEs richer in an
+    annotation value than its other images?"""
+    if not study.annotations:
+        return (
+            '<section id="annotations"><h2>Annotations</h2><p>No annotated images of'
+            f" {esc(study.dataset)} in a population with PIEs (`pie annotate`).</p></section>"
+        )
+    rows = [
+        (
+            study.name(r),
+            f"{r['source']}: {r['name']} = {r['value']}",
+            f"{r['n_pie_with_value']} / {r['n_pie']} ({pct(r['share_pie'])}%)",
+            f"{r['n_non_pie_with_value']} / {r['n_non_pie']} ({pct(r['share_non_pie'])}%)",
+            num(r["odds_ratio"]),
+            num(r["p_value"]),
+            num(r["q_value"]),
+            "yes" if r["significant"] else "no",
+        )
+        for r in study.annotations
+    ]
+    headers = ("population", "annotation", "PIEs", "non-PIEs", "odds ratio", "p", "q",
+               "significant")  # fmt: skip
+    rule = study.annotations[0]
+    test = "q-value (Benjamini-Hochberg)" if rule["significance_on"] == "q" else "p-value"
+    return (
+        '<section id="annotations"><h2>Annotations</h2>'
+        "<p>Per population and annotation value: the PIEs and the other images having it, out of"
+        " those annotated for the name; Fisher's exact test (two-sided), significant at"
+        f" {test} ≤ {rule['alpha']:g}, q across the values of one name. The"
+        f" significant rows first, then by p (at most {annotations.TOP_ANNOTATIONS}).</p>"
+        + table(headers, rows)
+        + "</section>"
+    )
+
+
 def gallery_blob(study: Study, images: dict[str, str], cfg: ReportConfig) -> dict[str, Any]:
     """The gallery's data: entries as compact rows (see report.js), each image once."""
     populations = sorted(
@@ -260,6 +296,7 @@ def gallery_blob(study: Study, images: dict[str, str], cfg: ReportConfig) -> dic
             ]
             for g in study.gallery
         ],
+        **annotations.gallery_fields(keys, study.annotation_labels),
     }
 
 
@@ -280,6 +317,8 @@ def gallery_section(study: Study, n_missing: int) -> str:
         "</select></label>"
         '<label>population (method, level) <select id="filter-population">'
         '<option value="">all</option></select></label>'
+        '<label>annotation <select id="filter-annotation"><option value="">any</option>'
+        "</select></label>"
         '<label>sort <select id="sort"><option value="l1">L1 distance (CIE rank)</option>'
         '<option value="class">true class</option><option value="key">key</option>'
         "</select></label>"
@@ -335,6 +374,7 @@ def render(study: Study, images: dict[str, str], n_missing: int, cfg: ReportConf
             top1_section(study, figs),
             classes_section(study, figs),
             pies_section(study, figs),
+            annotations_section(study),
             gallery_section(study, n_missing),
             robustness_section(study, figs),
         )

@@ -1,5 +1,5 @@
 // The report's behaviour: draws the plotly figures embedded as JSON, and runs the PIE gallery
-// (class and population filters, sort, pages) over the embedded gallery data with plain DOM.
+// (class, population and annotation filters, sort, pages) over the embedded gallery data with plain DOM.
 (function () {
   "use strict";
 
@@ -14,7 +14,7 @@
   //             pruned share, l1 distance, cie rank, tie-decided]
   const KEY = 0, LABEL = 1, POP = 2, DENSE = 3, PRUNED = 4, DSHARE = 5, PSHARE = 6, L1 = 7,
     RANK = 8, TIE = 9;
-  const state = { cls: "", pop: "", sort: "l1", page: 0 };
+  const state = { cls: "", pop: "", ann: "", sort: "l1", page: 0 };
   const grid = document.getElementById("gallery-grid");
   const className = (c) => g.classes[String(c)] ?? String(c);
   const pct = (x) => (100 * x).toFixed(0) + "%";
@@ -34,6 +34,14 @@
     .forEach((c) => option(classSelect, String(c), `${className(c)} (${perClass.get(c)})`));
   const popSelect = document.getElementById("filter-population");
   g.populations.forEach((p, i) => option(popSelect, String(i), p));
+  // annotations (pie annotate): g.keyAnnotations[key index] lists indices into g.annotations
+  const perAnnotation = new Map();
+  for (const e of g.entries)
+    for (const a of g.keyAnnotations[e[KEY]]) perAnnotation.set(a, (perAnnotation.get(a) || 0) + 1);
+  const annSelect = document.getElementById("filter-annotation");
+  g.annotations.forEach((a, i) => {
+    if (perAnnotation.has(i)) option(annSelect, String(i), `${a} (${perAnnotation.get(i)})`);
+  });
 
   const sorters = {
     l1: (a, b) => b[L1] - a[L1] || g.keys[a[KEY]].localeCompare(g.keys[b[KEY]]) || a[POP] - b[POP],
@@ -44,7 +52,8 @@
   function selected() {
     return g.entries
       .filter((e) => (state.cls === "" || String(e[LABEL]) === state.cls) &&
-                     (state.pop === "" || String(e[POP]) === state.pop))
+                     (state.pop === "" || String(e[POP]) === state.pop) &&
+                     (state.ann === "" || g.keyAnnotations[e[KEY]].includes(Number(state.ann))))
       .sort(sorters[state.sort]);
   }
 
@@ -75,6 +84,7 @@
     cap.appendChild(line(`pruned: ${className(e[PRUNED])} (${pct(e[PSHARE])})`));
     cap.appendChild(line(`${g.populations[e[POP]]} · L1 ${e[L1].toFixed(2)} · rank ${e[RANK]}`));
     if (e[TIE]) cap.appendChild(line("mode decided by a tie-break", "tie"));
+    for (const a of g.keyAnnotations[e[KEY]]) cap.appendChild(line(g.annotations[a], "note"));
     cap.appendChild(line(key, "key"));
     fig.appendChild(cap);
     return fig;
@@ -101,6 +111,7 @@
   }
   on("filter-class", "cls");
   on("filter-population", "pop");
+  on("filter-annotation", "ann");
   on("sort", "sort");
   document.getElementById("page-prev").addEventListener("click", () => { state.page--; render(); });
   document.getElementById("page-next").addEventListener("click", () => { state.page++; render(); });

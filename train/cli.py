@@ -1,10 +1,13 @@
-"""`pie train` and `pie models`."""
+"""`pie train` and `pie models` (list, show, import)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from pie import config, options
 from pie.paths import open_root
@@ -82,14 +85,85 @@ def train(
     population.main(open_root(root), cfg)
 
 
-@app.command()
-def models(
-    model_id: Annotated[
-        str | None, typer.Argument(help="A model's id: its per-layer sparsity [default: list]")
-    ] = None,
-    root: options.Root = None,
+class ModelsGroup(TyperGroup):
+    """`pie models` lists the models and `pie models ID` shows one (`list` and `show`, named or
+    not); `pie models import` imports."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0].startswith("-") and args[0] != "--help"):
+            args = ["list", *args]
+        elif args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+models = typer.Typer(
+    name="models", cls=ModelsGroup, help="The models: list, show one, import weights."
+)
+app.add_typer(models)
+
+
+@models.command("list")
+def list_models(root: options.Root = None) -> None:
+    """Every model under the work root, from its sidecar (`pie models` alone does the same)."""
+    from train import listing
+
+    listing.main(open_root(root, create=False), None)
+
+
+@models.command()
+def show(
+    model_id: Annotated[str, typer.Argument(help="A model's id")], root: options.Root = None
 ) -> None:
-    """List the trained models, or show one model's sidecar and per-layer sparsity."""
+    """One model's sidecar and per-layer sparsity (`pie models ID` does the same)."""
     from train import listing
 
     listing.main(open_root(root, create=False), model_id)
+
+
+@models.command("import")
+def import_models(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Weights files (.pt/.pth state_dicts, .safetensors): one model each"),
+    ],
+    arch: Annotated[
+        str, typer.Option(help="pie's, torchvision's (resnet50, vit_b_16...) or timm:<name>")
+    ],
+    method: Annotated[str, typer.Option(help="The population's method")] = "dense",
+    sparsity: Annotated[float, typer.Option(help="The population's level (target sparsity)")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the first file, counting up")] = 0,
+    experiment: Annotated[
+        str | None, typer.Option(help="\\[default: the config's]", show_default=False)
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="The training set they stand for: its label space gives the class count"
+            " \\[default: the config's]",
+            show_default=False,
+        ),
+    ] = None,
+    eval_dataset: Annotated[
+        str | None, typer.Option(help="\\[default: the config's]", show_default=False)
+    ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Input size \\[default: the model's metadata, else the config's]",
+            show_default=False,
+        ),
+    ] = None,
+    cfg_path: options.Config = options.DEFAULT,
+    root: options.Root = None,
+) -> None:
+    """Register weights trained elsewhere as members of population (experiment, method,
+    sparsity): checked against the arch, sparsity measured, sha256 pinned; then `pie infer`
+    and `pie analyze` treat them as any other model."""
+    from train import imports
+
+    cfg = config.load(TrainConfig, cfg_path, "train")
+    request = imports.Request(
+        tuple(paths), arch, method, sparsity, seed, experiment, dataset, eval_dataset, image_size
+    )
+    imports.main(open_root(root), cfg, request)

@@ -1,28 +1,12 @@
 """Training input: a dataset's shards, read in memory (small sets) or streamed (big ones).
 
-Which path (`train.data`): "memory" decodes the whole set into this process's RAM once (no
-copy on disk; kept for the next job of the same worker process); "stream" reads the shards
-through a `torch.utils.data.DataLoader` with worker processes, decoding and augmenting each
-sample as it is read, so memory does not grow with the set; "auto" (the default) takes memory
-when the decoded pixels (N x C x size x size bytes) are under `MEMORY_LIMIT` (2 GB: Fashion-MNIST,
-CIFAR, small subsets) and streams everything else (ImageNet). Shards on an object store stream
-by another rule (`train.remote`). `train.loaders` chooses the path once per dataset and gives
-the loops what they iterate.
-
-One epoch, both paths, whatever the number of processes or loader workers:
-- the order is a permutation of the set's N images drawn from (seed, epoch) alone;
-- it is cut into `N // batch` global batches; the N mod batch images left at the end of that
-  epoch's order are not seen in that epoch (a different few each epoch): every other image is
-  seen exactly once;
-- under torchrun, rank r of R takes the r-th of R equal slices of every global batch, so the
-  global batch is the same as in one process;
-- augmentation draws come from (seed, epoch, position in the epoch's order) (`train.augment`).
-Streaming local shards reads samples by position, at the offsets stored with each shard at
-ingest (`pie.shards.read_offsets`: 24 bytes plus the key per image, an index, not pixels); a
-shard indexed before offsets were stored is scanned once, in the process that makes the
-dataset, and its offsets travel to the loader workers: no loader worker reads a tar's headers.
-One DataLoader serves every remaining step of the run (`RunSampler`), so its workers start once
-and keep prefetching across epoch boundaries.
+`train.data` = "memory" decodes the whole set into this process's RAM once (kept for the next
+job of the same worker process); "stream" reads the shards through a DataLoader with worker
+processes, decoding and augmenting each sample as it is read; "auto" (the default) takes memory
+when the decoded pixels are under `MEMORY_LIMIT` and streams everything else. Shards on an
+object store stream by another rule (`train.remote`); `train.loaders` chooses the path once per
+dataset. Each epoch's order, how it is shared among ranks, and where augmentation draws come
+from, the same on every path: docs/training-data.md.
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), *(line(r) for r in rows)])
 
 
+def top1(sidecar: checkpoints.Sidecar) -> str:
+    """The test top-1 after training; '-' for an imported model (never evaluated by pie train)."""
+    return "-" if sidecar.test_top1 is None else f"{sidecar.test_top1:.4f}"
+
+
 def sidecars(root: WorkRoot) -> list[checkpoints.Sidecar]:
     if not root.checkpoints.is_dir():
         return []
@@ -41,7 +46,7 @@ def main(root: WorkRoot, model_id: str | None) -> None:
                 f"{s.target_sparsity:g}",
                 f"{s.achieved_sparsity:.4f}",
                 str(s.seed),
-                f"{s.test_top1:.4f}",
+                top1(s),
                 str(s.world_size),
                 s.data or "-",
             ]
@@ -59,7 +64,7 @@ def main(root: WorkRoot, model_id: str | None) -> None:
     s = checkpoints.read_sidecar(directory)
     say(
         f"{s.model_id}: {s.arch}, {s.method} at {s.target_sparsity:g} (achieved "
-        f"{s.achieved_sparsity:.4f}), seed {s.seed}, test top-1 {s.test_top1:.4f} on "
+        f"{s.achieved_sparsity:.4f}), seed {s.seed}, test top-1 {top1(s)} on "
         f"{s.eval_dataset}, {s.steps} steps on {s.train_dataset} ({s.data or '?'} data, "
         f"{s.world_size} process{'es' if s.world_size > 1 else ''})"
     )

@@ -235,9 +235,10 @@ class Masked(torch.nn.Module):
 
 
 class ReferencePruner:
-    """masked_weights = "reference" (see the module docstring): registers `Masked` on the weight
-    of every prunable module of `model`; call `update(t)` at the start of every step t, before
-    the forward pass, and `finish()` after the last step to bake `w * mask` into the weights."""
+    """masked_weights = "reference" (see the module docstring): registers `Masked` on every
+    prunable weight of `model` (a module's `weight`, or attention's `in_proj_weight`); call
+    `update(t)` at the start of every step t, before the forward pass, and `finish()` after the
+    last step to bake `w * mask` into the weights."""
 
     def __init__(
         self,
@@ -258,14 +259,19 @@ class ReferencePruner:
         self.generator = generator
         self.block = tuple(block)
         self.share = share  # under torchrun: rank 0's masks, broadcast to every rank
-        self.modules = {n: model.get_submodule(n.rpartition(".")[0]) for n in weights}
+        # (module, attribute) of each weight: `weight`, or e.g. attention's `in_proj_weight`
+        self.owners = {
+            n: (model.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2]) for n in weights
+        }
         self.factors: dict[str, torch.Tensor] = {}
-        for name, module in self.modules.items():
-            masked = Masked(module.weight)
-            parametrize.register_parametrization(module, "weight", masked)
+        for name, (module, attr) in self.owners.items():
+            masked = Masked(getattr(module, attr))
+            parametrize.register_parametrization(module, attr, masked)
             self.factors[name] = masked.mask
         # the raw weights: the parameters the optimizer already holds
-        self.weights = {n: m.parametrizations.weight.original for n, m in self.modules.items()}
+        self.weights = {
+            n: module.parametrizations[attr].original for n, (module, attr) in self.owners.items()
+        }
         self.masks: Masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
         self.scale = 1.0  # the value of a kept entry: 1 / (1 - s) for random_independent
         self.last_update = 0
@@ -298,8 +304,8 @@ class ReferencePruner:
     def finish(self) -> None:
         """Remove the parametrizations, leaving `w * mask` in each stock `weight` parameter
         (the same tensor object, so the optimizer and the model still agree)."""
-        for module in self.modules.values():
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        for module, attr in self.owners.values():
+            parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
 
     def state_dict(self) -> dict:
         """What a resumed job needs besides the raw weights (in the model's state_dict)."""

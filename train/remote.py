@@ -1,27 +1,9 @@
 """Training over shards on an object store (an index of `pipe:` or other non-file URLs; the
-sidecar's `data` says "stream-remote"): no random access, so an epoch follows its own rule.
-
-Who reads what (`deal`, a pure function of the shard sizes, seed, epoch, world size, loader
-workers and quota, called by the loader and by `pie plan` alike):
-- the shards are permuted by (seed, epoch) and laid end to end: one sequence of N samples;
-- rank r of R takes the contiguous run [r Q, (r+1) Q) of it, Q = steps per epoch x per-rank
-  batch (its quota): whole shards plus at most a partial one at each end, so every rank gets
-  exactly Q samples whatever the shard count and sizes; the N - R Q samples at the end of the
-  sequence (N mod batch) are not seen this epoch;
-- a rank's run is cut again into one contiguous run per loader worker, as equal as possible
-  (the first Q mod W workers take one sample more).
-A worker reads its pieces in order, each sequentially by URL (a piece starting inside a shard
-reads past the shard's first samples without decoding them), through a shuffle buffer of
-`SHUFFLE_BUFFER` samples seeded by (seed, epoch, rank, worker): every image is read at most
-once per epoch. The DataLoader takes the workers' samples in turn (worker 0, 1, ..., W-1, 0,
-...), so a rank's k-th sample of the epoch comes from worker k mod W; resumed after s steps of
-an epoch, worker w passes over (reads, does not decode) the samples the first s batches took
-from it, and the batches that follow are those of an uninterrupted run.
-Which samples a rank reads does not depend on the loader workers, their order does: on an
-object store `loader_workers` is part of the data order (keep it when resuming a job).
-Evaluation (`deal_eval`) cuts the shards, in index order, into R runs of N // R or N // R + 1
-samples: every image once over the ranks.
-Augmentation draws come from (seed, epoch, the image's index in shard order).
+sidecar's `data` says "stream-remote"): no random access, so an epoch follows its own rule
+(docs/training-data.md): `deal`, a pure function of the shard sizes, seed, epoch, world size,
+loader workers and quota, called by the loader and by `pie plan` alike, gives each (rank,
+loader worker) its pieces of shards; a worker reads them in order through a shuffle buffer of
+`SHUFFLE_BUFFER` samples, every image at most once per epoch.
 """
 
 from __future__ import annotations

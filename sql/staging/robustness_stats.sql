@@ -4,11 +4,14 @@
 -- dataset: the inputs of the Welch t-tests of robustness_tstats (analytics.robustness).
 -- delta_top1: variant minus baseline mean top-1. The baseline is the experiment's dense population
 -- (method 'dense', level 0: populations), the variants every other population of it.
+-- Evaluation sets only: a training set's top-1 measures fit, not robustness, and its test would
+-- join the q-value family of the experiment's evaluation sets (changing their q-values).
 with accuracy as (
     select
         dataset, experiment, method, level, sparsity, kind, origin, parent, corruption, severity,
         n_models, mean_top1, std_top1
     from robustness
+    where dataset not in (select name from datasets where split = 'train')
 ),
 
 final as (

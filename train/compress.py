@@ -1,0 +1,274 @@
+"""`pie compress`: derived populations, one derived model per model of a parent population.
+
+Every model of the parent population (experiment, `parent` method; by default the dense one)
+gets one derived model per method and level, `<parent_id>.<method>-<level>`: same experiment,
+seed, architecture and training record as its parent, `parent_id` its parent's id, so that
+each derived model pairs with its parent seed by seed. Methods (docs: the shared contract):
+- oneshot_magnitude, oneshot_global_magnitude: magnitude pruning of the trained weights at each
+  of `sparsities` (level = sparsity; `train.sparsify`), optionally fine-tuned `finetune_steps`
+  steps with the masks held;
+- semistructured_<n>_<m> (2_4: NVIDIA's 2:4): n of every m consecutive weights kept along the
+  reduction dimension (level = 1 - n/m);
+- float16, bfloat16 (level 16), int8_hybrid, int8_full (level 8): quantisation
+  (`train.quantise`, `pie.compressed`); int8_full is calibrated on `calibration` training images.
+Each derived model's test top-1 is measured on its parent's evaluation set, with the program
+as it is stored (int8 programs with their int8 kernels, on the CPU), and its sidecar records
+the method's settings (`compression`), its sparsity, parameter counts and bytes on disk.
+
+Before anything is written, every check that can fail runs: the methods and levels, the
+device (int8 programs have CPU kernels only: `--device cuda` is refused for them), the parent
+population, the evaluation and (int8_full) training shards. A rerun makes only what is missing;
+a derived checkpoint made with other settings is refused in one line, as `pie train` does.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import torch
+
+from pie import catalog, checkpoints, compressed, console, store
+from pie.config import DEVICES, differences, to_dict
+from pie.distributed import World
+from pie.errors import PieError
+from pie.images import Preprocess, normalize
+from pie.models import resolve_device
+from pie.paths import WorkRoot, check_name
+from train import data, loaders, quantise, sparsify
+
+ONESHOT = {"oneshot_magnitude": "per_layer", "oneshot_global_magnitude": "global"}
+SEMISTRUCTURED = re.compile(r"semistructured_(\d+)_(\d+)$")
+MEASURED = ("skipped", "finetune_loss")  # compression entries measured, not asked
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    experiment: str = "default"
+    parent: str = "dense"  # the parent population's method (its models are not derived ones)
+    methods: tuple[str, ...] = ()
+    sparsities: tuple[float, ...] = (0.9,)  # the one-shot methods' levels
+    finetune_steps: int = 0  # one-shot methods: SGD steps with the masks held, 0 = none
+    finetune_lr: float = 0.01  # constant learning rate of the fine-tune
+    calibration: int = 512  # int8_full: training images calibrating the activation ranges
+    calibration_seed: int = 0
+    device: str = "cpu"  # where pruned and float16/bfloat16 models are evaluated (fine-tuned)
+    threads: int = 0  # torch threads; 0: torch's default
+
+    def __post_init__(self) -> None:
+        for method in self.methods:
+            pattern = SEMISTRUCTURED.match(method)
+            if pattern and 0 < int(pattern[1]) < int(pattern[2]):
+                continue
+            if method not in (*ONESHOT, *quantise.METHODS):
+                known = ", ".join((*ONESHOT, "semistructured_<n>_<m>", *quantise.METHODS))
+                raise ValueError(f"unknown compression method {method!r} (known: {known})")
+        for s in self.sparsities:
+            if not 0.0 < s < 1.0:
+                raise ValueError(f"compress.sparsities must be in (0, 1), got {s}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.finetune_steps < 0 or self.calibration < 1 or self.threads < 0:
+            raise ValueError("finetune_steps and threads must be >= 0, calibration >= 1")
+        if not self.finetune_lr > 0:
+            raise ValueError(f"finetune_lr must be > 0, got {self.finetune_lr}")
+
+
+@dataclass(frozen=True)
+class Job:
+    parent: checkpoints.Sidecar
+    method: str
+    level: float
+    recipe: dict[str, Any]  # the settings that make it (its sidecar's `compression`, asked)
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.parent.model_id}.{self.method}-{self.level:g}"
+
+
+def recipes(cfg: CompressConfig, method: str) -> list[tuple[float, dict[str, Any]]]:
+    """(level, settings) of each model `method` derives from one parent."""
+    if method in ONESHOT:
+        steps = {"finetune_steps": cfg.finetune_steps}
+        if cfg.finetune_steps:
+            steps["finetune_lr"] = cfg.finetune_lr
+        return [
+            (s, {"method": method, "rule": ONESHOT[method], "sparsity": s, **steps})
+            for s in sorted(cfg.sparsities)
+        ]
+    pattern = SEMISTRUCTURED.match(method)
+    if pattern:
+        n, m = int(pattern[1]), int(pattern[2])
+        return [(1 - n / m, {"method": method, "n": n, "m": m})]
+    calibration = None
+    if method == "int8_full":
+        calibration = {"images": cfg.calibration, "seed": cfg.calibration_seed}
+    return [(float(quantise.BITS[method]), quantise.description(method, calibration))]
+
+
+def check_device(cfg: CompressConfig) -> torch.device:
+    device = resolve_device(cfg.device)
+    int8 = [m for m in cfg.methods if m in compressed.INT8]
+    if int8 and device.type != "cpu":
+        raise PieError(
+            f"{int8[0]} runs torch's {compressed.ENGINE} int8 kernels, which exist on the CPU only:"
+            f" --device {cfg.device} has none (use --device cpu)"
+        )
+    if int8:
+        compressed.use_engine()
+    return device
+
+
+def find_jobs(con, root: WorkRoot, cfg: CompressConfig) -> tuple[list[Job], int]:
+    """The pending jobs and the number already on disk (those registered if they were not);
+    every check runs here, before anything is made."""
+    rows = store.rows(
+        con,
+        "select model_id from models where experiment = ? and method = ? and parent_id is null"
+        " order by model_id",
+        [cfg.experiment, cfg.parent],
+    )
+    if not rows:
+        raise PieError(
+            f"no models of population ({cfg.experiment}, {cfg.parent}) to compress: run"
+            " `pie train` first (or name another parent population with --parent)"
+        )
+    parents = [checkpoints.read_sidecar(root.checkpoint(r[0])) for r in rows]
+    registered = {m.model_id: m.sha256 for m in catalog.model_rows(con)}
+    pending, existing = [], 0
+    for parent in parents:
+        data.shard_set(root.shards(parent.eval_dataset), parent.eval_dataset)
+        if "int8_full" in cfg.methods:
+            data.shard_set(root.shards(parent.train_dataset), parent.train_dataset)
+        for method in cfg.methods:
+            for level, recipe in recipes(cfg, method):
+                job = Job(parent, method, level, recipe)
+                check_name(job.model_id.replace(".", "-"), "model id")
+                directory = root.checkpoint(job.model_id)
+                if not (directory / checkpoints.SIDECAR).exists():
+                    pending.append(job)
+                    continue
+                made = checkpoints.read_sidecar(directory).compression
+                differ = differences(made, recipe, MEASURED)
+                if differ:
+                    raise PieError(
+                        f"checkpoint {job.model_id} was made with {differ[0]}, this run asks"
+                        f" {differ[1]}: delete {directory} to make it again"
+                    )
+                checkpoints.reconcile(con, root, job.model_id, registered.get(job.model_id))
+                existing += 1
+    return pending, existing
+
+
+def evaluation(root: WorkRoot, con, parent: checkpoints.Sidecar) -> loaders.Input:
+    """The parent's evaluation set as its model sees it, read without augmentation."""
+    dataset = catalog.dataset(con, parent.eval_dataset)
+    pre = Preprocess.from_dict(parent.preprocess).for_dataset(dataset)
+    shards = data.shard_set(root.shards(parent.eval_dataset), parent.eval_dataset)
+    kind = loaders.PATHS[data.choose_path("auto", shards.n_images, pre, shards.remote)]
+    return kind(shards, pre, None, 0, World(), loaders.EVAL_BATCH, 1, 0, False)
+
+
+@torch.inference_mode()
+def top1(model: torch.nn.Module, test: loaders.Input, device: torch.device) -> float:
+    model.eval()
+    correct = total = 0
+    for x, y in test.evaluation():
+        pred = model(normalize(x.to(device), test.pre)).argmax(1).cpu()
+        correct, total = correct + int((pred == y).sum()), total + len(y)
+    return correct / max(1, total)
+
+
+def make(root: WorkRoot, job: Job, test: loaders.Input, device: torch.device, cfg: CompressConfig):
+    """The derived model of `job`, evaluated and saved; returns its sidecar."""
+    started = time.time()
+    parent = job.parent
+    model, _ = checkpoints.load(root.checkpoint(parent.model_id))
+    train_cfg = sparsify.trained_with(parent.config)
+    recipe = dict(job.recipe)
+    if job.method in quantise.METHODS:
+        pre = Preprocess.from_dict(parent.preprocess)
+        calibration = []
+        if job.method == "int8_full":
+            count, seed = recipe["calibration"]["images"], recipe["calibration"]["seed"]
+            calibration = quantise.calibration_images(root, parent.train_dataset, pre, count, seed)
+            recipe["calibration"] = {"dataset": parent.train_dataset, **recipe["calibration"]}
+        stored = quantise.quantise(model, job.method, pre, calibration)
+        runnable = compressed.runnable(stored, job.method)
+        target, run_on = parent.target_sparsity, torch.device("cpu")
+        if job.method in compressed.FLOATS:
+            run_on = device
+    else:
+        weights = sparsify.prunable(model, train_cfg)
+        if job.method in ONESHOT:
+            masks = sparsify.oneshot_masks(weights, job.level, ONESHOT[job.method])
+        else:
+            masks, skipped = sparsify.n_m_masks(weights, recipe["n"], recipe["m"])
+            recipe["skipped"] = skipped
+        sparsify.apply(masks, weights)
+        if recipe.get("finetune_steps"):
+            recipe["finetune_loss"] = sparsify.finetune(
+                model, masks, root, train_cfg, cfg.finetune_steps, cfg.finetune_lr,
+                parent.torch_seed, device,
+            )  # fmt: skip
+        stored = runnable = model
+        target, run_on = job.level, device
+    names = set(parent.layer_sparsity)
+    achieved, per_layer = sparsify_report(compressed.weights(stored), names)
+    sidecar = replace(
+        parent,
+        model_id=job.model_id,
+        method=job.method,
+        target_sparsity=target,
+        level=job.level,
+        parent_id=parent.model_id,
+        compression=recipe,
+        achieved_sparsity=achieved,
+        layer_sparsity=per_layer,
+        test_top1=top1(runnable.to(run_on), test, run_on),
+        torch_version=torch.__version__,
+        device=str(run_on),
+        seconds=round(time.time() - started, 2),
+    )
+    return checkpoints.save(root, stored, sidecar)
+
+
+def sparsify_report(weights: dict[str, torch.Tensor], names: set[str]) -> tuple[float, dict]:
+    """(overall, per-layer) fraction of exact zeros among the weights named in `names` (the
+    parent's prunable set)."""
+    chosen = {n: w for n, w in weights.items() if n in names}
+    zeros = {n: int((w == 0).sum()) for n, w in chosen.items()}
+    total = sum(w.numel() for w in chosen.values())
+    return sum(zeros.values()) / max(total, 1), {n: zeros[n] / chosen[n].numel() for n in chosen}
+
+
+def main(root: WorkRoot, cfg: CompressConfig) -> list[str]:
+    """Make every derived model that is missing; returns the model ids made."""
+    started = datetime.now()
+    if not cfg.methods:
+        raise PieError("no compression methods: give --method or set compress.methods")
+    device = check_device(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    made: list[checkpoints.Sidecar] = []
+    with store.writer_lock(root, "pie compress"):
+        with store.connect(root) as con:
+            pending, existing = find_jobs(con, root, cfg)
+            tests = {j.parent.model_id: evaluation(root, con, j.parent) for j in pending}
+        console.say(f"compress: {len(pending)} models to make, {existing} already there")
+        with console.progress(f"compressing {len(pending)} models", len(pending)) as advance:
+            for job in pending:
+                sidecar = make(root, job, tests[job.parent.model_id], device, cfg)
+                with store.connect(root) as con:
+                    checkpoints.register(con, root, sidecar)
+                made.append(sidecar)
+                advance(1)
+        summary = f"compress: {len(made)} models made, {existing} already there"
+        if made:
+            with store.connect(root) as con:
+                store.record_run(con, "compress", cfg.experiment, to_dict(cfg), summary, started)
+    console.say(summary)
+    return sorted(s.model_id for s in made)
