@@ -195,3 +195,24 @@ def test_export_of_the_quantised_population(analysed):
         export.main(
             analysed, ExportConfig(experiment="exp", dataset="d", method="int8_full", level=4)
         )
+
+
+def test_a_t_test_table_of_an_older_pie_is_made_again_keyed_by_level():
+    """class_tstats as an older pie made it (keyed by sparsity, no level): bringing the schema up
+    to date makes it again, so two levels of one method at one sparsity are two rows."""
+    con = store.memory()
+    con.execute("drop table class_tstats")
+    con.execute(
+        "create table class_tstats (dataset varchar, experiment varchar, method varchar,"
+        " sparsity double, class_id integer, primary key (dataset, experiment, method, sparsity,"
+        " class_id))"
+    )
+    store.create_schema(con)
+    for level in (4.0, 8.0):
+        con.execute(
+            "insert into class_tstats (dataset, experiment, method, level, sparsity, class_id,"
+            " baseline_n, variant_n, significant) values ('d', 'e', 'gptq', ?, 0, 0, 2, 2, false)",
+            [level],
+        )
+    assert store.rows(con, "select level from class_tstats order by level") == [(4.0,), (8.0,)]
+    con.close()
