@@ -70,7 +70,7 @@ def rebuild(con: duckdb.DuckDBPyConnection, cfg: AnalyzeConfig, started: datetim
         materialise.record(con, name, counts[name], time.perf_counter() - start)
     n_pop, n_sig = store.rows(
         con,
-        "select count(distinct (dataset, experiment, method, sparsity)),"
+        "select count(distinct (dataset, experiment, method, level)),"
         " count(*) filter (where significant) from class_tstats",
     )[0]
     summary = (

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 SOURCE = "annotation_counts"
 TABLE = "annotation_tests"
-GROUPS = ("dataset", "experiment", "method", "sparsity", "source", "name")
+GROUPS = ("dataset", "experiment", "method", "level", "source", "name")
 
 
 def fisher(

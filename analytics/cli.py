@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from analytics import population
 from analytics.config import AnalyzeConfig, ExportConfig
 from pie import config, options
 from pie.paths import open_root
@@ -14,6 +15,12 @@ from pie.paths import open_root
 app = typer.Typer()
 
 Dataset = Annotated[str | None, typer.Option("--dataset", "-d", help="[default: config]")]
+Method = Annotated[str | None, typer.Option(help="Only the populations of this method")]
+Level = Annotated[
+    float | None,
+    typer.Option(help="Only the populations at this level (sparsity, or bits if quantised)"),
+]
+Sparsity = Annotated[float | None, typer.Option(help="A pruning method's level: its sparsity")]
 
 
 @app.command()
@@ -54,6 +61,10 @@ def analyze(
 def export(
     sparsity: Annotated[float | None, typer.Option(help="Variant population's sparsity")] = None,
     method: Annotated[str | None, typer.Option(help="Variant population's method")] = None,
+    level: Annotated[
+        float | None,
+        typer.Option(help="Variant population's level (bits if quantised) [default: sparsity]"),
+    ] = None,
     dataset: Dataset = None,
     non_pie: Annotated[bool, typer.Option("--non-pie", help="Export the complement")] = False,
     manifest: Annotated[
@@ -63,11 +74,13 @@ def export(
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
-    """Write a population's PIEs (or --non-pie, the rest) of any dataset as WebDataset shards
-    with the reference's fields in each JSON, plus a manifest; registered as a dataset (kind
-    export). A corrupted variant exports the corrupted images of its clean parent's PIEs."""
+    """Write a population's PIEs (CIEs if quantised; or --non-pie, the rest) of any dataset as
+    WebDataset shards with the reference's fields in each JSON, plus a manifest; registered as a
+    dataset (kind export). A corrupted variant exports the corrupted images of its clean
+    parent's PIEs."""
     from analytics import export as export_stage
 
+    population.chosen_level(level, sparsity)  # both given: they must agree
     cfg = config.load(
         ExportConfig,
         cfg_path,
@@ -75,6 +88,7 @@ def export(
         dict(
             sparsity=sparsity,
             method=method,
+            level=level,
             dataset=dataset,
             non_pie=non_pie or None,
             manifest=manifest,
@@ -86,29 +100,38 @@ def export(
 @app.command()
 def summary(
     dataset: Dataset = None,
+    method: Method = None,
+    level: Level = None,
+    sparsity: Sparsity = None,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
-    """Headline numbers per population on a clean dataset, and where the results are."""
+    """Headline numbers of every population (method, level) side by side on a clean dataset,
+    beside what each compression buys (parameters, bytes on disk), and where the results are."""
     from analytics import summary as summary_stage
 
     cfg = config.load(AnalyzeConfig, cfg_path, "analyze", dict(dataset=dataset))
-    summary_stage.main(open_root(root, create=False), cfg)  # reads only
+    level = population.chosen_level(level, sparsity)
+    summary_stage.main(open_root(root, create=False), cfg, method, level)  # reads only
 
 
 @app.command()
 def robustness(
     dataset: Dataset = None,
-    sparsity: Annotated[float | None, typer.Option(help="Only this variant sparsity")] = None,
+    method: Method = None,
+    level: Level = None,
+    sparsity: Sparsity = None,
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
-    """Pruned vs dense top-1 per corruption and severity (wide, as papers print it), on the
+    """Compressed vs dense top-1 per corruption and severity (wide, as papers print it), on the
     clean set and on ImageNet-A/R, with Welch tests (table robustness_tstats)."""
     from analytics import robustness as robustness_stage
 
     cfg = config.load(AnalyzeConfig, cfg_path, "analyze", dict(dataset=dataset))
-    robustness_stage.main(open_root(root, create=False), cfg.experiment, cfg.dataset, sparsity)
+    robustness_stage.main(
+        open_root(root, create=False), cfg.experiment, cfg.dataset, sparsity, method, level
+    )
 
 
 @app.command()

@@ -42,16 +42,31 @@ class AnalyzeConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
+    """The population exported is (experiment, method, level); level unset: `sparsity` (a pruning
+    method's level), so a quantised one needs `level` (its bit width)."""
+
     experiment: str = "default"
     dataset: str = "fmnist-test"
     method: str = "magnitude"
     sparsity: float = 0.9
+    level: float | None = None
     non_pie: bool = False  # export the complement (images whose modes agree)
     manifest: str = "parquet"  # the manifest beside the shards: parquet or csv
     shard_max_count: int = 10_000
 
     def __post_init__(self) -> None:
-        if not 0 < self.sparsity < 1:
+        if self.method == "dense":
+            raise ValueError(
+                "export.method must be a compressed population's (dense is the baseline)"
+            )
+        if self.level is None and not 0 < self.sparsity < 1:
             raise ValueError(f"export.sparsity must be in (0, 1), got {self.sparsity}")
+        if self.level is not None and self.level < 0:
+            raise ValueError(f"export.level must be 0 or more, got {self.level}")
+
+    @property
+    def population_level(self) -> float:
+        """The level of the population exported: `level`, else `sparsity`."""
+        return self.sparsity if self.level is None else self.level
         if self.manifest not in MANIFESTS:
             raise ValueError(f"export.manifest must be parquet or csv, got {self.manifest!r}")

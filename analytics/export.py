@@ -1,5 +1,9 @@
 """`pie export`: the PIEs of a population (or the rest) as WebDataset shards and a manifest.
 
+The population is (experiment, method, level) (`export.level`, else `export.sparsity`: a pruning
+method's level), any compressed one: the PIEs of a quantised population are its CIEs
+(compression identified exemplars), found by the same rule against the same dense population.
+
 Which images: the rows of view `pie` for the dataset's membership set, the clean dataset's own
 PIE sets, or for a corrupted variant its clean parent's (an image's PIE status follows its key
 into the variants, as in `pie_accuracy`): the corrupted versions of the clean PIEs. Images that
@@ -8,7 +12,8 @@ the tie rule 'exclude' leaves undecided (is_pie null) are in neither subset.
 The images are streamed from the dataset's shards and written byte for byte. Each sample's JSON
 keeps the source JSON and adds the reference's fields (docs/definitions.md, PIEs):
 `true_class_label`, `baseline_mode_label`, `variant_mode_label`, `pruning_fraction`,
-`baseline_n`, `variant_n`, `baseline_mean_probability`, `variant_mean_probability`, plus
+`baseline_n`, `variant_n`, `baseline_mean_probability`, `variant_mean_probability` (the
+population's target sparsity is `pruning_fraction`; 0 for one quantised from dense), plus
 `is_pie`, `variant_mode_correct` and, under `pie`, the whole record under the `pie` view's
 column names (modes, votes, agreement, L1 distance, cie_rank, tie_decided, ...), the class
 names, the population and the dataset's corruption and severity. A manifest (`manifest.parquet` or
@@ -58,6 +63,7 @@ REFERENCE_FIELDS = {
     "variant_correct": "variant_mode_correct",
 }
 DETAILS = (
+    "level",
     "baseline_votes",
     "variant_votes",
     "baseline_agreement",
@@ -70,7 +76,7 @@ DETAILS = (
 
 def export_name(cfg: ExportConfig) -> str:
     subset = "nonpie" if cfg.non_pie else "pie"
-    return f"{cfg.dataset}-{cfg.method}-{format_sparsity(cfg.sparsity)}-{subset}"
+    return f"{cfg.dataset}-{cfg.method}-{format_sparsity(cfg.population_level)}-{subset}"
 
 
 def membership_dataset(source: dict) -> str:
@@ -84,8 +90,8 @@ def records(con, cfg: ExportConfig, pie_dataset: str, label_space: str) -> dict[
     columns = ", ".join(["key", *REFERENCE_FIELDS, *DETAILS])
     result = con.execute(
         f"select {columns} from pie where dataset = ? and experiment = ? and method = ?"
-        " and sparsity = ? and is_pie = ?",
-        [pie_dataset, cfg.experiment, cfg.method, cfg.sparsity, not cfg.non_pie],
+        " and level = ? and is_pie = ?",
+        [pie_dataset, cfg.experiment, cfg.method, cfg.population_level, not cfg.non_pie],
     )
     names = [d[0] for d in result.description]
     rows = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
@@ -112,8 +118,8 @@ def n_decided(con, cfg: ExportConfig, pie_dataset: str) -> int:
     return store.rows(
         con,
         "select count(is_pie) from pie where dataset = ? and experiment = ? and method = ?"
-        " and sparsity = ?",
-        [pie_dataset, cfg.experiment, cfg.method, cfg.sparsity],
+        " and level = ?",
+        [pie_dataset, cfg.experiment, cfg.method, cfg.population_level],
     )[0][0]
 
 
@@ -136,6 +142,7 @@ def made_from(cfg: ExportConfig, chosen: dict[str, dict], source_hash: str) -> d
         "experiment": cfg.experiment,
         "method": cfg.method,
         "sparsity": cfg.sparsity,
+        "level": cfg.level,  # null: the level is the sparsity
         "non_pie": cfg.non_pie,
         "manifest": cfg.manifest,
         "shard_max_count": cfg.shard_max_count,
@@ -174,7 +181,7 @@ def write(root: WorkRoot, cfg: ExportConfig, force: bool) -> Path:
     subset = "nonpie" if cfg.non_pie else "pie"
     what = "non-PIE" if cfg.non_pie else "PIE"
     name = export_name(cfg)
-    directory = root.export(cfg.dataset, cfg.sparsity, cfg.method) / subset
+    directory = root.export(cfg.dataset, cfg.population_level, cfg.method) / subset
 
     with store.connect(root, read_only=True) as con:
         source = catalog.dataset(con, cfg.dataset)
@@ -191,9 +198,11 @@ def write(root: WorkRoot, cfg: ExportConfig, force: bool) -> Path:
         console.say(f"export: {name} already there, in {directory} (--force rewrites it)")
         return directory
     if not decided:
+        named = "sparsity" if cfg.level is None else "level"
         raise PieError(
-            f"no PIE data for {pie_dataset} / {cfg.experiment} / {cfg.method} at sparsity "
-            f"{cfg.sparsity:g}: train dense and pruned models and run `pie infer` first"
+            f"no PIE data for {pie_dataset} / {cfg.experiment} / {cfg.method} at {named} "
+            f"{cfg.population_level:g}: train (or compress) dense and compressed models and run"
+            " `pie infer` first"
         )
     if not chosen:
         raise PieError(f"no {what} images to export for {name}")
@@ -226,7 +235,7 @@ def write(root: WorkRoot, cfg: ExportConfig, force: bool) -> Path:
             source["label_space"],
             "export",
             source["split"],  # a training set's subsets are training sets
-            f"pie export of {cfg.experiment}/{cfg.method}@{cfg.sparsity:g} ({what})",
+            f"pie export of {cfg.experiment}/{cfg.method}@{cfg.population_level:g} ({what})",
             parent=cfg.dataset,
             corruption=source["corruption"],
             severity=source["severity"],

@@ -1,5 +1,6 @@
-"""Robustness of pruned populations: per dataset (clean, each corruption at each severity,
-ImageNet-A/R), the dense and the pruned population's top-1 (mean and standard deviation over
+"""Robustness of compressed populations (pruned, quantised: every population of an experiment but
+its dense one): per dataset (clean, each corruption at each severity, ImageNet-A/R), the dense and
+the compressed population's top-1 (mean and standard deviation over
 the models) and a Welch t-test between them (table `robustness_tstats`, written by
 `pie analyze`); `pie robustness` prints the corruption x severity table in wide form.
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from analytics import population
 from pie import catalog, console, store
 from pie import materialised as materialise
 from pie.errors import PieError
@@ -42,7 +44,7 @@ def robustness_tstats(
         "robustness_tstats",
         "mean_top1",
         "std_top1",
-        ["experiment", "method", "sparsity"],
+        ["experiment", "method", "level"],
         alpha,
         significance_on,
     )
@@ -55,7 +57,7 @@ def records(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[dict
 
 
 def cell(row: dict | None) -> str:
-    """Pruned top-1 in %, the change vs dense in points, * when significant."""
+    """Compressed top-1 in %, the change vs dense in points, * when significant."""
     if row is None:
         return "-"
     mark = "*" if row["significant"] else ""
@@ -73,7 +75,7 @@ def wide_table(title: str, rows: list[dict]) -> Table:
     table.add_column("corruption")
     for s in severities:
         table.add_column(f"s{s}", justify="right")
-    table.add_column("mean pruned / dense", justify="right")
+    table.add_column("mean compressed / dense", justify="right")
     for corruption in sorted({r["corruption"] for r in rows}, key=corruption_order):
         mine = {r["severity"]: r for r in rows if r["corruption"] == corruption}
         pruned = sum(r["variant_mean_top1"] for r in mine.values()) / len(mine)
@@ -88,7 +90,7 @@ def wide_table(title: str, rows: list[dict]) -> Table:
 
 def other_table(title: str, rows: list[dict]) -> Table:
     table = Table(title=title)
-    for column in ("dataset", "kind", "dense top-1", "pruned top-1", "change", "t", "p"):
+    for column in ("dataset", "kind", "dense top-1", "compressed top-1", "change", "t", "p"):
         table.add_column(column, justify="right")
     for r in rows:
         t, p = r["t_stat"], r["p_value"]
@@ -105,44 +107,57 @@ def other_table(title: str, rows: list[dict]) -> Table:
 
 
 def main(
-    root: WorkRoot, experiment: str, dataset: str, sparsity: float | None = None
+    root: WorkRoot,
+    experiment: str,
+    dataset: str,
+    sparsity: float | None = None,
+    method: str | None = None,
+    level: float | None = None,
 ) -> list[dict]:
-    """Print, per variant population, the corruption x severity table of the corrupted variants
-    of `dataset` (one per origin), and the other datasets' rows (the clean set, ImageNet-A/R);
+    """Print, per variant population (or only those of `method` and `level`; `sparsity` is the
+    level of a pruning method), the corruption x severity table of the corrupted variants of
+    `dataset` (one per origin), and the other datasets' rows (the clean set, ImageNet-A/R);
     returns the rows printed."""
+    level = population.chosen_level(level, sparsity)
     with store.connect(root, read_only=True) as con:
         catalog.dataset(con, dataset)
         if not materialise.attach(con):
             raise PieError("the analysis is out of date (or never ran): run `pie analyze` first")
         rows = records(
             con,
-            "select * from robustness_tstats where experiment = ?"
-            " and (dataset = ? or parent = ? or kind in ('natural_adversarial', 'rendition'))"
-            " and (? is null or sparsity = ?) order by method, sparsity, dataset",
-            [experiment, dataset, dataset, sparsity, sparsity],
+            "select t.*, p.quantised from robustness_tstats as t"
+            " inner join populations as p using (experiment, method, level) where t.experiment = ?"
+            " and (t.dataset = ? or t.parent = ? or t.kind in ('natural_adversarial', 'rendition'))"
+            " and (? is null or t.method = ?) and (? is null or t.level = ?)"
+            " order by t.method, t.level, t.dataset",
+            [experiment, dataset, dataset, method, method, level, level],
         )
     if not rows:
+        named = "sparsity" if sparsity is not None else "level"
         raise PieError(
             f"no robustness rows for {experiment} on {dataset}"
-            + (f" at sparsity {sparsity:g}" if sparsity is not None else "")
-            + ": evaluate dense and pruned models on it (pie infer) and run `pie analyze`"
+            + (f" of {method}" if method else "")
+            + (f" at {named} {level:g}" if level is not None else "")
+            + ": evaluate dense and compressed models on it (pie infer) and run `pie analyze`"
         )
-    populations = sorted({(r["method"], r["sparsity"]) for r in rows}, key=lambda x: (x[1], x[0]))
-    for method, s in populations:
-        mine = [r for r in rows if (r["method"], r["sparsity"]) == (method, s)]
+    populations = sorted(
+        {(r["method"], r["level"], r["quantised"]) for r in rows},
+        key=lambda x: population.sort_key({"method": x[0], "level": x[1]}),
+    )
+    for method_, level_, quantised in populations:
+        mine = [r for r in rows if (r["method"], r["level"]) == (method_, level_)]
+        name = population.label(method_, level_, quantised)
         alpha, on = mine[0]["alpha"], mine[0]["significance_on"]
         for origin in sorted({r["origin"] for r in mine if r["kind"] == "corrupted"}):
             corrupted = [r for r in mine if r["kind"] == "corrupted" and r["origin"] == origin]
             console.out.print(
                 wide_table(
-                    f"{experiment}: {method} at sparsity {s:g} on {origin} corruptions of"
-                    f" {dataset}: pruned top-1 % (change vs dense, * {on} <= {alpha:g})",
+                    f"{experiment}: {name} on {origin} corruptions of"
+                    f" {dataset}: top-1 % (change vs dense, * {on} <= {alpha:g})",
                     corrupted,
                 )
             )
         others = [r for r in mine if r["kind"] != "corrupted"]
         if others:
-            console.out.print(
-                other_table(f"{experiment}: {method} at sparsity {s:g}, top-1 %", others)
-            )
+            console.out.print(other_table(f"{experiment}: {name}, top-1 %", others))
     return rows

@@ -1,11 +1,13 @@
-"""Per-class impact: Welch t-tests of normalised recall, dense vs each variant population.
+"""Per-class impact: Welch t-tests of normalised recall, dense vs each variant population
+(experiment, method, level).
 
 For every model and class, normalised recall = the class's top-1 recall minus the mean top-1
 of the model's population (view `class_recall`); view `class_recall_stats` summarises it per
 (population, class): models, mean and standard deviation. From those this module computes the
 two-sided Welch t-test (unequal variances) the reference calls,
 `ttest_ind(baseline, variant, equal_var=False)`, so t > 0 when the class LOSES normalised recall
-under pruning; delta_norm_recall = variant mean minus baseline mean normalised recall (negative
+under compression (pruning or quantisation: every population of the experiment but the dense one
+is a variant); delta_norm_recall = variant mean minus baseline mean normalised recall (negative
 for such a class) gives the plain reading. Benjamini-Hochberg q-values over the population's
 classes and Hedges' g (same sign as t) are reported beside. A class is significant at
 p <= alpha with no multiple-testing correction (the reference), or at q <= alpha on request.
@@ -147,7 +149,7 @@ def class_tstats(con: duckdb.DuckDBPyConnection, alpha: float, significance_on: 
         "class_tstats",
         "mean_normalized",
         "std_recall",
-        ["dataset", "experiment", "method", "sparsity"],
+        ["dataset", "experiment", "method", "level"],
         alpha,
         significance_on,
     )

@@ -21,7 +21,7 @@ from rich.text import Text
 
 out = Console(highlight=False)
 if not out.is_terminal:  # logs and pipes: wide enough for the summary table
-    out = Console(highlight=False, width=120)
+    out = Console(highlight=False, width=170)
 err = Console(stderr=True, highlight=False)
 
 

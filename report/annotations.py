@@ -16,7 +16,7 @@ def tests(con: duckdb.DuckDBPyConnection, dataset: str, experiment: str) -> list
     """The most significant rows of pie_annotations for the study, at most TOP_ANNOTATIONS."""
     result = con.execute(
         "select * from pie_annotations where dataset = ? and experiment = ?"
-        " order by significant desc, p_value, sparsity, method, source, name, value limit ?",
+        " order by significant desc, p_value, method, level, source, name, value limit ?",
         [dataset, experiment, TOP_ANNOTATIONS],
     )
     columns = [d[0] for d in result.description]

@@ -38,9 +38,10 @@ def report(
     cfg_path: options.Config = options.DEFAULT,
     root: options.Root = None,
 ) -> None:
-    """One self-contained HTML page of the study (<root>/report/index.html): top-1 against
-    sparsity, per-class impact, PIEs and their gallery, robustness. Reads the analysis of the
-    last `pie analyze`; works offline, from file://."""
+    """One self-contained HTML page of the study (<root>/report/index.html): every population
+    (method, level) side by side with what it buys, top-1 against sparsity, per-class impact,
+    PIEs (CIEs) and their gallery, robustness. Reads the analysis of the last `pie analyze`;
+    works offline, from file://."""
     from report import build
 
     cfg = config.load(

@@ -3,6 +3,8 @@
 `load` opens the database read-only and refuses (one line) when the analysis is missing or out
 of date, as `pie summary` does: the page is only ever built from what `pie analyze` computed
 from the predictions as they are now. Everything is read in this one pass; nothing here renders.
+A population is (method, level) within the experiment (analytics.population): pruned and
+quantised ones side by side, each compared with the dense one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from analytics import population
 from pie import catalog, store
 from pie import materialised as materialise
 from pie.errors import PieError
@@ -22,6 +25,7 @@ from report.config import ReportConfig
 
 ADVERSARIAL_KINDS = ("natural_adversarial", "rendition")  # ImageNet-A, ImageNet-R
 TOP_PIE_CLASSES = 10  # classes listed per population by their number of PIEs
+ORDER = "method <> 'dense', method, level"  # dense first, then each method's levels (sort_key)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,16 @@ class Study:
     annotations: list[dict[str, Any]]  # pie_annotations: the most significant rows
     annotation_labels: dict[str, list[str]]  # gallery key -> its `source: name = value`s
 
+    def name(self, row: dict[str, Any]) -> str:
+        """The label of the population of a row with method and level: 'magnitude 0.9',
+        'int8_full 8-bit' (quantised: population_summary.quantised)."""
+        quantised = any(
+            p["quantised"]
+            for p in self.populations
+            if (p["method"], p["level"]) == (row["method"], row["level"])
+        )
+        return population.label(row["method"], row["level"], quantised)
+
 
 def records(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[dict[str, Any]]:
     result = con.execute(sql, params)
@@ -66,7 +80,7 @@ def load(root: WorkRoot, cfg: ReportConfig) -> Study:
         populations = records(
             con,
             "select * from population_summary where dataset = ? and experiment = ?"
-            " order by sparsity, method",
+            f" order by {ORDER}",
             key,
         )
         if not populations:
@@ -76,10 +90,10 @@ def load(root: WorkRoot, cfg: ReportConfig) -> Study:
             )
         gallery = records(
             con,
-            "select key, label, method, sparsity, baseline_mode, variant_mode,"
+            "select key, label, method, level, sparsity, baseline_mode, variant_mode,"
             " baseline_agreement, variant_agreement, l1_distance, cie_rank, tie_decided"
             " from pie where dataset = ? and experiment = ? and is_pie"
-            " order by l1_distance desc, key, sparsity, method limit ?",
+            " order by l1_distance desc, key, method, level limit ?",
             [*key, cfg.max_gallery],
         )
         study = Study(
@@ -88,46 +102,46 @@ def load(root: WorkRoot, cfg: ReportConfig) -> Study:
             class_names=catalog.label_space(con, row["label_space"]).names(),
             models=records(
                 con,
-                "select model_id, method, sparsity, seed, top1 from model_accuracy"
-                " where dataset = ? and experiment = ? order by sparsity, method, model_id",
+                "select model_id, method, level, sparsity, seed, top1 from model_accuracy"
+                f" where dataset = ? and experiment = ? order by {ORDER}, model_id",
                 key,
             ),
             populations=populations,
             pie_accuracy=records(
                 con,
-                "select method, sparsity, is_pie, n_images, baseline_top1, variant_top1"
+                "select method, level, sparsity, is_pie, n_images, baseline_top1, variant_top1"
                 " from pie_accuracy where dataset = ? and experiment = ?"
-                " order by sparsity, method, is_pie desc",
+                f" order by {ORDER}, is_pie desc",
                 key,
             ),
             class_impact=records(
                 con,
-                "select method, sparsity, class_id, delta_norm_recall, t_stat, p_value, q_value,"
-                " significant, significance_on, alpha from class_tstats"
-                " where dataset = ? and experiment = ? order by sparsity, method, class_id",
+                "select method, level, sparsity, class_id, delta_norm_recall, t_stat, p_value,"
+                " q_value, significant, significance_on, alpha from class_tstats"
+                f" where dataset = ? and experiment = ? order by {ORDER}, class_id",
                 key,
             ),
             pie_classes=records(
                 con,
-                "select method, sparsity, class_id, n_pie, n_images, pie_fraction from pie_classes"
-                " where dataset = ? and experiment = ? and n_pie > 0"
-                " qualify row_number() over (partition by method, sparsity"
+                "select method, level, sparsity, class_id, n_pie, n_images, pie_fraction"
+                " from pie_classes where dataset = ? and experiment = ? and n_pie > 0"
+                " qualify row_number() over (partition by method, level"
                 f" order by n_pie desc, class_id) <= {TOP_PIE_CLASSES}"
-                " order by sparsity, method, n_pie desc, class_id",
+                f" order by {ORDER}, n_pie desc, class_id",
                 key,
             ),
             corruptions=records(
                 con,
-                "select dataset, origin, corruption, severity, method, sparsity, mean_top1,"
+                "select dataset, origin, corruption, severity, method, level, sparsity, mean_top1,"
                 " error_vs_dense from robustness where kind = 'corrupted' and parent = ?"
-                " and experiment = ? order by origin, sparsity, method, corruption, severity",
+                f" and experiment = ? order by origin, {ORDER}, corruption, severity",
                 key,
             ),
             adversarial=records(
                 con,
-                "select dataset, kind, method, sparsity, n_models, mean_top1, std_top1,"
+                "select dataset, kind, method, level, sparsity, n_models, mean_top1, std_top1,"
                 " error_vs_dense from robustness where kind in"
-                f" {ADVERSARIAL_KINDS} and experiment = ? order by dataset, sparsity, method",
+                f" {ADVERSARIAL_KINDS} and experiment = ? order by dataset, {ORDER}",
                 [cfg.experiment],
             ),
             gallery=gallery,

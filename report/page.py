@@ -21,6 +21,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from analytics.population import exemplars, is_dense, level_text, sort_key
+from analytics.summary import bytes_text, corruption_cell, count, relative
 from report import annotations, figures
 from report.config import ReportConfig
 from report.data import TOP_PIE_CLASSES, Study
@@ -72,24 +74,51 @@ def name_of(study: Study, class_id: int) -> str:
 
 
 def top1_section(study: Study, figs: Figures) -> str:
+    """Every population side by side: what the compression costs (top-1, impacted classes, PIEs
+    or CIEs, the dense top-1 on them, corruption error) beside what it buys (sizes)."""
     rows = [
         (
-            f"{p['sparsity']:g}",
+            level_text(p["level"], p["quantised"]),
             p["method"],
             p["n_models"],
             f"{pct(p['mean_top1'])} ± {pct(p['std_top1'])}",
             "-"
             if p["n_significant_classes"] is None
             else f"{p['n_significant_classes']} / {p['n_classes_tested']}",
-            "-" if p["n_pie"] is None else f"{p['n_pie']} ({pct(p['pie_fraction'])}%)",
+            "-"
+            if p["n_pie"] is None
+            else f"{p['n_pie']} {exemplars(p['quantised'])} ({pct(p['pie_fraction'])}%)",
+            pct(p["dense_top1_on_pie"]),
+            corruption_cell(p),
+            count(p["mean_params"]),
+            relative(count(p["mean_nonzero_params"]), p["nonzero_params_vs_dense"]),
+            relative(bytes_text(p["mean_size_bytes"]), p["size_vs_dense"]),
         )
         for p in study.populations
     ]
-    headers = ("sparsity", "method", "models", "top-1 % (mean ± std)", "impacted classes", "PIEs")
+    headers = (
+        "level",
+        "method",
+        "models",
+        "top-1 % (mean ± std)",
+        "impacted classes",
+        "PIEs / CIEs",
+        "dense top-1 % on them",
+        "CE vs dense",
+        "params",
+        "non-zero params (x dense)",
+        "bytes on disk (x dense)",
+    )
     return (
-        '<section id="top1"><h2>Top-1 against sparsity</h2>'
-        + figs.slot("top1", figures.top1(study))
+        '<section id="top1"><h2>Every population side by side</h2>'
+        "<p>Each compression (method, level: the sparsity, or the bit width of a quantised"
+        " population) against the dense population: what it costs (top-1, classes significantly"
+        " impacted, the images whose modal label it changes, PIEs or for quantisation CIEs, and"
+        " the dense top-1 on them, corruption error where corrupted variants were evaluated: ~"
+        " marks a mean CE over fewer than all 15 corruptions at 5 severities, not an mCE) beside"
+        " what it buys (mean parameters, non-zero parameters and bytes on disk per model).</p>"
         + table(headers, rows)
+        + figs.slot("top1", figures.top1(study))
         + "</section>"
     )
 
@@ -100,9 +129,9 @@ def classes_section(study: Study, figs: Figures) -> str:
     rule = study.class_impact[0]
     by_population: dict[tuple, list[dict]] = defaultdict(list)
     for r in study.class_impact:
-        by_population[(r["sparsity"], r["method"])].append(r)
+        by_population[(r["method"], r["level"])].append(r)
     blocks = []
-    for (sparsity, method), rows in sorted(by_population.items()):
+    for rows in sorted(by_population.values(), key=lambda rows: sort_key(rows[0])):
         ranked = sorted(
             (r for r in rows if r["delta_norm_recall"] is not None),
             key=lambda r: (r["delta_norm_recall"], r["class_id"]),
@@ -125,7 +154,7 @@ def classes_section(study: Study, figs: Figures) -> str:
         hurt = [r for r in ranked[:N_NAMED] if r["delta_norm_recall"] < 0]
         helped = [r for r in ranked[::-1][:N_NAMED] if r["delta_norm_recall"] > 0]
         blocks.append(
-            f'<div class="population"><h3>{esc(figures.population(method, sparsity))}:'
+            f'<div class="population"><h3>{esc(study.name(rows[0]))}:'
             f" {n_sig} of {len(rows)} classes significant</h3>"
             f'<div class="pair"><div><h4>most hurt</h4>{table(headers, listing(hurt))}</div>'
             f"<div><h4>most helped</h4>{table(headers, listing(helped))}</div></div></div>"
@@ -133,8 +162,8 @@ def classes_section(study: Study, figs: Figures) -> str:
     test = "q-value (Benjamini-Hochberg)" if rule["significance_on"] == "q" else "p-value"
     return (
         '<section id="classes"><h2>Per-class impact</h2>'
-        "<p>Δ normalised recall: a class's recall minus its population's mean top-1, pruned"
-        " population minus dense (negative: pruning hurts the class more than the model"
+        "<p>Δ normalised recall: a class's recall minus its population's mean top-1, compressed"
+        " population minus dense (negative: the compression hurts the class more than the model"
         f" overall). Significant: two-sided Welch t-test, {test} ≤ {rule['alpha']:g}.</p>"
         + figs.slot("classes", figures.class_impact(study))
         + "".join(blocks)
@@ -143,17 +172,17 @@ def classes_section(study: Study, figs: Figures) -> str:
 
 
 def pies_section(study: Study, figs: Figures) -> str:
-    variants = [p for p in study.populations if p["sparsity"] > 0]
-    accuracy = {(r["method"], r["sparsity"], r["is_pie"]): r for r in study.pie_accuracy}
+    variants = [p for p in study.populations if not is_dense(p)]
+    accuracy = {(r["method"], r["level"], r["is_pie"]): r for r in study.pie_accuracy}
 
     def top1_on(p: dict, is_pie: bool, column: str) -> str:
-        r = accuracy.get((p["method"], p["sparsity"], is_pie))
+        r = accuracy.get((p["method"], p["level"], is_pie))
         return pct(r[column]) if r else "-"
 
     rows = [
         (
-            figures.population(p["method"], p["sparsity"]),
-            "-" if p["n_pie"] is None else p["n_pie"],
+            study.name(p),
+            "-" if p["n_pie"] is None else f"{p['n_pie']} {exemplars(p['quantised'])}",
             pct(p["pie_fraction"]),
             "-" if p["n_pie_tie_decided"] is None else p["n_pie_tie_decided"],
             f"{top1_on(p, True, 'baseline_top1')} / {top1_on(p, False, 'baseline_top1')}",
@@ -163,15 +192,15 @@ def pies_section(study: Study, figs: Figures) -> str:
     ]
     headers = (
         "population",
-        "PIEs",
+        "PIEs / CIEs",
         "share %",
         "of which tie-decided",
         "dense top-1 % PIEs / rest",
-        "pruned top-1 % PIEs / rest",
+        "compressed top-1 % PIEs / rest",
     )
     classes = [
         (
-            figures.population(r["method"], r["sparsity"]),
+            study.name(r),
             name_of(study, r["class_id"]),
             r["n_pie"],
             f"{pct(r['pie_fraction'])}",
@@ -181,8 +210,9 @@ def pies_section(study: Study, figs: Figures) -> str:
     return (
         '<section id="pies"><h2>Pruning identified exemplars (PIEs)</h2>'
         "<p>An image is a PIE of a pruned population when that population's modal label differs"
-        " from the dense population's; the true label plays no part. Tie-decided: a mode chosen"
-        " by the tie-break rule.</p>"
+        " from the dense population's; the true label plays no part. The same rule finds the"
+        " CIEs (compression identified exemplars) of a quantised population. Tie-decided: a mode"
+        " chosen by the tie-break rule.</p>"
         + figs.slot("pie-counts", figures.pie_counts(study))
         + table(headers, rows)
         + figs.slot("pie-top1", figures.pie_top1(study))
@@ -202,7 +232,7 @@ def annotations_section(study: Study) -> str:
         )
     rows = [
         (
-            figures.population(r["method"], r["sparsity"]),
+            study.name(r),
             f"{r['source']}: {r['name']} = {r['value']}",
             f"{r['n_pie_with_value']} / {r['n_pie']} ({pct(r['share_pie'])}%)",
             f"{r['n_non_pie_with_value']} / {r['n_non_pie']} ({pct(r['share_non_pie'])}%)",
@@ -230,7 +260,10 @@ def annotations_section(study: Study) -> str:
 
 def gallery_blob(study: Study, images: dict[str, str], cfg: ReportConfig) -> dict[str, Any]:
     """The gallery's data: entries as compact rows (see report.js), each image once."""
-    populations = sorted({(g["sparsity"], g["method"]) for g in study.gallery})
+    populations = sorted(
+        {(g["method"], g["level"]) for g in study.gallery},
+        key=lambda p: sort_key({"method": p[0], "level": p[1]}),
+    )
     index = {p: i for i, p in enumerate(populations)}
     keys = sorted({g["key"] for g in study.gallery})
     key_index = {k: i for i, k in enumerate(keys)}
@@ -242,7 +275,7 @@ def gallery_blob(study: Study, images: dict[str, str], cfg: ReportConfig) -> dic
     return {
         "pageSize": cfg.page_size,
         "total": study.n_pie_entries,
-        "populations": [figures.population(m, s) for s, m in populations],
+        "populations": [study.name({"method": m, "level": v}) for m, v in populations],
         "classes": {str(c): name_of(study, c) for c in classes},
         "keys": keys,
         "images": [images.get(k) for k in keys],
@@ -252,7 +285,7 @@ def gallery_blob(study: Study, images: dict[str, str], cfg: ReportConfig) -> dic
             [
                 key_index[g["key"]],
                 g["label"],
-                index[(g["sparsity"], g["method"])],
+                index[(g["method"], g["level"])],
                 g["baseline_mode"],
                 g["variant_mode"],
                 round(g["baseline_agreement"], 4),
@@ -271,7 +304,7 @@ def gallery_section(study: Study, n_missing: int) -> str:
     shown = len(study.gallery)
     note = (
         f"{shown} of {study.n_pie_entries} PIE entries (one per population and image), the"
-        " largest L1 distance between the pruned and the dense label distributions first"
+        " largest L1 distance between the compressed and the dense label distributions first"
         f" (CIE ranking){'' if shown == study.n_pie_entries else ' (report.max_gallery)'}."
     )
     if n_missing:
@@ -282,7 +315,7 @@ def gallery_section(study: Study, n_missing: int) -> str:
         '<div class="controls">'
         '<label>class <select id="filter-class"><option value="">all classes</option>'
         "</select></label>"
-        '<label>population (method, sparsity) <select id="filter-population">'
+        '<label>population (method, level) <select id="filter-population">'
         '<option value="">all</option></select></label>'
         '<label>annotation <select id="filter-annotation"><option value="">any</option>'
         "</select></label>"
@@ -303,7 +336,7 @@ def robustness_section(study: Study, figs: Figures) -> str:
     parts = ['<section id="robustness"><h2>Robustness</h2>']
     if heatmaps:
         parts.append(
-            "<p>Mean top-1 error of each pruned population on each corrupted variant of"
+            "<p>Mean top-1 error of each compressed population on each corrupted variant of"
             f" {esc(study.dataset)}, divided by the dense population's on the same images"
             " (above 1: more fragile than dense).</p>"
         )
@@ -321,7 +354,7 @@ def robustness_section(study: Study, figs: Figures) -> str:
                 (
                     (
                         r["dataset"],
-                        figures.population(r["method"], r["sparsity"]),
+                        study.name(r),
                         r["n_models"],
                         f"{pct(r['mean_top1'])} ± {pct(r['std_top1'])}",
                         num(r["error_vs_dense"]),

@@ -52,7 +52,7 @@ def study(root):
     for i in range(3):
         for sparsity in (0.0, 0.5, 0.9):
             model = f"m{sparsity}-{i}"
-            add_model(con, model, "magnitude", sparsity)
+            add_model(con, model, "magnitude" if sparsity else "dense", sparsity)
             wrong = PIES.get(sparsity, set())
             rows = [(k, y, 2 if k in wrong else y) for k, y in LABELS.items()]
             add_predictions(con, model, "d", rows)

@@ -105,8 +105,9 @@ def said(capsys) -> str:
 def add_tstats(root, dataset: str, experiment: str) -> None:
     with store.connect(root) as con:
         con.execute(
-            "insert into class_tstats (dataset, experiment, method, sparsity, class_id,"
-            " baseline_n, variant_n, significant) values (?, ?, 'magnitude', 0.9, 0, 2, 2, false)",
+            "insert into class_tstats (dataset, experiment, method, level, sparsity, class_id,"
+            " baseline_n, variant_n, significant)"
+            " values (?, ?, 'magnitude', 0.9, 0.9, 0, 2, 2, false)",
             [dataset, experiment],
         )
 

@@ -59,7 +59,7 @@ def analysed(root):
     for i in range(3):
         models = ((f"d{i}", 0.0, DENSE), (f"p{i}", 0.5, PRUNED), (f"q{i}", 0.9, PRUNED))
         for model, sparsity, preds in models:
-            add_model(con, model, "magnitude", sparsity)
+            add_model(con, model, "magnitude" if sparsity else "dense", sparsity)
             add_predictions(con, model, "clean", [(k, LABELS[k], preds[k][i]) for k in LABELS])
             wrong = 2 if sparsity == 0 else 4
             rows = [(k, 0, 1 if j < wrong else 0) for j, k in enumerate(LABELS)]

@@ -196,9 +196,9 @@ def test_replaced_predictions_delete_the_experiments_robustness_tstats(root, con
     e goes (its q-values are over all its datasets), other experiments' stay."""
     for dataset, experiment in (("d", "e"), ("d-gaussian_noise-1", "e"), ("d", "other")):
         con.execute(
-            "insert into robustness_tstats (dataset, experiment, method, sparsity, kind,"
+            "insert into robustness_tstats (dataset, experiment, method, level, sparsity, kind,"
             " baseline_n, variant_n, significant, significance_on, alpha)"
-            " values (?, ?, 'magnitude', 0.9, 'clean', 2, 2, false, 'p', 0.05)",
+            " values (?, ?, 'magnitude', 0.9, 0.9, 'clean', 2, 2, false, 'p', 0.05)",
             [dataset, experiment],
         )
     assert load_pair(con, write_parts(root, dataset="d-gaussian_noise-1")) == 3

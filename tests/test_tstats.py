@@ -43,6 +43,7 @@ def recall_rows(values: dict[str, dict[int, float]], sparsity: float, top1: dict
                     "class_id": c,
                     "experiment": "e",
                     "method": "dense" if sparsity == 0 else "magnitude",
+                    "level": sparsity,
                     "sparsity": sparsity,
                     "recall": r,
                     "population_top1": pop,

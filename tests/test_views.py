@@ -333,9 +333,9 @@ def test_population_summary(con):
     dense_and_variant(con)
     add_dataset(con, "d")
     con.execute(
-        "insert into class_tstats (dataset, experiment, method, sparsity, class_id, baseline_n,"
-        " variant_n, significant) values ('d', 'exp', 'magnitude', 0.9, 0, 4, 2, true),"
-        " ('d', 'exp', 'magnitude', 0.9, 3, 4, 2, false)"
+        "insert into class_tstats (dataset, experiment, method, level, sparsity, class_id,"
+        " baseline_n, variant_n, significant) values ('d', 'exp', 'magnitude', 0.9, 0.9, 0, 4, 2,"
+        " true), ('d', 'exp', 'magnitude', 0.9, 0.9, 3, 4, 2, false)"
     )
     v = one(con, "select * from population_summary where sparsity = 0.9")
     assert (v["n_models"], v["n_significant_classes"], v["n_classes_tested"]) == (2, 1, 2)

@@ -1,5 +1,5 @@
 -- grain: one row per (population, clean parent dataset, origin, corruption)
--- keys: experiment, method, sparsity, parent, origin, corruption
+-- keys: experiment, method, level, parent, origin, corruption
 -- Summed over the severities present (Hendrycks & Dietterich 2019). E = a population's mean top-1
 -- error.
 -- origin: released (e.g. the published ImageNet-C files) or generated (`pie corrupt`); the two
@@ -11,7 +11,8 @@
 --   relative_ce_vs_alexnet = sum_s (E(pop, s) - E(pop, clean)) / sum_s (E(AlexNet, s) - E(AlexNet, clean))
 -- The AlexNet ones only where origin = 'released', the parent's label space has AlexNet references
 -- (corruption_reference: ImageNet-1k) and the corruption is complete; sum_s E(AlexNet, s) = 5 x
--- the published average. The vs-dense sums run over the severities both populations have.
+-- the published average. The vs-dense sums run over the severities both populations have. Dense:
+-- the experiment's population of method 'dense', level 0 (populations).
 with benchmark as (
     select unnest([
         'gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 'glass_blur',
@@ -29,7 +30,7 @@ corrupted as (
 dense_clean as (
     select dataset as parent, experiment, 1 - mean_top1 as dense_clean_error
     from robustness
-    where sparsity = 0
+    where method = 'dense' and level = 0
 ),
 
 joined as (
@@ -42,6 +43,7 @@ per_corruption as (
     select
         experiment,
         method,
+        level,
         sparsity,
         parent,
         origin,
@@ -57,7 +59,7 @@ per_corruption as (
         sum(mean_error - clean_error) filter (where dense_error is not null)
         / nullif(sum(dense_error - dense_clean_error), 0) as relative_ce_vs_dense
     from joined
-    group by experiment, method, sparsity, parent, origin, corruption
+    group by experiment, method, level, sparsity, parent, origin, corruption
 ),
 
 alexnet as (
@@ -71,6 +73,7 @@ final as (
     select
         p.experiment,
         p.method,
+        p.level,
         p.sparsity,
         p.parent,
         p.origin,

@@ -1,11 +1,11 @@
 -- grain: one row per (dataset, population, image, predicted label)
--- keys: dataset, experiment, method, sparsity, key, pred
+-- keys: dataset, experiment, method, level, key, pred
 -- How many of the population's models predicted that label, and their share of the population
 -- (population_votes, with the population's names and the image's key).
 -- label: the image's true label; sum_p_label: those models' summed probability of the true label.
 with names as (
-    select distinct population_id, experiment, method, sparsity
-    from model_populations
+    select population_id, experiment, method, level, sparsity
+    from populations
 ),
 
 final as (
@@ -13,6 +13,7 @@ final as (
         v.dataset,
         n.experiment,
         n.method,
+        n.level,
         n.sparsity,
         k.key,
         v.pred,

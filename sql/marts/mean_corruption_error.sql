@@ -1,5 +1,5 @@
 -- grain: one row per (population, clean parent dataset, origin)
--- keys: experiment, method, sparsity, parent, origin
+-- keys: experiment, method, level, parent, origin
 -- The mean corruption error (mCE) over the 15 ImageNet-C benchmark corruptions (corruption_error
 -- rows with benchmark = true; the 4 extra ones never enter it), Hendrycks & Dietterich 2019.
 -- n_corruptions: benchmark corruptions present (any severities); n_complete: those with all five
@@ -19,6 +19,7 @@ per_origin as (
     select
         experiment,
         method,
+        level,
         sparsity,
         parent,
         origin,
@@ -37,13 +38,14 @@ per_origin as (
         avg(relative_ce_vs_alexnet) filter (where benchmark) as mean_relative_ce_vs_alexnet,
         count(relative_ce_vs_alexnet) filter (where benchmark) as n_relative_ce_vs_alexnet
     from ce
-    group by experiment, method, sparsity, parent, origin
+    group by experiment, method, level, sparsity, parent, origin
 ),
 
 final as (
     select
         experiment,
         method,
+        level,
         sparsity,
         parent,
         origin,

@@ -1,5 +1,5 @@
 -- grain: one row per (dataset, population, image)
--- keys: dataset, experiment, method, sparsity, key
+-- keys: dataset, experiment, method, level, key
 -- The population's modal top-1 label (population_modes, with the population's names and the image's
 -- key).
 -- See population_modes for the tie rule and the columns; population_id and key_id: the integer
@@ -14,6 +14,7 @@ final as (
         m.dataset,
         p.experiment,
         p.method,
+        p.level,
         p.sparsity,
         k.key,
         m.label,

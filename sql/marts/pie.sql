@@ -1,9 +1,11 @@
 -- grain: one row per (dataset, variant population, image)
--- keys: dataset, experiment, method, sparsity, key
+-- keys: dataset, experiment, method, level, key
 -- Is the image a pruning identified exemplar, i.e. does the variant population's modal label differ
--- from the dense one's?
--- Variant populations have sparsity > 0; the baseline is the same experiment's dense population
--- (sparsity 0). The true label plays no part in is_pie. l1_distance is the taxicab distance
+-- from the dense one's? (A compression identified exemplar, CIE, when the variant is quantised:
+-- populations.quantised.)
+-- Variant populations: every population (experiment, method, level) of the experiment but its
+-- dense one (method 'dense', level 0: populations), which is the baseline; a quantised population
+-- (sparsity 0, level = its bit width) is a variant too. The true label plays no part in is_pie. l1_distance is the taxicab distance
 -- between the two populations' distributions of predicted labels, in [0, 2] (the CIE ranking of
 -- Hooker et al. 2020), computed as 2 - 2 * sum over classes of min(share_variant, share_dense),
 -- the sum taken over integer vote counts scaled to a common denominator, so that it is exact and
@@ -26,6 +28,7 @@ named as (
         u.dataset,
         p.experiment,
         p.method,
+        p.level,
         p.sparsity,
         k.key,
         u.* exclude (dataset, population_id, key_id),

@@ -1,5 +1,5 @@
 -- grain: one row per (dataset evaluated, variant population, subset)
--- keys: dataset, experiment, method, sparsity, is_pie
+-- keys: dataset, experiment, method, level, is_pie
 -- materialised: stored
 -- Subset = the PIEs of the clean dataset or the rest: how many images, and the mean top-1 of the
 -- dense and of the variant population on them (mean over models and images).
@@ -78,6 +78,7 @@ final as (
         s.dataset,
         p.experiment,
         p.method,
+        p.level,
         p.sparsity,
         s.is_pie,
         s.pie_dataset,

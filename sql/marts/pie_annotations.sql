@@ -1,5 +1,5 @@
 -- grain: one row per (dataset, variant population, annotation source, name, value)
--- keys: dataset, experiment, method, sparsity, source, name, value
+-- keys: dataset, experiment, method, level, source, name, value
 -- Are a population's PIEs richer in an annotation value (a known label error, a human study's
 -- label, an image quality bin) than its other images? The tests of annotation_tests with the
 -- two shares side by side: share_pie = n_pie_with_value / n_pie (the PIEs annotated for the
@@ -14,6 +14,7 @@ final as (
         dataset,
         experiment,
         method,
+        level,
         sparsity,
         source,
         name,

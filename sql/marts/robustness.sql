@@ -1,12 +1,13 @@
 -- grain: one row per (dataset, population)
--- keys: dataset, experiment, method, sparsity
+-- keys: dataset, experiment, method, level
 -- materialised: stored
 -- The population's top-1 on the dataset, next to the dense population's on the same dataset and to
 -- its own on the clean parent dataset.
 -- error_vs_dense: mean error / dense mean error (1.0 for the dense population). origin: the
 -- dataset's (released | generated | export), so released and generated corruptions stay apart.
+-- The dense population: the experiment's models of method 'dense', level 0 (populations).
 with accuracy as (
-    select dataset, experiment, method, sparsity, top1
+    select dataset, experiment, method, level, sparsity, top1
     from model_accuracy
 ),
 
@@ -15,22 +16,23 @@ population as (
         dataset,
         experiment,
         method,
+        level,
         sparsity,
         count(*) as n_models,
         avg(top1) as mean_top1,
         stddev_samp(top1) as std_top1
     from accuracy
-    group by dataset, experiment, method, sparsity
+    group by dataset, experiment, method, level, sparsity
 ),
 
 dense as (
     select dataset, experiment, mean_top1 as dense_top1
     from population
-    where sparsity = 0
+    where method = 'dense' and level = 0
 ),
 
 on_parent as (
-    select dataset as parent, experiment, method, sparsity, mean_top1 as clean_top1
+    select dataset as parent, experiment, method, level, mean_top1 as clean_top1
     from population
 ),
 
@@ -39,6 +41,7 @@ final as (
         p.dataset,
         p.experiment,
         p.method,
+        p.level,
         p.sparsity,
         d.kind,
         d.origin,
@@ -59,7 +62,7 @@ final as (
     left join dense as n using (dataset, experiment)
     left join on_parent as c
         on c.parent = d.parent and c.experiment = p.experiment
-        and c.method = p.method and c.sparsity = p.sparsity
+        and c.method = p.method and c.level = p.level
 )
 
 select * from final

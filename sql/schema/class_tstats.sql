@@ -1,17 +1,24 @@
 -- grain: one row per (dataset, population, class)
--- keys: dataset, experiment, method, sparsity, class_id
--- Does pruning hurt this class more than the model's overall accuracy drop? Welch t-test of
--- normalised recall (class recall minus the population's mean top-1) between the dense and the
--- variant population, called as the reference does: ttest_ind(baseline, variant, equal_var=False),
--- so t_stat > 0 when the class loses normalised recall under pruning; delta_norm_recall (variant
--- minus baseline mean normalised recall, < 0 for such a class) is the plain reading of the same
--- difference.
+-- keys: dataset, experiment, method, level, class_id
+-- Does compression (pruning, quantisation) hurt this class more than the model's overall accuracy
+-- drop? Welch t-test of normalised recall (class recall minus the population's mean top-1)
+-- between the dense and the variant population, called as the reference does:
+-- ttest_ind(baseline, variant, equal_var=False), so t_stat > 0 when the class loses normalised
+-- recall under compression; delta_norm_recall (variant minus baseline mean normalised recall, < 0
+-- for such a class) is the plain reading of the same difference.
 -- Written by `pie analyze` from view class_recall_stats; `pie infer` deletes the rows of an
--- experiment's dataset when it replaces predictions there.
-create table if not exists class_tstats (
+-- experiment's dataset when it replaces predictions there. Population: (experiment, method,
+-- level); sparsity: its target sparsity (model_populations).
+-- Derived data, rewritten whole by every `pie analyze` and stale as soon as pie's SQL changes
+-- (analysis_inputs reads the schema digest): it is dropped and created again in this file's shape
+-- whenever the schema is brought up to date, so a database from an older pie gets the new key
+-- (populations keyed by level) without a schema version of its own.
+drop table if exists class_tstats;
+create table class_tstats (
     dataset varchar not null,
     experiment varchar not null,
     method varchar not null,
+    level double not null,
     sparsity double not null,
     class_id integer not null,
     baseline_n integer not null,   -- models in the dense population
@@ -33,5 +40,5 @@ create table if not exists class_tstats (
     significant boolean not null,  -- p_value <= alpha (the reference), or q_value <= alpha
     significance_on varchar not null default 'p',  -- 'p' or 'q': which one `significant` tests
     alpha double not null default 0.05,
-    primary key (dataset, experiment, method, sparsity, class_id)
+    primary key (dataset, experiment, method, level, class_id)
 );

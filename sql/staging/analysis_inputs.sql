@@ -22,7 +22,7 @@ runs as (
 model_rows as (
     select
         count(*) as n,
-        coalesce(bit_xor(hash(model_id, experiment, method, target_sparsity)), 0) as h
+        coalesce(bit_xor(hash(model_id, experiment, method, target_sparsity, level)), 0) as h
     from models
 ),
 

@@ -1,11 +1,11 @@
 -- grain: one row per (dataset, variant population, annotation source, name, value)
--- keys: dataset, experiment, method, sparsity, source, name, value
+-- keys: dataset, experiment, method, level, source, name, value
 -- The counts of the Fisher tests of annotation_tests: per population of view pie and annotation
 -- value, the PIEs and the non-PIEs with that value, out of the PIEs and non-PIEs annotated for
 -- (source, name) at all. Images neither PIE nor non-PIE (is_pie null: the tie rule 'exclude')
 -- and images without a value for the name are left out.
 with annotated as (
-    select p.dataset, p.experiment, p.method, p.sparsity, a.source, a.name, a.value, p.is_pie
+    select p.dataset, p.experiment, p.method, p.level, p.sparsity, a.source, a.name, a.value, p.is_pie
     from pie as p
     inner join annotations as a on a.dataset = p.dataset and a.key = p.key
     where p.is_pie is not null
@@ -16,6 +16,7 @@ per_value as (
         dataset,
         experiment,
         method,
+        level,
         sparsity,
         source,
         name,
@@ -23,7 +24,7 @@ per_value as (
         count(*) filter (where is_pie) as n_pie_with_value,
         count(*) filter (where not is_pie) as n_non_pie_with_value
     from annotated
-    group by dataset, experiment, method, sparsity, source, name, value
+    group by dataset, experiment, method, level, sparsity, source, name, value
 ),
 
 final as (
@@ -31,6 +32,7 @@ final as (
         dataset,
         experiment,
         method,
+        level,
         sparsity,
         source,
         name,
@@ -40,7 +42,7 @@ final as (
         n_non_pie_with_value,
         sum(n_non_pie_with_value) over per_name as n_non_pie
     from per_value
-    window per_name as (partition by dataset, experiment, method, sparsity, source, name)
+    window per_name as (partition by dataset, experiment, method, level, source, name)
 )
 
 select * from final

@@ -1,5 +1,5 @@
 -- grain: one row per (dataset, variant population, class)
--- keys: dataset, experiment, method, sparsity, class_id
+-- keys: dataset, experiment, method, level, class_id
 -- materialised: stored
 -- The per-model recall of the class in the dense (baseline) and in the variant population,
 -- summarised; the inputs of the Welch t-tests of class_tstats (docs/definitions.md, per-class
@@ -8,8 +8,10 @@
 -- of the class's top-1 recall; *_mean_normalized: of recall minus the population's mean top-1
 -- (a constant per population, so its standard deviation is *_std_recall). Only classes both
 -- populations saw. delta_norm_recall: variant minus baseline mean normalised recall.
+-- The baseline is the experiment's dense population (method 'dense', level 0: populations), the
+-- variants every other population of it (pruned or quantised alike).
 with recall as (
-    select dataset, experiment, method, sparsity, class_id, recall, normalized_recall
+    select dataset, experiment, method, level, sparsity, class_id, recall, normalized_recall
     from class_recall
 ),
 
@@ -18,6 +20,7 @@ per_population as (
         dataset,
         experiment,
         method,
+        level,
         sparsity,
         class_id,
         count(*) as n,
@@ -25,7 +28,7 @@ per_population as (
         stddev_samp(recall) as std_recall,
         avg(normalized_recall) as mean_normalized
     from recall
-    group by dataset, experiment, method, sparsity, class_id
+    group by dataset, experiment, method, level, sparsity, class_id
 ),
 
 final as (
@@ -33,6 +36,7 @@ final as (
         v.dataset,
         v.experiment,
         v.method,
+        v.level,
         v.sparsity,
         v.class_id,
         b.n as baseline_n,
@@ -47,8 +51,8 @@ final as (
     from per_population as v
     inner join per_population as b
         on b.dataset = v.dataset and b.experiment = v.experiment and b.class_id = v.class_id
-        and b.sparsity = 0
-    where v.sparsity > 0
+        and b.method = 'dense' and b.level = 0
+    where not (v.method = 'dense' and v.level = 0)
 )
 
 select * from final

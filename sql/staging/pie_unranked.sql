@@ -3,8 +3,9 @@
 -- materialised: stored
 -- View pie on integer ids, without names, keys or the ranking (pie adds them). What `pie analyze`
 -- stores; see pie for the columns.
--- population_id: the variant population (populations); its baseline is the population's
--- dense_population_id. key_id: the image's key interned (image_keys).
+-- population_id: the variant population (populations: any population but its experiment's dense
+-- one, pruned or quantised alike); its baseline is the population's dense_population_id.
+-- key_id: the image's key interned (image_keys).
 with tie_rule as (
     select mode_tie_break as rule
     from analysis_settings
@@ -14,21 +15,20 @@ variant as (
     select m.*, p.dense_population_id
     from population_modes as m
     inner join populations as p using (population_id)
-    where p.sparsity > 0
+    where p.population_id <> p.dense_population_id
 ),
 
 dense as (
     select m.*
     from population_modes as m
     inner join populations as p using (population_id)
-    where p.sparsity = 0
+    where p.population_id = p.dense_population_id
 ),
 
 votes as (
     select
         v.dataset,
         v.population_id,
-        p.sparsity,
         p.dense_population_id,
         v.key_id,
         v.pred,
@@ -50,7 +50,7 @@ overlap as (
     inner join votes as d
         on d.dataset = v.dataset and d.population_id = v.dense_population_id
         and d.key_id = v.key_id and d.pred = v.pred
-    where v.sparsity > 0
+    where v.population_id <> v.dense_population_id
     group by v.dataset, v.population_id, v.key_id
 ),
 
