@@ -13,6 +13,7 @@ from conftest import TINY_TRAIN, assert_one_line_error, pie
 from pie import checkpoints, compressed, store
 from pie.images import Preprocess, normalize
 from pie.models import prunable_weights
+from train import compress as compress_stage
 from train import population, quantise
 
 PARENTS = ("t-dense-seed0", "t-dense-seed1")
@@ -172,8 +173,10 @@ def test_bad_input_is_one_line_and_writes_nothing(dense):
     assert_one_line_error(result, "CPU only")
     result = compress(dense, "-m", "int4_magic", ok=False)
     assert_one_line_error(result, "unknown compression method")
+    result = compress(dense, "-m", "float16", "--parent", "magnitude@0.5", ok=False)
+    assert_one_line_error(result, "no models of population (t, magnitude, level 0.5)")
     result = compress(dense, "-m", "float16", "--parent", "magnitude", ok=False)
-    assert_one_line_error(result, "no models of population (t, magnitude)")
+    assert_one_line_error(result, "'<method>@<level>'")
     assert sorted(p.name for p in dense.checkpoints.iterdir()) == before
 
 
@@ -184,3 +187,10 @@ def test_finetune_holds_the_masks(dense):
         assert int((tuned[name] == 0).sum()) == round(0.8 * tuned[name].numel())
     kept = tuned["fc1.weight"] != 0
     assert not torch.equal(tuned["fc1.weight"][kept], parent["fc1.weight"][kept])  # trained
+
+
+def test_a_population_derived_from_a_pruned_one_is_not_pooled_with_one_from_dense():
+    assert compress_stage.population_method("dense", "int8_full") == "int8_full"
+    named = compress_stage.population_method("magnitude@0.9", "int8_full")
+    assert named == "int8_full_of_magnitude_0.9"
+    assert named != compress_stage.population_method("magnitude@0.5", "int8_full")

@@ -31,8 +31,7 @@ from pie.images import decode
 from pie.models import create, prunable_weights
 from pie.shards import read_shards, scan_offsets
 from train import augment, data, loaders, recipe, trainer
-from train.compress import CompressConfig
-from train.config import TrainConfig
+from train.config import CompressConfig, TrainConfig
 from train.data import preprocess, steps
 from train.masks import keep_mask
 from train.trainer import learning_rate, make_job, train_one

@@ -1,9 +1,11 @@
 """`pie compress`: derived populations, one derived model per model of a parent population.
 
-Every model of the parent population (experiment, `parent` method; by default the dense one)
-gets one derived model per method and level, `<parent_id>.<method>-<level>`: same experiment,
-seed, architecture and training record as its parent, `parent_id` its parent's id, so that
-each derived model pairs with its parent seed by seed. Methods (docs: the shared contract):
+Every model of the parent population (experiment, `parent`: 'dense' by default, or
+'<method>@<level>') gets one derived model per method and level,
+`<parent_id>.<method>-<level>`: same experiment, seed, architecture and training record as its
+parent, `parent_id` its parent's id, so that each derived model pairs with its parent seed by
+seed; from a parent other than dense, its population's method is `population_method`'s.
+Methods:
 - oneshot_magnitude, oneshot_global_magnitude: magnitude pruning of the trained weights at each
   of `sparsities` (level = sparsity; `train.sparsify`), optionally fine-tuned `finetune_steps`
   steps with the masks held;
@@ -23,7 +25,6 @@ a derived checkpoint made with other settings is refused in one line, as `pie tr
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -32,57 +33,25 @@ from typing import Any
 import torch
 
 from pie import catalog, checkpoints, compressed, console, store
-from pie.config import DEVICES, differences, to_dict
+from pie.config import differences, to_dict
 from pie.distributed import World
 from pie.errors import PieError
 from pie.images import Preprocess, normalize
 from pie.models import resolve_device
 from pie.paths import WorkRoot, check_name
 from train import data, loaders, quantise, sparsify
+from train.config import ONESHOT, SEMISTRUCTURED, CompressConfig
 
-ONESHOT = {"oneshot_magnitude": "per_layer", "oneshot_global_magnitude": "global"}
-SEMISTRUCTURED = re.compile(r"semistructured_(\d+)_(\d+)$")
 MEASURED = ("skipped", "finetune_loss")  # compression entries measured, not asked
-
-
-@dataclass(frozen=True)
-class CompressConfig:
-    experiment: str = "default"
-    parent: str = "dense"  # the parent population's method (its models are not derived ones)
-    methods: tuple[str, ...] = ()
-    sparsities: tuple[float, ...] = (0.9,)  # the one-shot methods' levels
-    finetune_steps: int = 0  # one-shot methods: SGD steps with the masks held, 0 = none
-    finetune_lr: float = 0.01  # constant learning rate of the fine-tune
-    calibration: int = 512  # int8_full: training images calibrating the activation ranges
-    calibration_seed: int = 0
-    device: str = "cpu"  # where pruned and float16/bfloat16 models are evaluated (fine-tuned)
-    threads: int = 0  # torch threads; 0: torch's default
-
-    def __post_init__(self) -> None:
-        for method in self.methods:
-            pattern = SEMISTRUCTURED.match(method)
-            if pattern and 0 < int(pattern[1]) < int(pattern[2]):
-                continue
-            if method not in (*ONESHOT, *quantise.METHODS):
-                known = ", ".join((*ONESHOT, "semistructured_<n>_<m>", *quantise.METHODS))
-                raise ValueError(f"unknown compression method {method!r} (known: {known})")
-        for s in self.sparsities:
-            if not 0.0 < s < 1.0:
-                raise ValueError(f"compress.sparsities must be in (0, 1), got {s}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.finetune_steps < 0 or self.calibration < 1 or self.threads < 0:
-            raise ValueError("finetune_steps and threads must be >= 0, calibration >= 1")
-        if not self.finetune_lr > 0:
-            raise ValueError(f"finetune_lr must be > 0, got {self.finetune_lr}")
 
 
 @dataclass(frozen=True)
 class Job:
     parent: checkpoints.Sidecar
-    method: str
+    method: str  # what is done to the parent
     level: float
     recipe: dict[str, Any]  # the settings that make it (its sidecar's `compression`, asked)
+    population: str  # the method its population is named by (`population_method`)
 
     @property
     def model_id(self) -> str:
@@ -122,19 +91,31 @@ def check_device(cfg: CompressConfig) -> torch.device:
     return device
 
 
+def population_method(parent: str, method: str) -> str:
+    """The method a derived population is named by: the compression's own name from the dense
+    population, `<method>_of_<parent method>_<parent level>` from another one, so that int8
+    models of a 90 % pruned population are not pooled with int8 models of the dense one."""
+    if parent == "dense":
+        return method
+    parent_method, parent_level = parent.split("@")
+    return f"{method}_of_{parent_method}_{float(parent_level):g}"
+
+
 def find_jobs(con, root: WorkRoot, cfg: CompressConfig) -> tuple[list[Job], int]:
     """The pending jobs and the number already on disk (those registered if they were not);
     every check runs here, before anything is made."""
+    parent_method, level = ("dense", 0.0) if cfg.parent == "dense" else cfg.parent.split("@")
     rows = store.rows(
         con,
-        "select model_id from models where experiment = ? and method = ? and parent_id is null"
-        " order by model_id",
-        [cfg.experiment, cfg.parent],
+        "select model_id from models where experiment = ? and method = ? and level = ?"
+        " and parent_id is null order by model_id",
+        [cfg.experiment, parent_method, float(level)],
     )
     if not rows:
         raise PieError(
-            f"no models of population ({cfg.experiment}, {cfg.parent}) to compress: run"
-            " `pie train` first (or name another parent population with --parent)"
+            f"no models of population ({cfg.experiment}, {parent_method}, level"
+            f" {float(level):g}) to compress: run `pie train` first (or name another parent"
+            " population with --parent METHOD@LEVEL)"
         )
     parents = [checkpoints.read_sidecar(root.checkpoint(r[0])) for r in rows]
     registered = {m.model_id: m.sha256 for m in catalog.model_rows(con)}
@@ -145,7 +126,7 @@ def find_jobs(con, root: WorkRoot, cfg: CompressConfig) -> tuple[list[Job], int]
             data.shard_set(root.shards(parent.train_dataset), parent.train_dataset)
         for method in cfg.methods:
             for level, recipe in recipes(cfg, method):
-                job = Job(parent, method, level, recipe)
+                job = Job(parent, method, level, recipe, population_method(cfg.parent, method))
                 check_name(job.model_id.replace(".", "-"), "model id")
                 directory = root.checkpoint(job.model_id)
                 if not (directory / checkpoints.SIDECAR).exists():
@@ -221,7 +202,7 @@ def make(root: WorkRoot, job: Job, test: loaders.Input, device: torch.device, cf
     sidecar = replace(
         parent,
         model_id=job.model_id,
-        method=job.method,
+        method=job.population,
         target_sparsity=target,
         level=job.level,
         parent_id=parent.model_id,

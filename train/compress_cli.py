@@ -8,7 +8,7 @@ import typer
 
 from pie import config, options
 from pie.paths import open_root
-from train.compress import CompressConfig
+from train.config import CompressConfig
 
 app = typer.Typer()
 
@@ -31,7 +31,10 @@ def compress(
     ] = None,
     parent: Annotated[
         str | None,
-        typer.Option(help="The parent population's method \\[default: dense]", show_default=False),
+        typer.Option(
+            help="The parent population: dense, or METHOD@LEVEL (magnitude@0.9) \\[default: dense]",
+            show_default=False,
+        ),
     ] = None,
     finetune_steps: Annotated[
         int | None, typer.Option(help="One-shot methods: fine-tune steps with the masks held")

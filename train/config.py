@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pie.config import DEVICES
@@ -125,3 +126,47 @@ class TrainConfig:
             raise ValueError("save_every must be >= 0 (0 = no resumable states)")
         if len(self.block) != 2 or min(self.block) < 1:
             raise ValueError(f"block must be [h, w] with h, w >= 1, got {list(self.block)}")
+
+
+# -- pie compress -------------------------------------------------------------------------------
+
+ONESHOT = {"oneshot_magnitude": "per_layer", "oneshot_global_magnitude": "global"}
+SEMISTRUCTURED = re.compile(r"semistructured_(\d+)_(\d+)$")
+QUANTISED = ("float16", "bfloat16", "int8_hybrid", "int8_full")  # pie.compressed.FORMATS
+PARENT = re.compile(r"([A-Za-z0-9][A-Za-z0-9_]*)@([0-9.]+)$")  # '<method>@<level>'
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    experiment: str = "default"
+    parent: str = "dense"  # the parent population: 'dense', or '<method>@<level>' (one level)
+    methods: tuple[str, ...] = ()
+    sparsities: tuple[float, ...] = (0.9,)  # the one-shot methods' levels
+    finetune_steps: int = 0  # one-shot methods: SGD steps with the masks held, 0 = none
+    finetune_lr: float = 0.01  # constant learning rate of the fine-tune
+    calibration: int = 512  # int8_full: training images calibrating the activation ranges
+    calibration_seed: int = 0
+    device: str = "cpu"  # where pruned and float16/bfloat16 models are evaluated (fine-tuned)
+    threads: int = 0  # torch threads; 0: torch's default
+
+    def __post_init__(self) -> None:
+        for method in self.methods:
+            pattern = SEMISTRUCTURED.match(method)
+            if pattern and 0 < int(pattern[1]) < int(pattern[2]):
+                continue
+            if method not in (*ONESHOT, *QUANTISED):
+                known = ", ".join((*ONESHOT, "semistructured_<n>_<m>", *QUANTISED))
+                raise ValueError(f"unknown compression method {method!r} (known: {known})")
+        if self.parent != "dense" and not PARENT.match(self.parent):
+            raise ValueError(
+                f"compress.parent must be 'dense' or '<method>@<level>', got {self.parent!r}"
+            )
+        for s in self.sparsities:
+            if not 0.0 < s < 1.0:
+                raise ValueError(f"compress.sparsities must be in (0, 1), got {s}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.finetune_steps < 0 or self.calibration < 1 or self.threads < 0:
+            raise ValueError("finetune_steps and threads must be >= 0, calibration >= 1")
+        if not self.finetune_lr > 0:
+            raise ValueError(f"finetune_lr must be > 0, got {self.finetune_lr}")
