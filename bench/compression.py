@@ -2,12 +2,14 @@
 parameters, non-zero parameters and bytes on disk.
 
 With `--root`, the work root's derived models (`pie compress`) and their parents, loaded as
-`pie infer` loads them; without, one small_cnn with random weights (no training: latency and
-sizes do not depend on the values) derived here by every method, int8_full calibrated on
-random images. Inputs are 28 px grayscale (small_cnn on Fashion-MNIST, the demo's). Latency:
-the median of `--runs` forward passes of one batch of `--batch` images on the CPU (after 3
-warm-up passes), every model timed in this one process, so ratios to the parent (`x`) are like
-for like.
+`pie infer` loads them, then the trade-off in one table: per population, what it costs (top-1,
+classes significantly impacted, PIEs/CIEs: `population_summary` as of the last `pie analyze`)
+beside what it buys (latency and bytes on disk against the dense parents). Without `--root`,
+one small_cnn with random weights (no training: latency and sizes do not depend on the values)
+derived here by every method, int8_full calibrated on random images. Inputs are 28 px
+grayscale (small_cnn on Fashion-MNIST, the demo's). Latency: the median of `--runs` forward
+passes of one batch of `--batch` images on the CPU (after 3 warm-up passes), every model timed
+in this one process, so ratios to the parent (`x`) are like for like.
 
     PYTHONPATH=$PWD .venv/bin/python bench/compression.py [--root work --batch 256 --runs 20]
 """
@@ -105,15 +107,44 @@ def main() -> None:
     print(f"CPU, {torch.get_num_threads()} threads, batch {args.batch}, median of {args.runs}")
     print(f"{'model':<48} {'ms':>8} {'x':>6} {'params':>9} {'nonzero':>9} {'bytes':>10} {'x':>6}")
     base_ms = base_bytes = 1.0
+    speedups: dict[str, list[float]] = {}  # derived model id -> latency / its parent's
     for name, runnable, stored in models:
         ms = latency(runnable, x, args.runs) * 1000
         params, nonzero = checkpoints.parameter_counts(stored)
         size = file_bytes(stored)
         if not name.startswith(" "):  # a parent: the rows below are against it
             base_ms, base_bytes = ms, size
+        speedups[name.strip()] = [ms / base_ms]
         print(
             f"{name:<48} {ms:>8.2f} {ms / base_ms:>6.2f} {params:>9} {nonzero:>9} {size:>10}"
             f" {size / base_bytes:>6.2f}"
+        )
+    if args.root:
+        trade_off(args.root, speedups)
+
+
+def trade_off(path: str, ratio: dict[str, list[float]]) -> None:
+    """Per population of the root's clean datasets: harm (population_summary) beside latency
+    (median over its models of each model's latency / its parent's) and bytes x dense."""
+    root = open_root(path, create=False)
+    with store.connect(root, read_only=True) as con:
+        by_model = store.rows(con, "select model_id, method, level from models")
+        rows = store.rows(
+            con,
+            "select dataset, method, level, n_models, mean_top1, n_significant_classes, n_pie,"
+            " pie_fraction, size_vs_dense from population_summary order by dataset, level, method",
+        )
+    latency_x: dict[tuple, list[float]] = {}
+    for model_id, method, level in by_model:
+        latency_x.setdefault((method, level), []).extend(ratio.get(model_id, []))
+    print(f"\n{'dataset':<14} {'method':<26} {'level':>5} {'models':>6} {'top-1':>7}"
+          f" {'classes':>7} {'PIEs':>6} {'%':>6} {'latency x':>9} {'bytes x':>7}")  # fmt: skip
+    for dataset, method, level, n, top1, classes, pies, fraction, size in rows:
+        lat = latency_x.get((method, level)) or [1.0] * (method == "dense")
+        print(
+            f"{dataset:<14} {method:<26} {level:>5g} {n:>6} {top1:>7.2f} {classes or 0:>7}"
+            f" {pies or 0:>6} {100 * (fraction or 0):>6.2f}"
+            f" {statistics.median(lat) if lat else float('nan'):>9.2f} {size or 0:>7.2f}"
         )
 
 

@@ -113,6 +113,6 @@ def finetune(
             weights[name].grad.mul_(keep.to(device))
         optimizer.step()
         apply({n: k.to(device) for n, k in masks.items()}, weights)
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.cpu().eval()
     return sum(losses) / len(losses)
