@@ -103,7 +103,7 @@ format: env
 	$(VENV)/bin/ruff check --fix .
 
 bench: env
-	@for script in $(filter-out bench/gpu_check.py,$(sort $(wildcard bench/*.py))); do \
+	@for script in $(filter-out bench/gpu_check.py bench/synthetic.py,$(sort $(wildcard bench/*.py))); do \
 	  echo "== $$script"; $(VENV)/bin/python $$script || exit 1; done
 
 # -- the GPU check (bench/gpu_check.py) ------------------------------------------------------

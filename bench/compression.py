@@ -78,11 +78,16 @@ def derived_here() -> list[Row]:
 
 
 def from_root(path: str) -> list[Row]:
-    """Every parent of a derived model in the work root, followed by its derived models."""
+    """Every dense model of the work root, each followed by the models compared with it: those
+    derived from it (`parent_id`) and the trained ones of its experiment and seed."""
     root = open_root(path, create=False)
     with store.connect(root, read_only=True) as con:
         rows = store.rows(
-            con, "select model_id, parent_id from models where parent_id is not null order by 1"
+            con,
+            "select m.model_id, d.model_id from models as m join models as d"
+            " on d.method = 'dense' and d.model_id = coalesce(m.parent_id, d.model_id)"
+            " and d.experiment = m.experiment and d.seed = m.seed"
+            " where m.method <> 'dense' order by 2, 1",
         )
     out = []
     for parent_id in sorted({p for _, p in rows}):
@@ -132,7 +137,8 @@ def trade_off(path: str, ratio: dict[str, list[float]]) -> None:
         rows = store.rows(
             con,
             "select dataset, method, level, n_models, mean_top1, n_significant_classes, n_pie,"
-            " pie_fraction, size_vs_dense from population_summary order by dataset, level, method",
+            " pie_fraction, size_vs_dense from population_summary join datasets on name = dataset"
+            " where kind = 'clean' order by dataset, level, method",
         )
     latency_x: dict[tuple, list[float]] = {}
     for model_id, method, level in by_model:
@@ -142,7 +148,7 @@ def trade_off(path: str, ratio: dict[str, list[float]]) -> None:
     for dataset, method, level, n, top1, classes, pies, fraction, size in rows:
         lat = latency_x.get((method, level)) or [1.0] * (method == "dense")
         print(
-            f"{dataset:<14} {method:<26} {level:>5g} {n:>6} {top1:>7.2f} {classes or 0:>7}"
+            f"{dataset:<14} {method:<26} {level:>5g} {n:>6} {100 * top1:>7.2f} {classes or 0:>7}"
             f" {pies or 0:>6} {100 * (fraction or 0):>6.2f}"
             f" {statistics.median(lat) if lat else float('nan'):>9.2f} {size or 0:>7.2f}"
         )
