@@ -18,7 +18,8 @@ timm sorts):
   The parent is `models.parent_id` where that column exists and is set (a model derived from
   another), else the dense model (method `dense`) of the same experiment and seed. Null for a
   dense model and when the parent has no predictions on the dataset;
-- `method, sparsity, seed`: which population the model belongs to.
+- `method, level, sparsity, seed`: which population the model belongs to (level: the sparsity,
+  or the bit width of a quantised model).
 
 Datasets: every dataset with predictions, or those named (`--dataset`, training sets and exports
 included). A name that is not a dataset, or one without predictions, stops the command in one
@@ -28,13 +29,15 @@ line before any file is written. Reads the database only (`model_accuracy` compu
 
 from __future__ import annotations
 
+import csv
 import json
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pie import catalog, console, durable, store
 from pie.errors import PieError
@@ -53,7 +56,7 @@ TIMM = (
     "interpolation",
     "top1_diff",
 )
-COLUMNS = (*TIMM, "method", "sparsity", "seed")
+COLUMNS = (*TIMM, "method", "level", "sparsity", "seed")
 INTERPOLATION = "bilinear"  # pie.images resizes with PIL's bilinear filter, antialiased
 
 
@@ -70,7 +73,7 @@ def accuracy(con: duckdb.DuckDBPyConnection, dataset: str) -> list[dict[str, Any
         f"""
         with evaluated as (
             select
-                a.model_id, a.top1, a.top5, a.method, a.sparsity, a.seed, a.experiment,
+                a.model_id, a.top1, a.top5, a.method, a.level, a.sparsity, a.seed, a.experiment,
                 m.arch, m.label_space, m.config, {parent_column(con)} as parent_id
             from model_accuracy as a
             inner join models as m using (model_id)
@@ -133,41 +136,37 @@ def timm_row(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> dict[str, A
         "interpolation": pre.get("interpolation", INTERPOLATION),
         "top1_diff": None if diff is None else round(diff, 3),
         "method": row["method"],
+        "level": row["level"],
         "sparsity": row["sparsity"],
         "seed": row["seed"],
     }
 
 
-def frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """The rows as a typed frame, best top-1 first (ties by model id)."""
-    schema = {
-        "model": pl.String,
-        "top1": pl.Float64,
-        "top1_err": pl.Float64,
-        "top5": pl.Float64,
-        "top5_err": pl.Float64,
-        "param_count": pl.Float64,
-        "img_size": pl.Int64,
-        "crop_pct": pl.Float64,
-        "interpolation": pl.String,
-        "top1_diff": pl.Float64,
-        "method": pl.String,
-        "sparsity": pl.Float64,
-        "seed": pl.Int64,
-    }
-    table = pl.DataFrame(rows, schema=schema, orient="row")
-    return table.sort(["top1", "model"], descending=[True, False])
+def frame(rows: list[dict[str, Any]]) -> pa.Table:
+    """The rows as a typed table, best top-1 first (ties by model id)."""
+    floats, ints = pa.float64(), pa.int64()
+    types = dict.fromkeys(COLUMNS, floats) | {
+        "model": pa.string(), "img_size": ints, "interpolation": pa.string(),
+        "method": pa.string(), "seed": ints,
+    }  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=pa.schema([(c, types[c]) for c in COLUMNS]))
+    return table.sort_by([("top1", "descending"), ("model", "ascending")])
 
 
-def write(table: pl.DataFrame, path: Path, fmt: str) -> None:
+def write(table: pa.Table, path: Path, fmt: str) -> None:
     """Write whole or not at all: a partial file, then a rename."""
     partial = path.with_name(path.name + ".partial")
-    if fmt == "csv":
-        table.write_csv(partial)
+    if fmt == "csv":  # plain, as timm writes it: quotes only where a value needs them
+        with partial.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(table.column_names)
+            writer.writerows(
+                ["" if v is None else v for v in row.values()] for row in table.to_pylist()
+            )
     elif fmt == "parquet":
-        table.write_parquet(partial)
+        pq.write_table(table, partial)
     else:
-        partial.write_text(json.dumps(table.to_dicts()) + "\n")
+        partial.write_text(json.dumps(table.to_pylist()) + "\n")
     durable.replace(partial, path)
 
 
@@ -204,7 +203,7 @@ def main(
     for name, table in tables.items():
         paths.append(out / f"results-{name}.{fmt}")
         write(table, paths[-1], fmt)
-    n_rows = sum(t.height for t in tables.values())
+    n_rows = sum(t.num_rows for t in tables.values())
     console.say(
         f"results: {n_rows} (model, dataset) rows in timm's columns, one file per dataset:"
         f" {', '.join(p.name for p in paths)} in {out}"

@@ -16,7 +16,7 @@ from pie import store
 
 COLUMNS = [
     "model", "top1", "top1_err", "top5", "top5_err", "param_count", "img_size", "crop_pct",
-    "interpolation", "top1_diff", "method", "sparsity", "seed",
+    "interpolation", "top1_diff", "method", "level", "sparsity", "seed",
 ]  # fmt: skip
 LABELS = {"k0": 1, "k1": 2, "k2": 3, "k3": 4}
 # model -> (method, sparsity, seed, {key: top-5 best first}); top-1 is the first
@@ -96,6 +96,7 @@ def expected_rows(diffs: dict[str, float | None]) -> list[dict]:
                 "interpolation": "bicubic" if seed else "bilinear",
                 "top1_diff": diffs[model_id],
                 "method": method,
+                "level": sparsity,  # pruned and dense models: the level is the sparsity
                 "sparsity": sparsity,
                 "seed": seed,
             }
