@@ -10,10 +10,10 @@ import json
 import pytest
 import torch
 import torchvision
+from conftest import assert_one_line_error, pie
 from safetensors.torch import save_file
 
 from pie import checkpoints, store
-from tests.conftest import assert_one_line_error, pie
 
 ARCH = "mobilenet_v3_small"  # 1.5 M parameters; fmnist's 10 classes, read as RGB at 32 px
 
