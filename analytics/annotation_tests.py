@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from analytics.config import SIGNIFICANCE_ON
-from analytics.tstats import benjamini_hochberg
-from pie import relations, store
+from analytics.tstats import insert_tests
+from pie import store
 
 if TYPE_CHECKING:
     import duckdb
@@ -51,49 +50,14 @@ def annotation_tests(
 ) -> int:
     """Write table annotation_tests from view annotation_counts (the caller deletes the old rows
     first, in its transaction); returns the rows written."""
-    if significance_on not in SIGNIFICANCE_ON:
-        raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
-    order = ", ".join(relations.relation(SOURCE).keys)
-    con.execute(
-        "create or replace temp table _fisher_in as select row_number() over () as _row,"
-        f" dense_rank() over (order by {', '.join(GROUPS)}) as _group,"
-        f" * from (select * from {SOURCE} order by {order})"
-    )
-    try:
-        counts = con.sql(
-            "select _row, _group, n_pie_with_value, n_pie, n_non_pie_with_value, n_non_pie"
-            " from _fisher_in order by _row"
-        ).fetchnumpy()
-        if len(counts["_row"]) == 0:
-            return 0
-        a, c = counts["n_pie_with_value"], counts["n_non_pie_with_value"]
-        odds, p = fisher(a, counts["n_pie"] - a, c, counts["n_non_pie"] - c)
-        q = np.full(len(p), np.nan)
-        group = np.asarray(counts["_group"])
-        for k in np.unique(group):
-            rows = np.flatnonzero(group == k)
-            q[rows] = benjamini_hochberg(p[rows])
-        tested = q if significance_on == "q" else p
-        with np.errstate(invalid="ignore"):
-            significant = np.isfinite(tested) & (tested <= alpha)
-        tests = {  # NaN arrives as null
-            "_row": np.asarray(counts["_row"]),
-            "odds_ratio": odds,
-            "p_value": p,
-            "q_value": q,
-            "significant": significant,
-        }
-        con.register("_fisher_out", tests)
-        con.execute(
-            f"insert into {TABLE} by name select i.* exclude (_row, _group), o.* exclude (_row),"
-            " ? as significance_on, ? as alpha"
-            " from _fisher_in as i inner join _fisher_out as o using (_row)",
-            [significance_on, alpha],
-        )
-        con.unregister("_fisher_out")
-        return len(p)
-    finally:
-        con.execute("drop table if exists _fisher_in")
+    columns = ["n_pie_with_value", "n_pie", "n_non_pie_with_value", "n_non_pie"]
+
+    def test(n: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        a, c = n["n_pie_with_value"], n["n_non_pie_with_value"]
+        odds, p = fisher(a, n["n_pie"] - a, c, n["n_non_pie"] - c)
+        return {"odds_ratio": odds}, p
+
+    return insert_tests(con, SOURCE, TABLE, columns, test, GROUPS, alpha, significance_on)
 
 
 def settings(con: duckdb.DuckDBPyConnection) -> tuple[float, str]:

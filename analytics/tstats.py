@@ -19,6 +19,7 @@ library on this path: `pie analyze` starts faster without one); scipy gives the 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,6 +69,59 @@ def welch(
     return t, df, p, g
 
 
+def insert_tests(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    table: str,
+    columns: list[str],
+    test: Callable[[dict[str, np.ndarray]], tuple[dict[str, np.ndarray], np.ndarray]],
+    groups: Sequence[str],
+    alpha: float,
+    significance_on: str = "p",
+) -> int:
+    """Insert into `table`, by column name, the rows of relation `source` (in the order of its
+    keys) with what `test` computes from their `columns` (as float arrays, null -> NaN): its
+    output columns, the p-value, q_value (BH within each partition by `groups`) and
+    `significant` at `alpha` on p or q. Returns the number of rows inserted."""
+    if significance_on not in SIGNIFICANCE_ON:
+        raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
+    order = ", ".join(relations.relation(source).keys)
+    con.execute(
+        "create or replace temp table _tests_in as select row_number() over () as _row,"
+        f" dense_rank() over (order by {', '.join(groups)}) as _group,"
+        f" * from (select * from {source} order by {order})"
+    )
+    try:
+        arrays = con.sql(
+            f"select _row, _group, {', '.join(f'{c}::double as {c}' for c in columns)}"
+            " from _tests_in order by _row"
+        ).fetchnumpy()
+        if len(arrays["_row"]) == 0:
+            return 0
+        out, p = test({c: np.ma.filled(arrays[c], np.nan) for c in columns})
+        q = np.full(len(p), np.nan)
+        group = np.asarray(arrays["_group"])
+        for k in np.unique(group):
+            rows = np.flatnonzero(group == k)
+            q[rows] = benjamini_hochberg(p[rows])
+        tested = q if significance_on == "q" else p
+        with np.errstate(invalid="ignore"):
+            significant = np.isfinite(tested) & (tested <= alpha)
+        # NaN arrives as null (DuckDB reads a dict of NumPy arrays without a data frame library)
+        tests = {"_row": np.asarray(arrays["_row"]), **out, "p_value": p, "q_value": q}
+        con.register("_tests_out", tests | {"significant": significant})
+        con.execute(
+            f"insert into {table} by name select i.* exclude (_row, _group),"
+            " o.* exclude (_row), ? as significance_on, ? as alpha"
+            " from _tests_in as i inner join _tests_out as o using (_row)",
+            [significance_on, alpha],
+        )
+        con.unregister("_tests_out")
+        return len(p)
+    finally:
+        con.execute("drop table if exists _tests_in")
+
+
 def insert_welch_tests(
     con: duckdb.DuckDBPyConnection,
     source: str,
@@ -78,66 +132,16 @@ def insert_welch_tests(
     alpha: float,
     significance_on: str = "p",
 ) -> int:
-    """Insert into `table`, by column name, the rows of relation `source` (in the order of its
-    keys) with the Welch test of `baseline_<mean>` against `variant_<mean>` (sample standard
-    deviations `baseline_<std>`, `variant_<std>`; sizes `baseline_n`, `variant_n`): t_stat
-    (baseline minus variant), welch_df, p_value, q_value (BH within each partition by `groups`),
-    hedges_g, `significant` at `alpha` on p or q. Undefined tests are null. Returns the number
-    of rows inserted."""
-    if significance_on not in SIGNIFICANCE_ON:
-        raise ValueError(f"significance_on must be 'p' or 'q', got {significance_on!r}")
-    order = ", ".join(relations.relation(source).keys)
-    con.execute(
-        "create or replace temp table _welch_in as select row_number() over () as _row,"
-        f" dense_rank() over (order by {', '.join(groups)}) as _group,"
-        f" * from (select * from {source} order by {order})"
-    )
-    try:
-        columns = [
-            f"baseline_{mean}",
-            f"baseline_{std}",
-            "baseline_n",
-            f"variant_{mean}",
-            f"variant_{std}",
-            "variant_n",
-        ]
-        arrays = con.sql(
-            f"select _row, _group, {', '.join(f'{c}::double as {c}' for c in columns)}"
-            " from _welch_in order by _row"
-        ).fetchnumpy()
-        if len(arrays["_row"]) == 0:
-            return 0
-        values = [np.ma.filled(arrays[c], np.nan) for c in columns]  # null -> NaN
-        t, df, p, g = welch(*values)
-        q = np.full(len(p), np.nan)
-        group = np.asarray(arrays["_group"])
-        for k in np.unique(group):
-            rows = np.flatnonzero(group == k)
-            q[rows] = benjamini_hochberg(p[rows])
-        tested = q if significance_on == "q" else p
-        with np.errstate(invalid="ignore"):
-            significant = np.isfinite(tested) & (tested <= alpha)
-        # NaN arrives as null (DuckDB reads a dict of NumPy arrays without a data frame library)
-        tests = {
-            "_row": np.asarray(arrays["_row"]),
-            "t_stat": t,
-            "welch_df": df,
-            "p_value": p,
-            "q_value": q,
-            "hedges_g": g,
-            "significant": significant,
-        }
-        con.register("_welch_out", tests)
-        con.execute(
-            f"insert into {table} by name select i.* exclude (_row, _group),"
-            " o.* exclude (_row), ? as significance_on, ? as alpha"
-            " from _welch_in as i inner join _welch_out as o using (_row)",
-            [significance_on, alpha],
-        )
-        con.unregister("_welch_out")
-        return len(t)
-    finally:
-        con.execute("drop table if exists _welch_in")
+    """`insert_tests` with the Welch test of `baseline_<mean>` against `variant_<mean>` (sample
+    standard deviations `baseline_<std>`, `variant_<std>`; sizes `baseline_n`, `variant_n`):
+    t_stat (baseline minus variant), welch_df, p_value, hedges_g. Undefined tests are null."""
+    columns = [f"{side}_{c}" for side in ("baseline", "variant") for c in (mean, std, "n")]
+
+    def test(values: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        t, df, p, g = welch(*(values[c] for c in columns))
+        return {"t_stat": t, "welch_df": df, "hedges_g": g}, p
+
+    return insert_tests(con, source, table, columns, test, groups, alpha, significance_on)
 
 
 def class_tstats(con: duckdb.DuckDBPyConnection, alpha: float, significance_on: str = "p") -> int:
