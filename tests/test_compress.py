@@ -151,6 +151,8 @@ def test_int8_full_reloads_to_the_program_just_converted(dense):
 
 def test_infer_evaluates_a_derived_population(dense):
     compress(dense, "-m", "oneshot_magnitude,int8_full", "-s", "0.5", "--calibration", "32")
+    again = compress(dense, "-m", "oneshot_magnitude,int8_full", "-s", "0.5", "--calibration", "32")
+    assert "0 models to make, 4 already there" in again.output  # a rerun makes nothing
     config = dense.path / "config.toml"
     pie("infer", "--root", str(dense.path), "--config", str(config))
     with store.connect(dense, read_only=True) as con:

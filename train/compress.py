@@ -58,8 +58,11 @@ class Job:
         return f"{self.parent.model_id}.{self.method}-{self.level:g}"
 
 
-def recipes(cfg: CompressConfig, method: str) -> list[tuple[float, dict[str, Any]]]:
-    """(level, settings) of each model `method` derives from one parent."""
+def recipes(
+    cfg: CompressConfig, method: str, parent: checkpoints.Sidecar
+) -> list[tuple[float, dict[str, Any]]]:
+    """(level, settings) of each model `method` derives from `parent`: all that is asked, so
+    that a rerun compares them with what a derived model on disk was made with."""
     if method in ONESHOT:
         steps = {"finetune_steps": cfg.finetune_steps}
         if cfg.finetune_steps:
@@ -74,7 +77,9 @@ def recipes(cfg: CompressConfig, method: str) -> list[tuple[float, dict[str, Any
         return [(1 - n / m, {"method": method, "n": n, "m": m})]
     calibration = None
     if method == "int8_full":
-        calibration = {"images": cfg.calibration, "seed": cfg.calibration_seed}
+        calibration = {
+            "dataset": parent.train_dataset, "images": cfg.calibration, "seed": cfg.calibration_seed
+        }  # fmt: skip
     return [(float(quantise.BITS[method]), quantise.description(method, calibration))]
 
 
@@ -125,7 +130,7 @@ def find_jobs(con, root: WorkRoot, cfg: CompressConfig) -> tuple[list[Job], int]
         if "int8_full" in cfg.methods:
             data.shard_set(root.shards(parent.train_dataset), parent.train_dataset)
         for method in cfg.methods:
-            for level, recipe in recipes(cfg, method):
+            for level, recipe in recipes(cfg, method, parent):
                 job = Job(parent, method, level, recipe, population_method(cfg.parent, method))
                 check_name(job.model_id.replace(".", "-"), "model id")
                 directory = root.checkpoint(job.model_id)
@@ -176,7 +181,6 @@ def make(root: WorkRoot, job: Job, test: loaders.Input, device: torch.device, cf
         if job.method == "int8_full":
             count, seed = recipe["calibration"]["images"], recipe["calibration"]["seed"]
             calibration = quantise.calibration_images(root, parent.train_dataset, pre, count, seed)
-            recipe["calibration"] = {"dataset": parent.train_dataset, **recipe["calibration"]}
         stored = quantise.quantise(model, job.method, pre, calibration)
         runnable = compressed.runnable(stored, job.method)
         target, run_on = parent.target_sparsity, torch.device("cpu")
