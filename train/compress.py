@@ -41,6 +41,7 @@ from pie.models import resolve_device
 from pie.paths import WorkRoot, check_name
 from train import data, loaders, quantise, sparsify
 from train.config import ONESHOT, SEMISTRUCTURED, CompressConfig
+from train.pruning import sparsity_report
 
 MEASURED = ("skipped", "finetune_loss")  # compression entries measured, not asked
 
@@ -202,7 +203,9 @@ def make(root: WorkRoot, job: Job, test: loaders.Input, device: torch.device, cf
         stored = runnable = model
         target, run_on = job.level, device
     names = set(parent.layer_sparsity)
-    achieved, per_layer = sparsify_report(compressed.weights(stored), names)
+    achieved, per_layer = sparsity_report(
+        {n: w for n, w in compressed.weights(stored).items() if n in names}
+    )
     sidecar = replace(
         parent,
         model_id=job.model_id,
@@ -219,15 +222,6 @@ def make(root: WorkRoot, job: Job, test: loaders.Input, device: torch.device, cf
         seconds=round(time.time() - started, 2),
     )
     return checkpoints.save(root, stored, sidecar)
-
-
-def sparsify_report(weights: dict[str, torch.Tensor], names: set[str]) -> tuple[float, dict]:
-    """(overall, per-layer) fraction of exact zeros among the weights named in `names` (the
-    parent's prunable set)."""
-    chosen = {n: w for n, w in weights.items() if n in names}
-    zeros = {n: int((w == 0).sum()) for n, w in chosen.items()}
-    total = sum(w.numel() for w in chosen.values())
-    return sum(zeros.values()) / max(total, 1), {n: zeros[n] / chosen[n].numel() for n in chosen}
 
 
 def main(root: WorkRoot, cfg: CompressConfig) -> list[str]:
