@@ -31,8 +31,8 @@ them with the rest.
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -52,6 +52,7 @@ from pie.shards import safe_key
 if TYPE_CHECKING:
     import duckdb
 
+IMAGES = "select key from images where dataset = ? order by key"
 LISTED = "listed"  # the one annotation of a file of keys only
 EXAMPLES = 5  # unmatched and ambiguous rows named in the report
 
@@ -93,29 +94,61 @@ class Matching:
         return sum(self.how.values())
 
 
-def match(identifiers: Sequence[str | None], keys: Iterable[str]) -> Matching:
-    """Match each identifier to a key by the rule of the module docstring."""
-    known = set(keys)
-    by_stem: dict[str, list[str]] = defaultdict(list)
-    for key in sorted(known):
-        by_stem[key.rpartition("/")[2]].append(key)
+def candidates(identifier: str | None) -> list[tuple[int, str, str]]:
+    """(rank, how, candidate key) that `identifier` may name, most specific first: itself, the
+    tails of its path without the extension (longest first), its stem."""
+    text = (identifier or "").strip()
+    if not text:
+        return []
+    path = PurePosixPath(text.replace("\\", "/"))
+    path = path.with_suffix("") if path.name else path  # `/`, `.`: no name to strip
+    parts = safe_key(path.as_posix()).split("/")
+    tails = [(1 + i, "path", "/".join(parts[i:])) for i in range(len(parts))]
+    return [(0, "key", text), *tails, (len(parts) + 1, "stem", parts[-1])]
+
+
+def match(identifiers: Sequence[str | None], con: duckdb.DuckDBPyConnection, dataset: str):
+    """Match each identifier to a key of `dataset` (table images) by the rule of the module
+    docstring. The keys stay in the database: the candidates of each row (a few per row of the
+    file) are joined with them there, so memory follows the file, not the dataset."""
+    rows = [(i, *c) for i, identifier in enumerate(identifiers) for c in candidates(identifier)]
+    types = {"row": pa.int64(), "rank": pa.int64(), "how": pa.string(), "candidate": pa.string()}
+    table = pa.table(
+        [pa.array([r[k] for r in rows], t) for k, t in enumerate(types.values())], names=list(types)
+    )
+    con.register("_candidates", table)
+    try:
+        hits = store.rows(
+            con,
+            """
+            with keys as (
+                select key, regexp_extract(key, '[^/]*$') as stem from images where dataset = ?
+            ),
+            found as (
+                select c.row, c.rank, c.how, k.key
+                from _candidates as c
+                inner join keys as k
+                    on k.key = c.candidate and c.how <> 'stem'
+                    or k.stem = c.candidate and c.how = 'stem'
+            )
+            select row, how, list(key order by key)
+            from (from found qualify rank = min(rank) over (partition by row))
+            group by row, how
+            """,
+            [dataset],
+        )
+    finally:
+        con.unregister("_candidates")
+    best = {row: (how, keys) for row, how, keys in hits}
     result = Matching([])
-    for identifier in identifiers:
-        text = (identifier or "").strip()
-        how, found = "key", [text] if text in known else []
-        if text and not found:
-            path = PurePosixPath(text.replace("\\", "/"))
-            path = path.with_suffix("") if path.name else path  # `/`, `.`: no name to strip
-            parts = safe_key(path.as_posix()).split("/")
-            tails = ("/".join(parts[i:]) for i in range(len(parts)))  # longest first
-            how, found = "path", [t for t in tails if t in known][:1]
-            if not found:
-                how, found = "stem", by_stem.get(parts[-1], [])
+    for i, identifier in enumerate(identifiers):
+        how, found = best.get(i, ("", []))
         if len(found) == 1:
             result.keys.append(found[0])
             result.how[how] += 1
         else:
             result.keys.append(None)
+            text = (identifier or "").strip()
             if found:
                 result.ambiguous.append((text, found))
             else:
@@ -165,21 +198,15 @@ def column_values(table: pa.Table, name: str, rows: np.ndarray, bins: int | None
     return quantile_bins(numbers.astype(float), bins)
 
 
-def annotation_rows(
-    table: pa.Table, key_column: str, matching: Matching, keys: Sequence[str], bins: dict
-) -> pa.Table:
-    """(key, name, value) rows for the matched rows of the file (a list: every key of `keys`)."""
+def annotation_rows(table: pa.Table, key_column: str, matching: Matching, bins: dict) -> pa.Table:
+    """(key, name, value) rows for the matched rows of the file (a list: `listed` = true for
+    each; `main` marks every other image of the dataset false, in the database)."""
     rows = np.array([i for i, k in enumerate(matching.keys) if k is not None], dtype=np.int64)
     matched = [matching.keys[i] for i in rows]
     columns = [c for c in table.column_names if c != key_column]
     if not columns:
-        listed = set(matched)
         return pa.table(
-            {
-                "key": list(keys),
-                "name": [LISTED] * len(keys),
-                "value": ["true" if k in listed else "false" for k in keys],
-            }
+            {"key": matched, "name": [LISTED] * len(matched), "value": ["true"] * len(matched)}
         )
     out: dict[str, list] = {"key": [], "name": [], "value": []}
     for name in columns:
@@ -199,7 +226,8 @@ def examples(items: Sequence[str]) -> str:
 
 
 def check_matching(matching: Matching, path: Path, dataset: str, keys: Sequence[str]) -> None:
-    """Refuse a file that names no image of the dataset, or one image in two rows."""
+    """Refuse a file that names no image of the dataset (`keys`: two of its keys, to show), or
+    one image in two rows."""
     if not matching.n_matched:
         raise PieError(
             f"none of the {len(matching.keys)} rows of {path.name} names an image of {dataset}"
@@ -265,43 +293,51 @@ def main(
         identifiers = table.column(key_column).cast(pa.string()).to_pylist()
     except pa.ArrowException:
         raise PieError(f"column {key_column!r} of {path.name} cannot name images") from None
-    with store.writer_lock(root, "pie annotate"), store.connect(root) as con:
+    with store.connect(root, read_only=True) as con:  # match before taking the writer's lock
         catalog.dataset(con, dataset)
-        keys = [
-            k
-            for (k,) in store.rows(
-                con, "select key from images where dataset = ? order by key", [dataset]
-            )
-        ]
+        keys = [k for (k,) in store.rows(con, IMAGES + " limit 2", [dataset])]
         if not keys:
             raise PieError(f"dataset {dataset} has no images")
-        matching = match(identifiers, keys)
-        check_matching(matching, path, dataset, keys)
-        rows = annotation_rows(table, key_column, matching, keys, binned)
-        with store.transaction(con):
+        matching = match(identifiers, con, dataset)
+    check_matching(matching, path, dataset, keys)
+    rows = annotation_rows(table, key_column, matching, binned)
+    with (
+        store.writer_lock(root, "pie annotate"),
+        store.connect(root) as con,
+        store.transaction(con),
+    ):
+        con.execute("delete from annotations where dataset = ? and source = ?", [dataset, source])
+        con.register("_annotations", rows)
+        con.execute(
+            "insert into annotations select ?, key, ?, name, value from _annotations",
+            [dataset, source],
+        )
+        if rows.column("name").to_pylist()[:1] == [LISTED]:  # the rest of the dataset
             con.execute(
-                "delete from annotations where dataset = ? and source = ?", [dataset, source]
+                f"insert into annotations select ?, key, ?, ?, 'false' from ({IMAGES})"
+                " where key not in (select key from _annotations)",
+                [dataset, source, LISTED, dataset],
             )
-            con.register("_annotations", rows)
-            con.execute(
-                "insert into annotations select ?, key, ?, name, value from _annotations",
-                [dataset, source],
+        con.unregister("_annotations")
+        (written,) = store.rows(
+            con,
+            "select count(*) from annotations where dataset = ? and source = ?",
+            [dataset, source],
+        )[0]
+        n_tests = refresh_tests(con, dataset, source)
+        names = sorted(set(rows.column("name").to_pylist()))
+        summary = (
+            f"annotate: wrote {written} annotations of {dataset} from source {source}"
+            f" ({', '.join(names)}); "
+            + (
+                "the analysis is out of date: `pie analyze` tests them"
+                if n_tests is None
+                else f"view pie_annotations tests them ({n_tests} rows in all)"
             )
-            con.unregister("_annotations")
-            n_tests = refresh_tests(con, dataset, source)
-            names = sorted(set(rows.column("name").to_pylist()))
-            summary = (
-                f"annotate: wrote {rows.num_rows} annotations of {dataset} from source {source}"
-                f" ({', '.join(names)}); "
-                + (
-                    "the analysis is out of date: `pie analyze` tests them"
-                    if n_tests is None
-                    else f"view pie_annotations tests them ({n_tests} rows in all)"
-                )
-            )
-            config = {"file": str(path), "dataset": dataset, "source": source,
+        )
+        config = {"file": str(path), "dataset": dataset, "source": source,
                       "key_column": key_column, "bins": binned}  # fmt: skip
-            store.record_run(con, "annotate", None, config, summary, started)
+        store.record_run(con, "annotate", None, config, summary, started)
     for line in (report(matching, path, dataset), summary):
         console.out.print(line, markup=False, soft_wrap=True)  # one line each, brackets kept
-    return rows.num_rows
+    return written

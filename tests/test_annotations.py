@@ -4,6 +4,7 @@ false_discovery_control, quantile bins, lists of keys, replacement, and the one-
 
 from __future__ import annotations
 
+import duckdb
 import pytest
 from conftest import add_dataset, add_model, add_predictions, assert_one_line_error, pie
 from scipy.stats import false_discovery_control, fisher_exact
@@ -87,6 +88,9 @@ def annotations(root) -> list[tuple]:
 
 def test_rows_find_their_images_by_key_path_or_unique_stem():
     keys = ["n01/a", "n01/dup", "n02/dup", "fmnist-test-00042", "x/y/z"]
+    con = duckdb.connect()  # the keys are matched where they are stored: table images
+    con.execute("create table images (dataset varchar, key varchar)")
+    con.executemany("insert into images values ('d', ?), ('other', ?)", [[k, k] for k in keys])
     found = match(
         [
             "fmnist-test-00042",  # a key
@@ -99,7 +103,8 @@ def test_rows_find_their_images_by_key_path_or_unique_stem():
             None,
             "/",  # no file name at all
         ],
-        keys,
+        con,
+        "d",
     )
     matched = ["fmnist-test-00042", "n01/a", "n02/dup", "x/y/z", "n01/a"]
     assert found.keys == [*matched, None, None, None, None]
