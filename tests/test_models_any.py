@@ -72,11 +72,11 @@ def sidecar(arch: str, size: int) -> checkpoints.Sidecar:
     )
 
 
-def build_prune_save_reload(root, arch: str, size: int, head: str) -> None:
+def build_prune_save_reload(root, arch: str, size: int, head: str) -> int:
     """Build, prune to 50 % by magnitude, save, strictly reload: the saved tensors hold
     round(n / 2) zeros in every weight that is a conv or dense layer but the classifier (counted
     from the file, not from the pruner), none elsewhere; the reloaded model's logits are the
-    pruned model's."""
+    pruned model's. Returns the number of pruned tensors."""
     torch.manual_seed(0)
     model = create(arch, 5, 3, size).eval()
     assert classifier(model)[0] == head
@@ -107,13 +107,14 @@ def build_prune_save_reload(root, arch: str, size: int, head: str) -> None:
     x = torch.randn(2, 3, size, size)
     with torch.inference_mode():
         assert torch.equal(reloaded(x), model(x))
+    return len(weights)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_any_arch_builds_prunes_saves_and_reloads_strictly(root, arch):
     if arch.startswith(models.TIMM):
         pytest.importorskip("timm")
-    build_prune_save_reload(root, arch, *ARCHS[arch])
+    assert build_prune_save_reload(root, arch, *ARCHS[arch]) >= 2  # a stem and more
 
 
 @pytest.mark.slow
@@ -121,7 +122,7 @@ def test_any_arch_builds_prunes_saves_and_reloads_strictly(root, arch):
 def test_heavier_archs_build_prune_save_and_reload_strictly(root, arch):
     if arch.startswith(models.TIMM):
         pytest.importorskip("timm")
-    build_prune_save_reload(root, arch, *HEAVY[arch])
+    assert build_prune_save_reload(root, arch, *HEAVY[arch]) >= 2
 
 
 def test_attention_projections_and_mlps_are_pruned_never_tokens_norms_or_embeddings():
